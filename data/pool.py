@@ -1,0 +1,49 @@
+"""PoolState: which pool items are labelled, in which round, and with which revealed label."""
+from __future__ import annotations
+
+import torch
+
+
+class PoolState:
+    """Labelling status of the unlabelled pool, by pool position (0..n_pool-1).
+
+    Revealed labels are stored here rather than read from the dataset, so that an oracle which
+    lies (label noise) changes what the model trains on and nothing else.
+    """
+
+    def __init__(self, n_pool: int):
+        self.round_P = torch.full((n_pool,), -1, dtype=torch.int64)
+        self.label_P = torch.full((n_pool,), -1, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return self.round_P.numel()
+
+    @property
+    def n_labeled(self) -> int:
+        return int((self.round_P >= 0).sum())
+
+    def labeled_positions(self) -> torch.Tensor:
+        return torch.nonzero(self.round_P >= 0).flatten()
+
+    def unlabeled_positions(self) -> torch.Tensor:
+        return torch.nonzero(self.round_P < 0).flatten()
+
+    def labels_of(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.label_P[positions]
+
+    def label(self, positions: torch.Tensor, labels: torch.Tensor, round_: int) -> None:
+        """Mark pool positions as labelled in ``round_`` with the oracle's ``labels``."""
+        positions = torch.as_tensor(positions, dtype=torch.int64)
+        if positions.unique().numel() != positions.numel():
+            raise ValueError("the same pool item was selected twice")
+        if (self.round_P[positions] >= 0).any():
+            raise ValueError("a selected pool item is already labelled")
+        self.round_P[positions] = round_
+        self.label_P[positions] = torch.as_tensor(labels, dtype=torch.int64)
+
+    def state_dict(self) -> dict:
+        return {"round_P": self.round_P.clone(), "label_P": self.label_P.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.round_P = state["round_P"].clone()
+        self.label_P = state["label_P"].clone()

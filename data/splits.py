@@ -1,0 +1,43 @@
+"""Seeded stratified splits: validation out of train, and the initial labelled set out of the pool."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from rng import numpy_rng
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Indices into the dataset's train split: validation images and the unlabelled pool."""
+
+    val_idx: torch.Tensor
+    pool_idx: torch.Tensor
+
+
+def split_train(train_y: torch.Tensor, num_valid: int, seed: int) -> Splits:
+    """Draw ``num_valid`` validation images stratified by class; the rest of train is the pool."""
+    pool, val = stratified_draw(train_y, num_valid, seed, "validation")
+    return Splits(val_idx=val, pool_idx=pool)
+
+
+def initial_positions(pool_y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Pool positions of the initial labelled set: ``n`` images, class-balanced, seeded."""
+    return stratified_draw(pool_y, n, seed, "initial")[1]
+
+
+def stratified_draw(y: torch.Tensor, n: int, seed: int, stream: str) -> tuple:
+    """Split positions 0..len(y)-1 into (rest, drawn) with ``n`` drawn in class proportions.
+
+    Below one item per class, stratification is impossible and the draw is plain uniform.
+    Both parts come back sorted, so they do not depend on sklearn's internal ordering.
+    """
+    positions = np.arange(len(y))
+    y_np = y.cpu().numpy()
+    stratify = y_np if n >= len(np.unique(y_np)) and len(y) - n >= len(np.unique(y_np)) else None
+    rest, drawn = train_test_split(positions, test_size=n, stratify=stratify,
+                                   random_state=numpy_rng(seed, stream))
+    return torch.as_tensor(np.sort(rest)), torch.as_tensor(np.sort(drawn))

@@ -1,0 +1,191 @@
+"""The active-learning loop: prepare the data once, then train → evaluate → query → reveal, per round.
+
+Random streams (see rng.py) are named by (seed, purpose, round), so for one seed the validation split,
+the noise, the initial set and each round's initial weights are the same whatever the strategy.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from config import Config, ConfigError
+from data import Dataset, Images, PoolState, initial_positions, split_train
+from models import build_model
+from noise import apply_noise
+from oracle import CleanOracle
+from results import RunDir
+from rng import torch_generator
+from strategies import Strategy, get_strategy, random_scores, select_top_k
+from train import evaluate, fit, make_optimizer, score_pool
+
+
+@dataclass
+class StudyData:
+    """One seed's view of a dataset: noisy images on the device, and the split indices."""
+
+    train: Images
+    train_y: torch.Tensor
+    test: Images
+    test_y: torch.Tensor
+    val_idx: torch.Tensor   # dataset indices (device)
+    pool_idx: torch.Tensor  # dataset indices (device); pool position p is dataset item pool_idx[p]
+    num_classes: int
+    noisy_train: int = 0
+    noisy_test: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_y.device
+
+    @property
+    def pool_y(self) -> torch.Tensor:
+        return self.train_y[self.pool_idx]
+
+
+def check_budget(cfg: Config, n_train: int, num_classes: int) -> None:
+    """The labelling budget and validation size must fit the training split."""
+    if cfg.num_valid < num_classes or cfg.num_valid >= n_train:
+        raise ConfigError(f"--num_valid {cfg.num_valid} must be between {num_classes} (one per class) "
+                          f"and {n_train - 1} for {cfg.dataset} ({n_train} training images)")
+    pool = n_train - cfg.num_valid
+    needed = cfg.n_init_labeled + cfg.n_query * cfg.n_round
+    if needed > pool:
+        raise ConfigError(f"--n_init_labeled + --n_query × --n_round = {cfg.n_init_labeled} + {cfg.n_query} × "
+                          f"{cfg.n_round} = {needed} exceeds the pool of {pool} images ({cfg.dataset}: "
+                          f"{n_train} training images − {cfg.num_valid} validation)")
+    strategy = get_strategy(cfg.strategy)
+    if cfg.mc_samples < strategy.min_mc_samples:
+        raise ConfigError(f"--strategy {cfg.strategy} needs --mc_samples ≥ {strategy.min_mc_samples}, "
+                          f"got {cfg.mc_samples}")
+
+
+def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyData:
+    """Split, add the run's fixed input noise, and move everything to the device once."""
+    # Split train into validation and pool
+    splits = split_train(dataset.train_y, cfg.num_valid, cfg.seed)
+    # Add input noise once per image, seeded by the run
+    train, n_train_noisy = _noisy(dataset.train_x, dataset, cfg, "train")
+    test, n_test_noisy = _noisy(dataset.test_x, dataset, cfg, "test")
+    return StudyData(train=train.to(device), train_y=dataset.train_y.to(device),
+                     test=test.to(device), test_y=dataset.test_y.to(device),
+                     val_idx=splits.val_idx.to(device), pool_idx=splits.pool_idx.to(device),
+                     num_classes=dataset.num_classes, noisy_train=n_train_noisy, noisy_test=n_test_noisy)
+
+
+def _noisy(x_uint8: torch.Tensor, dataset: Dataset, cfg: Config, split: str) -> tuple:
+    images = Images(x_uint8, dataset.mean, dataset.std)
+    if cfg.noise == "none" or cfg.noise_rate == 0:
+        return images, 0
+    noisy, affected = apply_noise(images.normalised(), cfg.noise, cfg.noise_rate,
+                                  torch_generator(cfg.seed, "noise", split),
+                                  std=cfg.noise_std, sp_fraction=cfg.sp_fraction)
+    return images.replaced(noisy), int(affected.numel())
+
+
+def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: logging.Logger) -> list:
+    """All rounds 0..n_round; each finished round is in the run folder before the next starts."""
+    strategy = get_strategy(cfg.strategy)
+    oracle = CleanOracle(data.pool_y)
+    state = PoolState(data.pool_idx.numel())
+    # Label the initial, class-balanced set
+    first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
+    state.label(first, oracle(first), round_=0)
+    rows = []
+    for r in tqdm(range(cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
+        row, acquired = run_round(cfg, data, state, strategy, oracle, r)
+        run_dir.append_round(row, acquired)
+        tracker.log(row)
+        log.info(format_row(row))
+        rows.append(row)
+    return rows
+
+
+def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int) -> tuple:
+    """One round: train a fresh model, evaluate it, and (before the last round) query and reveal."""
+    t_round = time.perf_counter()
+    # Train a freshly initialised model on the labelled set
+    t = time.perf_counter()
+    model, train_loss = train_model(cfg, data, state, r)
+    train_s = _elapsed(t, data.device)
+    # Evaluate on validation and test
+    t = time.perf_counter()
+    val = evaluate(model, data.train, data.val_idx, data.train_y[data.val_idx], cfg.eval_batch_size)
+    test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
+                    cfg.eval_batch_size)
+    eval_s = _elapsed(t, data.device)
+    # Query the pool and reveal the chosen labels (no query after the last round)
+    t = time.perf_counter()
+    acquired, n_scored = [], 0
+    if r < cfg.n_round:
+        picked, picked_scores, n_scored = query(cfg, data, state, strategy, model, r)
+        labels = oracle(picked)
+        state.label(picked, labels, round_=r + 1)
+        dataset_idx = data.pool_idx[picked.to(data.device)].tolist()
+        acquired = [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "score": s}
+                    for p, d, lab, s in zip(picked.tolist(), dataset_idx, labels.tolist(),
+                                            picked_scores.tolist())]
+    query_s = _elapsed(t, data.device)
+    row = {"round": r, "n_labeled": state.n_labeled - len(acquired), "train_loss": train_loss,
+           "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
+           "test_error": 1.0 - test["acc"], "n_scored": n_scored, "train_s": train_s, "eval_s": eval_s,
+           "query_s": query_s, "round_s": time.perf_counter() - t_round}
+    return row, acquired
+
+
+def train_model(cfg: Config, data: StudyData, state: PoolState, r: int) -> tuple:
+    """A model initialised from (seed, round) and trained on the revealed labels."""
+    c, h, _ = data.train.x.shape[1:]
+    model = build_model(cfg.model, c, h, data.num_classes, cfg.dropout,
+                        torch_generator(cfg.seed, "weights", r)).to(data.device)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.resolved_weight_decay, cfg.momentum)
+    labeled = state.labeled_positions()
+    idx = data.pool_idx[labeled.to(data.device)]
+    y = state.labels_of(labeled).to(data.device)
+    loss = fit(model, data.train, idx, y, optimizer, cfg.epochs, cfg.batch_size,
+               shuffle_gen=torch_generator(cfg.seed, "shuffle", r),
+               dropout_gen=torch_generator(cfg.seed, "dropout", r, device=data.device),
+               desc=f"round {r} epochs")
+    return model, loss
+
+
+def candidate_positions(state: PoolState, subset: int, generator: torch.Generator) -> torch.Tensor:
+    """Unlabelled pool positions to score: all, or a seeded random subset of ``subset`` of them."""
+    unlabeled = state.unlabeled_positions()
+    if 0 < subset < unlabeled.numel():
+        chosen = torch.randperm(unlabeled.numel(), generator=generator)[:subset]
+        unlabeled = unlabeled[chosen.sort().values]
+    return unlabeled
+
+
+def query(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, model, r: int) -> tuple:
+    """(pool positions to label, their scores, how many were scored), best first."""
+    candidates = candidate_positions(state, cfg.pool_subset, torch_generator(cfg.seed, "subset", r))
+    if strategy.score is None:
+        scores = random_scores(candidates.numel(), torch_generator(cfg.seed, "random_query", r))
+    else:
+        mc = strategy.mc and cfg.mc_samples > 1
+        scores = score_pool(model, data.train, data.pool_idx[candidates.to(data.device)], strategy.score,
+                            cfg.mc_samples if mc else 1, mc,
+                            torch_generator(cfg.seed, "mc_dropout", r, device=data.device),
+                            cfg.eval_batch_size).cpu()
+    best = select_top_k(scores, cfg.n_query)
+    return candidates[best], scores[best], candidates.numel()
+
+
+def format_row(row: dict) -> str:
+    """The console line of one round."""
+    return (f"round {row['round']:>3} | labeled {row['n_labeled']:>6} | val {row['val_acc']:.4f} | "
+            f"test {row['test_acc']:.4f} | train {row['train_s']:.2f}s eval {row['eval_s']:.2f}s "
+            f"query {row['query_s']:.2f}s")
+
+
+def _elapsed(start: float, device: torch.device) -> float:
+    """Seconds since ``start``, after the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start

@@ -1,0 +1,87 @@
+"""Weights & Biases logging that never blocks or kills a run.
+
+With an API key (WANDB_API_KEY or a wandb login) it logs online; without one it logs offline into the
+run folder and says how to upload later. Any wandb failure is logged once and tracking stops; the
+run itself goes on, and the run folder stays the record of truth.
+"""
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+
+INIT_TIMEOUT_S = 30
+
+
+class NullTracker:
+    """Tracks nothing (``--no-wandb``, or after wandb failed)."""
+
+    def log(self, row: dict) -> None:
+        pass
+
+    def finish(self, summary: dict) -> None:
+        pass
+
+
+class WandbTracker:
+    """Config, per-round metrics (keyed by round and labelled-set size) and the summary."""
+
+    def __init__(self, run, log: logging.Logger):
+        self.run = run
+        self.log_ = log
+
+    def log(self, row: dict) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.log(dict(row), step=int(row["round"]))
+        except Exception as err:  # never let tracking end a run
+            self._disable(err)
+
+    def finish(self, summary: dict) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.summary.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
+            self.run.finish(exit_code=0 if summary.get("status") == "complete" else 1, quiet=True)
+        except Exception as err:
+            self._disable(err)
+
+    def _disable(self, err: Exception) -> None:
+        self.log_.warning("wandb stopped tracking this run (%s); the run folder has everything", err)
+        self.run = None
+
+
+def has_api_key() -> bool:
+    """Whether wandb could authenticate: an API key in the environment or in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        hosts = netrc.netrc().hosts
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return any("wandb" in host for host in hosts)
+
+
+def start_tracker(enabled: bool, project: str, name: str, config: dict, run_dir: Path,
+                  log: logging.Logger):
+    """A tracker for one run: WandbTracker when enabled and wandb starts, else NullTracker."""
+    if not enabled:
+        return NullTracker()
+    mode = os.environ.get("WANDB_MODE") or ("online" if has_api_key() else "offline")
+    try:
+        import wandb
+
+        run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode,
+                         reinit="finish_previous",
+                         settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S, console="off", silent=True))
+        run.define_metric("n_labeled")
+        run.define_metric("*", step_metric="round")
+    except Exception as err:  # no network, bad key, broken install: the run goes on without wandb
+        log.warning("wandb could not start (%s); continuing without it", str(err).splitlines()[0] if str(err) else err)
+        return NullTracker()
+    if mode == "offline":
+        offline_dir = Path(run.dir).parent
+        log.info("wandb offline run in %s; upload later with: wandb sync %s", offline_dir, offline_dir)
+    return WandbTracker(run, log)

@@ -1,0 +1,81 @@
+"""Fit, evaluate and MC-predict. Data come as Images plus index tensors; batches are index slices."""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models import TrunkHeadModel
+
+
+def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
+                   momentum: float) -> torch.optim.Optimizer:
+    """Adam, or SGD with (Nesterov-free) momentum; both with L2 weight decay."""
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+        epochs: int, batch_size: int, shuffle_gen: torch.Generator, dropout_gen: torch.Generator,
+        desc: str = "epochs") -> float:
+    """Train on images[idx] with labels y for ``epochs`` passes; returns the last epoch's mean loss.
+
+    ``shuffle_gen`` (CPU) orders each epoch; ``dropout_gen`` (on the model's device) draws the masks.
+    """
+    model.train()
+    n = idx.numel()
+    epoch_loss = float("nan")
+    for _ in tqdm(range(epochs), desc=desc, leave=False, disable=not sys.stderr.isatty()):
+        order = torch.randperm(n, generator=shuffle_gen).to(idx.device)
+        total = torch.zeros((), device=idx.device)
+        for start in range(0, n, batch_size):
+            batch = order[start:start + batch_size]
+            loss = F.cross_entropy(model(images.batch(idx[batch]), dropout_gen), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * batch.numel()
+        epoch_loss = float(total) / n  # one device sync per epoch, not per batch
+    return epoch_loss
+
+
+@torch.inference_mode()
+def evaluate(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, chunk: int) -> dict:
+    """Accuracy and mean cross-entropy of the deterministic (dropout-off) model on images[idx]."""
+    model.eval()
+    correct = torch.zeros((), device=idx.device)
+    loss = torch.zeros((), device=idx.device)
+    for start in range(0, idx.numel(), chunk):
+        logits = model(images.batch(idx[start:start + chunk]))
+        target = y[start:start + chunk]
+        correct += (logits.argmax(1) == target).sum()
+        loss += F.cross_entropy(logits, target, reduction="sum")
+    n = max(idx.numel(), 1)
+    return {"acc": float(correct) / n, "loss": float(loss) / n}
+
+
+@torch.inference_mode()
+def log_probs_chunks(model: TrunkHeadModel, images, idx: torch.Tensor, k: int, mc: bool,
+                     generator: torch.Generator, chunk: int) -> Iterator[torch.Tensor]:
+    """log_probs_K_n_C for consecutive chunks of images[idx] (memory bounded by ``chunk``).
+
+    With ``mc``, K dropout samples of the head over one trunk pass; otherwise K=1, dropout off.
+    """
+    model.eval()
+    for start in range(0, idx.numel(), chunk):
+        x = images.batch(idx[start:start + chunk])
+        logits = model.mc_logits(x, k, generator) if mc else model(x).unsqueeze(0)
+        yield torch.log_softmax(logits, dim=-1)
+
+
+def score_pool(model: TrunkHeadModel, images, idx: torch.Tensor, score: Callable, k: int, mc: bool,
+               generator: torch.Generator, chunk: int) -> torch.Tensor:
+    """scores_N for images[idx], chunk by chunk: only N scores are ever held, not K×N×C."""
+    parts = [score(lp).float() for lp in log_probs_chunks(model, images, idx, k, mc, generator, chunk)]
+    return torch.cat(parts) if parts else torch.zeros(0, device=idx.device)
