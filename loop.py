@@ -58,6 +58,10 @@ def check_budget(cfg: Config, n_train: int, num_classes: int) -> None:
         raise ConfigError(f"--n_init_labeled + --n_query × --n_round = {cfg.n_init_labeled} + {cfg.n_query} × "
                           f"{cfg.n_round} = {needed} exceeds the pool of {pool} images ({cfg.dataset}: "
                           f"{n_train} training images − {cfg.num_valid} validation)")
+
+
+def check_strategy(cfg: Config) -> None:
+    """What the strategy declares it needs must be configured."""
     strategy = get_strategy(cfg.strategy)
     if cfg.mc_samples < strategy.min_mc_samples:
         raise ConfigError(f"--strategy {cfg.strategy} needs --mc_samples ≥ {strategy.min_mc_samples}, "
@@ -94,7 +98,9 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     state = PoolState(data.pool_idx.numel())
     # Label the initial, class-balanced set
     first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
-    state.label(first, oracle(first), round_=0)
+    first_labels = oracle(first)
+    state.label(first, first_labels, round_=0)
+    run_dir.record_acquired(acquired_rows(data, -1, first, first_labels, torch.full((first.numel(),), float("nan"))))
     rows = []
     for r in tqdm(range(cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
         row, acquired = run_round(cfg, data, state, strategy, oracle, r)
@@ -125,16 +131,21 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
         picked, picked_scores, n_scored = query(cfg, data, state, strategy, model, r)
         labels = oracle(picked)
         state.label(picked, labels, round_=r + 1)
-        dataset_idx = data.pool_idx[picked.to(data.device)].tolist()
-        acquired = [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "score": s}
-                    for p, d, lab, s in zip(picked.tolist(), dataset_idx, labels.tolist(),
-                                            picked_scores.tolist())]
+        acquired = acquired_rows(data, r, picked, labels, picked_scores)
     query_s = _elapsed(t, data.device)
     row = {"round": r, "n_labeled": state.n_labeled - len(acquired), "train_loss": train_loss,
            "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
            "test_error": 1.0 - test["acc"], "n_scored": n_scored, "train_s": train_s, "eval_s": eval_s,
            "query_s": query_s, "round_s": time.perf_counter() - t_round}
     return row, acquired
+
+
+def acquired_rows(data: StudyData, r: int, positions: torch.Tensor, labels: torch.Tensor,
+                  scores: torch.Tensor) -> list:
+    """Rows of acquired.csv: queried after round r (-1: the initial set), pool and dataset indices."""
+    dataset_idx = data.pool_idx[positions.to(data.device)].tolist()
+    return [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "score": s}
+            for p, d, lab, s in zip(positions.tolist(), dataset_idx, labels.tolist(), scores.tolist())]
 
 
 def train_model(cfg: Config, data: StudyData, state: PoolState, r: int) -> tuple:

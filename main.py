@@ -20,7 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from config import Config, ConfigError, get_logger, parse_config
 from data import DATASETS, DataUnavailable, Dataset, load_dataset
-from loop import check_budget, prepare_data, run_study
+from loop import check_budget, check_strategy, prepare_data, run_study
 from models import MODELS
 from results import OutputError, RunDir, aggregate_runs, check_writable, mean_sem
 from strategies import STRATEGIES
@@ -54,6 +54,7 @@ def main(argv: list | None = None) -> int:
 
 def run(cfg: Config, log: logging.Logger) -> int:
     """Check everything that can fail on input, then run the study or the experiment."""
+    check_strategy(cfg)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
     log.debug("config: %s", cfg.to_dict())
@@ -116,11 +117,15 @@ def summarise(run_dir: RunDir, status: str, device: torch.device) -> dict:
     """summary.json: status, final metrics, timing medians and the software environment."""
     rows = run_dir.rounds
     last = rows[-1] if rows else {}
-    median = lambda key: float(pd.Series([r[key] for r in rows]).median()) if rows else None  # noqa: E731
+    queried = [r for r in rows if r["n_scored"] > 0]  # the last round trains and evaluates only
+
+    def median(key, subset=rows):
+        return float(pd.Series([r[key] for r in subset]).median()) if subset else None
+
     return {"status": status, "rounds_completed": len(rows), "final_round": last.get("round"),
             "final_n_labeled": last.get("n_labeled"), "final_val_acc": last.get("val_acc"),
             "final_test_acc": last.get("test_acc"), "median_round_s": median("round_s"),
-            "median_train_s": median("train_s"), "median_query_s": median("query_s"),
+            "median_train_s": median("train_s"), "median_query_s": median("query_s", queried),
             "median_eval_s": median("eval_s"),
             "environment": {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
                             "threads": torch.get_num_threads(), "host": platform.node()}}

@@ -67,7 +67,7 @@ def _csv_text(rows: list, columns: list) -> str:
 
 
 class RunDir:
-    """One run's folder: config.json, rounds.csv, acquired.csv, summary.json (and state.pt)."""
+    """One run's folder: config.json, rounds.csv, acquired.csv and summary.json."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -95,10 +95,14 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         write_json(self.path / "config.json", config)
 
-    def append_round(self, row: dict, acquired: list) -> None:
-        """Add one finished round's metrics and acquired items; rewrite both files atomically."""
+    def record_acquired(self, acquired: list) -> None:
+        """Add labelled items to acquired.csv (round -1 is the initial set), atomically."""
         self.acquired.extend(acquired)
         atomic_write_text(self.path / "acquired.csv", _csv_text(self.acquired, ACQUIRED_COLUMNS))
+
+    def append_round(self, row: dict, acquired: list) -> None:
+        """Add one finished round's metrics and the items it queried; rewrite both files atomically."""
+        self.record_acquired(acquired)
         self.rounds.append(row)
         atomic_write_text(self.path / "rounds.csv", _csv_text(self.rounds, ROUND_COLUMNS))
 

@@ -68,9 +68,11 @@ def log_probs_chunks(model: TrunkHeadModel, images, idx: torch.Tensor, k: int, m
     With ``mc``, K dropout samples of the head over one trunk pass; otherwise K=1, dropout off.
     """
     model.eval()
+    # One set of K masks for the whole pool: chunking changes neither the scores nor their consistency.
+    masks = model.head.draw_masks(k, generator, idx.device) if mc else None
     for start in range(0, idx.numel(), chunk):
         x = images.batch(idx[start:start + chunk])
-        logits = model.mc_logits(x, k, generator) if mc else model(x).unsqueeze(0)
+        logits = model.mc_logits(x, k, masks=masks) if mc else model(x).unsqueeze(0)
         yield torch.log_softmax(logits, dim=-1)
 
 

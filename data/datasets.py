@@ -82,7 +82,8 @@ def _torchvision_splits(cls, name: str, data_dir: str) -> tuple:
         with contextlib.redirect_stdout(io.StringIO()):
             return _read_both(cls, data_dir, download=True)
     except Exception as err:  # URLError, OSError, checksum failures: all mean "not available"
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(err).__name__  # torchvision puts the cause last
         raise DataUnavailable(
             f"dataset {name!r} is not in {os.path.abspath(data_dir)} and could not be downloaded "
             f"({reason}); put the files in {os.path.join(os.path.abspath(data_dir), DATASETS[name].files)}, "

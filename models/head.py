@@ -29,27 +29,31 @@ class DropoutHead(nn.Module):
                 x = torch.relu(x)
         return x
 
-    def sample(self, h_N_D: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, h_N_D: torch.Tensor, k: int, generator: torch.Generator | None = None,
+               masks: list | None = None) -> torch.Tensor:
         """Logits K×N×C under K dropout masks, each mask shared by all N items.
 
         Shared ("consistent") masks are what BatchBALD needs, and they let a mask be folded into the
         weights: (h ⊙ m) Wᵀ = h (W ⊙ m)ᵀ, so the first layer is one N×D by D×(K·O) matmul.
-        The mode (train/eval) is ignored: sampling is explicit, and dropout is always on here.
+        Pass ``masks`` (from draw_masks) to score a pool chunk by chunk under the same K masks;
+        otherwise they are drawn here from ``generator``. The train/eval mode is ignored: sampling is
+        explicit, and dropout is always on here.
         """
+        masks = masks if masks is not None else self.draw_masks(k, generator, h_N_D.device)
         first, rest = self.linears[0], self.linears[1:]
-        m_K_D = self._masks(k, first.in_features, generator, h_N_D.device)
-        w_K_O_D = first.weight.unsqueeze(0) * m_K_D.unsqueeze(1)
+        w_K_O_D = first.weight.unsqueeze(0) * masks[0].unsqueeze(1)
         n, o = h_N_D.shape[0], first.out_features
         x = (h_N_D @ w_K_O_D.reshape(k * o, -1).T).view(n, k, o).transpose(0, 1) + first.bias
-        for lin in rest:
-            x = torch.relu(x)
-            m_K_D = self._masks(k, lin.in_features, generator, x.device)
+        for lin, m_K_D in zip(rest, masks[1:]):
             w_K_O_D = lin.weight.unsqueeze(0) * m_K_D.unsqueeze(1)
-            x = torch.baddbmm(lin.bias.view(1, 1, -1), x, w_K_O_D.transpose(1, 2))
+            x = torch.baddbmm(lin.bias.view(1, 1, -1), torch.relu(x), w_K_O_D.transpose(1, 2))
         return x
 
-    def _masks(self, k: int, d: int, generator: torch.Generator, device) -> torch.Tensor:
-        """K dropout masks of width d, scaled by 1/(1-p) (inverted dropout)."""
+    def draw_masks(self, k: int, generator: torch.Generator | None, device) -> list:
+        """K inverted-dropout masks per linear layer (K×D_in, scaled by 1/(1-p)), first layer first."""
+        return [self._mask(k, lin.in_features, generator, device) for lin in self.linears]
+
+    def _mask(self, k: int, d: int, generator: torch.Generator | None, device) -> torch.Tensor:
         if self.p == 0:
             return torch.ones(k, d, device=device)
         keep = torch.rand(k, d, generator=generator, device=device) >= self.p
@@ -68,11 +72,12 @@ class TrunkHeadModel(nn.Module):
         return self.head(self.trunk(x), generator)
 
     @torch.no_grad()
-    def mc_logits(self, x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    def mc_logits(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+                  masks: list | None = None) -> torch.Tensor:
         """Logits K×N×C: trunk once in eval mode (BatchNorm frozen), head sampled K times."""
         was_training = self.training
         self.eval()
         try:
-            return self.head.sample(self.trunk(x), k, generator)
+            return self.head.sample(self.trunk(x), k, generator, masks)
         finally:
             self.train(was_training)

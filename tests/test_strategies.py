@@ -1,0 +1,242 @@
+"""Acquisition scores, the top-k selector and the strategy registry.
+
+Axis order: log_probs_K_N_C (K MC samples, N pool items, C classes). Expected values are computed
+here by hand from the definitions H[p] = -sum_c p_c ln p_c and BALD = H[mean_k p_k] - mean_k H[p_k].
+"""
+import math
+
+import pytest
+import torch
+
+from strategies import (STRATEGIES, Strategy, bald, entropy_of, get_strategy, max_entropy,
+                        mean_log_probs, random_scores, select_top_k)
+
+
+def H(*p):
+    """Shannon entropy in nats of a probability vector, with 0 log 0 = 0 (plain Python floats)."""
+    return -sum(q * math.log(q) for q in p if q > 0)
+
+
+def logp(rows, dtype=torch.float64):
+    """Log-probabilities of a nested list of probabilities; exact zeros become -inf."""
+    return torch.tensor(rows, dtype=dtype).log()
+
+
+# --- entropy -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("c", [2, 3, 7, 10, 100])
+def test_entropy_of_uniform_is_ln_c(c):
+    lp_N_C = torch.full((5, c), -math.log(c), dtype=torch.float64)
+    assert torch.allclose(entropy_of(lp_N_C), torch.full((5,), math.log(c), dtype=torch.float64),
+                          atol=1e-12, rtol=0)
+    lp32 = torch.full((5, c), -math.log(c), dtype=torch.float32)
+    assert torch.allclose(entropy_of(lp32), torch.full((5,), math.log(c)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("c", [2, 3, 10, 100])
+@pytest.mark.parametrize("k", [1, 4])
+def test_max_entropy_of_identical_uniform_samples_is_ln_c(c, k):
+    lp_K_N_C = torch.full((k, 3, c), -math.log(c), dtype=torch.float64)
+    assert torch.allclose(max_entropy(lp_K_N_C), torch.full((3,), math.log(c), dtype=torch.float64),
+                          atol=1e-12, rtol=0)
+
+
+def test_entropy_of_one_hot_is_zero_and_finite():
+    lp_N_C = logp([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert torch.isinf(lp_N_C).any()  # the input really holds log(0) = -inf
+    h = entropy_of(lp_N_C)
+    assert not torch.isnan(h).any()
+    assert torch.equal(h, torch.zeros(2, dtype=torch.float64))
+
+
+def test_entropy_of_known_two_class_distribution():
+    expected = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert entropy_of(logp([[0.25, 0.75]])).item() == pytest.approx(expected, abs=1e-12)
+    assert entropy_of(logp([[0.25, 0.75]], torch.float32)).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_mean_log_probs_is_log_of_averaged_probabilities():
+    lp_K_N_C = logp([[[0.9, 0.1], [1.0, 0.0]], [[0.5, 0.5], [0.0, 1.0]]])
+    expected = torch.tensor([[0.7, 0.3], [0.5, 0.5]], dtype=torch.float64).log()
+    assert torch.allclose(mean_log_probs(lp_K_N_C), expected, atol=1e-12, rtol=0)
+
+
+def test_max_entropy_is_entropy_of_the_mean_prediction():
+    lp_K_N_C = logp([[[0.9, 0.1]], [[0.5, 0.5]]])
+    assert max_entropy(lp_K_N_C).item() == pytest.approx(H(0.7, 0.3), abs=1e-12)
+
+
+# --- BALD ------------------------------------------------------------------------------------------
+
+def test_bald_is_zero_when_all_mc_samples_agree():
+    gen = torch.Generator().manual_seed(0)
+    lp_N_C = torch.log_softmax(torch.randn(50, 10, generator=gen), dim=-1)
+    lp_K_N_C = lp_N_C.expand(8, 50, 10).clone()
+    b = bald(lp_K_N_C)
+    assert b.shape == (50,)
+    assert (b.abs() < 1e-6).all()
+    assert (max_entropy(lp_K_N_C) > 0.5).all()  # not trivially zero: the predictions are uncertain
+
+
+def test_bald_is_positive_when_samples_disagree():
+    gen = torch.Generator().manual_seed(1)
+    lp_K_N_C = torch.log_softmax(3 * torch.randn(8, 50, 10, generator=gen), dim=-1)
+    assert (bald(lp_K_N_C) > 1e-3).all()
+
+
+def test_bald_of_opposite_one_hot_samples_is_ln2():
+    lp_K_N_C = logp([[[1.0, 0.0]], [[0.0, 1.0]]])
+    b = bald(lp_K_N_C)
+    assert not torch.isnan(b).any()
+    assert b.item() == pytest.approx(math.log(2), abs=1e-12)
+
+
+def test_bald_known_value_by_formula():
+    # p1 = (0.9, 0.1), p2 = (0.5, 0.5): mean (0.7, 0.3).
+    expected = H(0.7, 0.3) - 0.5 * (H(0.9, 0.1) + H(0.5, 0.5))
+    assert expected > 0
+    assert bald(logp([[[0.9, 0.1]], [[0.5, 0.5]]])).item() == pytest.approx(expected, abs=1e-12)
+    # three classes, three samples
+    p = [(0.6, 0.3, 0.1), (0.1, 0.8, 0.1), (0.2, 0.2, 0.6)]
+    mean = [sum(col) / 3 for col in zip(*p)]
+    expected3 = H(*mean) - sum(H(*q) for q in p) / 3
+    got = bald(logp([[list(q)] for q in p]))
+    assert got.item() == pytest.approx(expected3, abs=1e-12)
+    got32 = bald(logp([[list(q)] for q in p], torch.float32))
+    assert got32.item() == pytest.approx(expected3, abs=1e-5)
+
+
+def test_bald_nonnegative_and_at_most_predictive_entropy_on_random_inputs():
+    gen = torch.Generator().manual_seed(2)
+    for scale in (0.1, 1.0, 10.0, 100.0):
+        lp_K_N_C = torch.log_softmax(scale * torch.randn(6, 300, 5, generator=gen), dim=-1)
+        b, h = bald(lp_K_N_C), max_entropy(lp_K_N_C)
+        assert not torch.isnan(b).any() and not torch.isnan(h).any()
+        assert (b >= 0).all()
+        assert (b <= h + 1e-6).all()
+        assert (h <= math.log(5) + 1e-5).all()
+
+
+def test_known_disagreement_ranking_comes_out_in_order():
+    # Item with margin d has samples (0.5+d, 0.5-d) and (0.5-d, 0.5+d): the mean is uniform, so
+    # BALD = ln 2 - H(0.5+d, 0.5-d), strictly increasing in d.
+    d = [0.0, 0.1, 0.2, 0.3, 0.4, 0.45]
+    order = [3, 0, 5, 1, 4, 2]  # item at pool position i has margin d[order[i]]
+    s1 = [[0.5 + d[j], 0.5 - d[j]] for j in order]
+    s2 = [[0.5 - d[j], 0.5 + d[j]] for j in order]
+    lp_K_N_C = logp([s1, s2])
+    scores = bald(lp_K_N_C)
+    expected = torch.tensor([math.log(2) - H(0.5 + d[j], 0.5 - d[j]) for j in order], dtype=torch.float64)
+    assert torch.allclose(scores, expected, atol=1e-12, rtol=0)
+    top = select_top_k(scores, len(order))
+    # best first: largest margin first
+    assert [order[int(i)] for i in top] == [5, 4, 3, 2, 1, 0]
+    assert top.tolist() == [2, 4, 0, 5, 3, 1]
+    assert select_top_k(scores, 2).tolist() == [2, 4]
+
+
+def test_saturated_probabilities_give_no_nan():
+    # exact 0 and 1 probabilities (log-probs of -inf and 0) and extreme but finite logits
+    lp_K_N_C = torch.tensor([
+        [[0.0, -math.inf, -math.inf], [-math.inf, 0.0, -math.inf], [0.0, -1e4, -1e4]],
+        [[0.0, -math.inf, -math.inf], [0.0, -math.inf, -math.inf], [-1e4, 0.0, -1e4]],
+    ])
+    from_logits = torch.log_softmax(torch.tensor([[[1e4, 0.0, -1e4]], [[-1e4, 1e4, 0.0]]]), dim=-1)
+    for lp in (lp_K_N_C, from_logits, lp_K_N_C.double()):
+        for f in (max_entropy, bald):
+            s = f(lp)
+            assert torch.isfinite(s).all(), f.__name__
+        assert torch.isfinite(entropy_of(lp[0])).all()
+        assert torch.isfinite(mean_log_probs(lp).exp()).all()
+    h = max_entropy(lp_K_N_C)
+    b = bald(lp_K_N_C)
+    # item 0: both samples certain of class 0 -> 0, 0; item 1: certain and opposed -> ln 2, ln 2;
+    # item 2: practically the same -> ln 2 for both (e^-1e4 underflows to 0).
+    assert h.tolist() == pytest.approx([0.0, math.log(2), math.log(2)], abs=1e-6)
+    assert b.tolist() == pytest.approx([0.0, math.log(2), math.log(2)], abs=1e-6)
+    assert select_top_k(b, 3).tolist()[-1] == 0  # the saturated item ranks last but is rankable
+
+
+# --- select_top_k ----------------------------------------------------------------------------------
+
+def test_select_top_k_returns_positions_best_first():
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.7, -math.inf, 0.3])
+    assert select_top_k(scores, 3).tolist() == [1, 3, 2]
+    assert select_top_k(scores, 1).tolist() == [1]
+    assert select_top_k(scores, 6).tolist() == [1, 3, 2, 5, 0, 4]
+
+
+def test_select_top_k_raises_on_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        select_top_k(torch.tensor([0.1, float("nan"), 0.3]), 1)
+
+
+def test_select_top_k_raises_when_k_exceeds_n():
+    with pytest.raises(ValueError):
+        select_top_k(torch.tensor([0.1, 0.2, 0.3]), 4)
+
+
+# --- random scores -------------------------------------------------------------------------------
+
+def test_random_scores_follow_the_generator_seed():
+    a = random_scores(100, torch.Generator().manual_seed(5))
+    torch.manual_seed(123)  # the global RNG must not matter
+    b = random_scores(100, torch.Generator().manual_seed(5))
+    c = random_scores(100, torch.Generator().manual_seed(6))
+    assert a.shape == (100,)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert ((a >= 0) & (a < 1)).all()
+
+
+def test_top_k_of_random_scores_is_a_uniform_subset():
+    n, k, draws = 10, 3, 3000
+    gen = torch.Generator().manual_seed(7)
+    counts = torch.zeros(n)
+    for _ in range(draws):
+        chosen = select_top_k(random_scores(n, gen), k)
+        assert chosen.unique().numel() == k
+        counts[chosen] += 1
+    expected = draws * k / n  # 900; binomial sd = sqrt(3000 * 0.3 * 0.7) ~ 25
+    assert (counts - expected).abs().max() < 125, counts
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 40, chi2  # 9 degrees of freedom: 40 is far in the tail
+
+
+# --- registry --------------------------------------------------------------------------------------
+
+def test_registry_has_the_documented_strategies():
+    assert {"random", "entropy", "bald"} <= set(STRATEGIES)
+    assert STRATEGIES["bald"].score is bald
+    assert STRATEGIES["entropy"].score is max_entropy
+    assert STRATEGIES["random"].score is None
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_strategy_declaration_is_consistent(name):
+    s = STRATEGIES[name]
+    assert isinstance(s, Strategy)
+    assert s.name == name
+    assert get_strategy(name) is s
+    assert isinstance(s.min_mc_samples, int) and s.min_mc_samples >= 1
+    if s.score is None:
+        assert not s.mc  # no predictions needed, so no MC samples either
+        return
+    assert callable(s.score)
+    if name == "bald":
+        assert s.mc and s.min_mc_samples >= 2  # BALD is 0 with one sample
+    k = max(s.min_mc_samples, 2) if s.mc else 1
+    gen = torch.Generator().manual_seed(3)
+    lp_K_N_C = torch.log_softmax(torch.randn(k, 7, 4, generator=gen), dim=-1)
+    scores = s.score(lp_K_N_C)
+    assert scores.shape == (7,)
+    assert torch.isfinite(scores).all()
+
+
+def test_get_strategy_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        get_strategy("no_such_strategy")
+    message = str(err.value)
+    assert "no_such_strategy" in message
+    for name in STRATEGIES:
+        assert name in message
