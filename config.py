@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 LOG_LEVEL = logging.INFO
@@ -160,10 +160,10 @@ HELP = {
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line on stderr with exit code 2."""
+    """argparse whose usage errors become ConfigError: one line, exit code 2, from the caller."""
 
     def error(self, message):  # noqa: D102 - argparse hook
-        self.exit(2, f"error: {message} (see --help)\n")
+        raise ConfigError(f"{message} (see --help)")
 
 
 def build_parser(choices: Mapping[str, Sequence[str]] | None = None) -> argparse.ArgumentParser:

@@ -75,8 +75,8 @@ def _torchvision_splits(cls, name: str, data_dir: str) -> tuple:
     """Train and test splits of a torchvision dataset class: local files first, then a download."""
     try:
         return _read_both(cls, data_dir, download=False)
-    except RuntimeError:
-        pass  # not in data_dir yet
+    except (RuntimeError, AssertionError, ValueError, OSError):
+        pass  # not in data_dir (or damaged there): try a download, which reports the failure
     try:
         # torchvision prints download progress and mirror failures to stdout; keep stdout clean.
         with contextlib.redirect_stdout(io.StringIO()):

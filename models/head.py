@@ -19,6 +19,8 @@ class DropoutHead(nn.Module):
 
     def forward(self, h_N_D: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Logits; dropout (one mask per item) only in training mode."""
+        if self.training and self.p > 0 and generator is None:
+            raise ValueError("training-mode dropout needs an explicit generator")
         x = h_N_D
         for i, lin in enumerate(self.linears):
             if self.training and self.p > 0:
@@ -39,6 +41,8 @@ class DropoutHead(nn.Module):
         otherwise they are drawn here from ``generator``. The train/eval mode is ignored: sampling is
         explicit, and dropout is always on here.
         """
+        if masks is None and generator is None and self.p > 0:
+            raise ValueError("MC dropout needs an explicit generator or pre-drawn masks")
         masks = masks if masks is not None else self.draw_masks(k, generator, h_N_D.device)
         first, rest = self.linears[0], self.linears[1:]
         w_K_O_D = first.weight.unsqueeze(0) * masks[0].unsqueeze(1)

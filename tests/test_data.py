@@ -185,6 +185,21 @@ def test_missing_dataset_raises_data_unavailable_on_one_line(tmp_path, name):
     assert_one_line_unavailable(err, tmp_path)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not_idx"])
+def test_damaged_idx_file_raises_data_unavailable(tmp_path, damage):
+    arrays = fake_idx_splits(13)
+    write_idx_files(tmp_path / "MNIST" / "raw", arrays)
+    path = tmp_path / "MNIST" / "raw" / IDX_NAMES[("train", "images")]
+    if damage == "truncated":  # a header that promises 7 images followed by only 3 of them
+        path.write_bytes(path.read_bytes()[:16 + 3 * 28 * 28])
+    else:  # e.g. a proxy's error page saved under the file's name
+        path.write_bytes(b"<html><body>403 Forbidden</body></html>\n")
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset("mnist", str(tmp_path))
+    assert "\n" not in str(err.value)
+    assert os.path.abspath(tmp_path) in str(err.value)
+
+
 def test_fashion_mnist_without_debian_package_raises_data_unavailable(tmp_path, monkeypatch):
     empty = tmp_path / "no_debian"
     empty.mkdir()

@@ -164,6 +164,22 @@ def test_head_sample_equals_explicit_masks(dims):
     assert not torch.equal(got[0], got[1])
 
 
+def test_shared_masks_score_a_pool_chunk_by_chunk_consistently():
+    head = DropoutHead([6, 5, 3], 0.5)
+    init_weights(head, gen(30))
+    h = torch.randn(7, 6, generator=gen(31))
+    ms = head.draw_masks(4, gen(32), "cpu")
+    assert [tuple(m.shape) for m in ms] == [(4, 6), (4, 5)]
+    whole = head.sample(h, 4, masks=ms)
+    chunks = torch.cat([head.sample(h[:3], 4, masks=ms), head.sample(h[3:], 4, masks=ms)], dim=1)
+    assert torch.allclose(whole, chunks, atol=1e-6, rtol=0)
+    # drawing the masks inside sample from the same seed gives the same samples
+    assert torch.allclose(whole, head.sample(h, 4, gen(32)), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        for i in range(4):
+            assert torch.allclose(whole[i], head_by_hand(head, h, [m[i] for m in ms]), atol=1e-5, rtol=0)
+
+
 def test_lenet_mc_logits_equals_trunk_once_then_masked_head():
     model = build_model("lenet", 3, 32, 10, 0.5, gen(13))
     x = batch(3, 3, 32, seed=14)

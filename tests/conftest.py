@@ -1,0 +1,54 @@
+"""Shared helpers: run the real CLI in-process or as a subprocess, and read run folders."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small settings on the embedded dataset: every end-to-end test adds only what it checks.
+SMALL = ["--dataset", "mnist_5k", "--no-wandb", "--num_valid", "200", "--n_init_labeled", "20",
+         "--n_query", "10", "--n_round", "1", "--epochs", "3"]
+
+
+def run_dirs(output_dir: Path) -> list:
+    """Run folders under output_dir (those with a config.json), oldest name first."""
+    return sorted(p.parent for p in Path(output_dir).rglob("config.json") if "experiment_" not in p.parent.name)
+
+
+class Run:
+    """A finished run folder, read back from its files alone."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.config = json.loads((self.path / "config.json").read_text())
+        self.summary = json.loads((self.path / "summary.json").read_text())
+        self.rounds = pd.read_csv(self.path / "rounds.csv")
+        self.acquired = pd.read_csv(self.path / "acquired.csv")
+
+
+@pytest.fixture
+def cli(tmp_path, capsys):
+    """Call main.main(argv) in-process with --output_dir in tmp; returns (rc, stdout, stderr, runs)."""
+    import main
+
+    def call(*argv, output_dir=None):
+        out = Path(output_dir or tmp_path / "runs")
+        rc = main.main([*map(str, argv), "--output_dir", str(out)])
+        captured = capsys.readouterr()
+        runs = [Run(p) for p in run_dirs(out)] if out.exists() else []
+        return rc, captured.out, captured.err, runs
+    return call
+
+
+def run_process(*argv, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+    """python main.py ARGV as a real process (no terminal), from the repository root."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, argv)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)

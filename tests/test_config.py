@@ -1,0 +1,88 @@
+"""config.py: the original project's flags and defaults, parsing and validation."""
+import dataclasses
+
+import pytest
+
+from config import DEFAULT_CONFIG, Config, ConfigError, build_parser, get_logger, logger, parse_config
+
+ORIGINAL_DEFAULTS = {
+    "dataset": "mnist", "data_dir": "data", "num_valid": 1000, "batch_size": 64, "epochs": 10,
+    "num_workers": 0, "seed": 42, "model": "lenet", "lr": 0.001, "strategy": "random",
+    "n_init_labeled": 10000, "n_query": 1000, "n_round": 10, "noise": "none", "noise_rate": 0.0,
+    "wandb": True, "experiment": False, "debug": False,
+}
+
+
+def test_original_flags_keep_their_defaults():
+    for key, value in ORIGINAL_DEFAULTS.items():
+        assert DEFAULT_CONFIG[key] == value, key
+
+
+def test_added_flags_defaults():
+    assert DEFAULT_CONFIG["device"] == "auto"
+    assert DEFAULT_CONFIG["mc_samples"] == 20
+    assert DEFAULT_CONFIG["optimizer"] == "adam"
+    assert DEFAULT_CONFIG["output_dir"] == "runs"
+    assert len(DEFAULT_CONFIG["seeds"]) == 3
+
+
+def test_every_default_key_is_a_flag_with_the_same_name():
+    parser = build_parser()
+    dests = {a.dest for a in parser._actions}
+    assert set(DEFAULT_CONFIG) <= dests
+    assert vars(parser.parse_args([])) == {k: (list(v) if isinstance(v, tuple) else v)
+                                          for k, v in DEFAULT_CONFIG.items()}
+
+
+def test_wandb_on_by_default_and_no_wandb_turns_it_off():
+    assert parse_config([]).wandb is True
+    assert parse_config(["--no-wandb"]).wandb is False
+
+
+def test_parse_types_and_seeds():
+    cfg = parse_config(["--lr", "0.01", "--seeds", "1", "2", "--noise", "gaussian", "--noise_rate", "0.5",
+                        "--experiment", "--debug"])
+    assert cfg.lr == 0.01 and cfg.seeds == (1, 2) and cfg.noise == "gaussian" and cfg.noise_rate == 0.5
+    assert cfg.experiment and cfg.debug
+
+
+def test_config_is_frozen_and_round_trips_through_dict():
+    cfg = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 1
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_unknown_config_key_is_rejected():
+    with pytest.raises(ConfigError, match="unknown config key"):
+        Config.from_dict({"sead": 1})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"noise_rate": -0.1}, "noise_rate"), ({"noise_rate": 1.01}, "noise_rate"),
+    ({"dropout": 1.0}, "dropout"), ({"sp_fraction": 2.0}, "sp_fraction"), ({"epochs": 0}, "epochs"),
+    ({"lr": 0.0}, "lr"), ({"n_query": 0}, "n_query"), ({"seeds": (1, 1)}, "repeated"),
+    ({"noise": "speckle"}, "noise"), ({"optimizer": "lbfgs"}, "optimizer"),
+    ({"pool_subset": 5, "n_query": 10}, "pool_subset"),
+])
+def test_validate_rejects(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        Config().replace(**changes).validate()
+
+
+def test_validate_checks_registry_choices():
+    with pytest.raises(ConfigError, match="choose one of: a, b"):
+        Config(dataset="c").validate({"dataset": ["a", "b"]})
+
+
+def test_weight_decay_defaults_per_optimizer():
+    assert Config(optimizer="adam").resolved_weight_decay == 0.0
+    assert Config(optimizer="sgd").resolved_weight_decay == 5e-4
+    assert Config(optimizer="adam", weight_decay=0.1).resolved_weight_decay == 0.1
+
+
+def test_shared_logger_and_debug_level():
+    import logging
+    assert logger.name == "ProjectLogger"
+    assert get_logger("x-test", debug=True).level == logging.DEBUG
+    assert get_logger("x-test", debug=False).level == logging.INFO

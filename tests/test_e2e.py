@@ -1,0 +1,171 @@
+"""End-to-end runs of the real CLI on the embedded mnist_5k digits, with accuracy floors."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, SMALL, Run, run_dirs
+from results import ACQUIRED_COLUMNS, ROUND_COLUMNS, TIMING_COLUMNS
+
+LENET = ["--dataset", "mnist_5k", "--no-wandb", "--num_valid", "200", "--n_init_labeled", "200",
+         "--n_query", "20", "--n_round", "1", "--epochs", "30", "--noise", "gaussian", "--noise_rate", "0.1"]
+
+
+def check_run_folder(run: Run, n_init: int, n_query: int, n_round: int) -> None:
+    """Every file is there and consistent with the configuration and with each other."""
+    assert run.summary["status"] == "complete"
+    assert list(run.rounds.columns) == ROUND_COLUMNS
+    assert list(run.acquired.columns) == ACQUIRED_COLUMNS
+    assert run.rounds["round"].tolist() == list(range(n_round + 1))
+    assert run.rounds["n_labeled"].tolist() == [n_init + n_query * r for r in range(n_round + 1)]
+    assert (run.rounds["test_error"] - (1 - run.rounds["test_acc"])).abs().max() < 1e-9
+    assert (run.rounds[TIMING_COLUMNS] >= 0).all().all()
+    counts = run.acquired.groupby("round").size().to_dict()
+    assert counts == {-1: n_init, **{r: n_query for r in range(n_round)}}
+    # Nothing is labelled twice, and pool positions map to one dataset index each.
+    assert run.acquired["pool_position"].is_unique and run.acquired["dataset_index"].is_unique
+    assert run.summary["final_test_acc"] == pytest.approx(run.rounds["test_acc"].iloc[-1])
+
+
+@pytest.mark.parametrize("strategy", ["random", "entropy", "bald"])
+def test_lenet_learns_with_each_strategy(cli, strategy):
+    rc, out, err, runs = cli(*LENET, "--strategy", strategy)
+    assert rc == 0, err
+    [run] = runs
+    check_run_folder(run, n_init=200, n_query=20, n_round=1)
+    # 200 labels on real digits: far above chance (10%), and at least 70%.
+    assert run.rounds["test_acc"].min() >= 0.70, run.rounds
+    assert run.rounds["val_acc"].min() >= 0.70
+    # The acquired labels are the true ones of those dataset items (clean oracle).
+    from data import load_dataset
+    y = load_dataset("mnist_5k", "data").train_y
+    assert (y[run.acquired["dataset_index"].to_numpy()].numpy() == run.acquired["label"].to_numpy()).all()
+    assert "round" in out and "test_acc" in out  # the per-round table
+
+
+RESNET = ["--dataset", "mnist_5k", "--model", "resnet18", "--no-wandb", "--num_valid", "10",
+          "--n_init_labeled", "60", "--n_query", "10", "--n_round", "1", "--epochs", "8", "--batch_size", "20",
+          "--pool_subset", "100"]
+
+
+@pytest.mark.parametrize("strategy", ["random", "entropy", "bald"])
+def test_resnet18_learns_with_each_strategy(cli, strategy):
+    rc, out, err, runs = cli(*RESNET, "--strategy", strategy)
+    assert rc == 0, err
+    [run] = runs
+    check_run_folder(run, n_init=60, n_query=10, n_round=1)
+    assert run.rounds["n_scored"].iloc[0] == 100  # --pool_subset
+    assert run.rounds["test_acc"].min() >= RESNET_FLOOR, run.rounds
+
+
+RESNET_FLOOR = 0.30  # chance is 0.10; ResNet18 from scratch on 60-70 labels, 8 epochs
+
+
+def metrics(run: Run) -> pd.DataFrame:
+    return run.rounds.drop(columns=TIMING_COLUMNS)
+
+
+def test_same_seed_gives_identical_numbers(cli, tmp_path):
+    args = [*SMALL, "--strategy", "bald", "--noise", "salt_and_pepper", "--noise_rate", "0.3", "--n_round", "2"]
+    _, _, _, [a] = cli(*args, output_dir=tmp_path / "a")
+    _, _, _, [b] = cli(*args, output_dir=tmp_path / "b")
+    pd.testing.assert_frame_equal(metrics(a), metrics(b))
+    pd.testing.assert_frame_equal(a.acquired, b.acquired)
+    _, _, _, [c] = cli(*args[:-2], "--n_round", "2", "--seed", "7", output_dir=tmp_path / "c")
+    assert not metrics(a).equals(metrics(c))
+    assert set(a.acquired["dataset_index"]) != set(c.acquired["dataset_index"])
+
+
+def test_strategies_are_paired_by_seed(cli, tmp_path):
+    """Same seed: same validation split, noise, initial set and initial weights, whatever the strategy."""
+    args = [*SMALL, "--noise", "gaussian", "--noise_rate", "0.5"]
+    _, _, _, [rand] = cli(*args, "--strategy", "random", output_dir=tmp_path / "r")
+    _, _, _, [bald] = cli(*args, "--strategy", "bald", output_dir=tmp_path / "b")
+    pd.testing.assert_series_equal(metrics(rand).iloc[0], metrics(bald).iloc[0].rename(0), check_names=False)
+    initial = lambda run: run.acquired[run.acquired["round"] == -1].drop(columns="score")  # noqa: E731
+    pd.testing.assert_frame_equal(initial(rand), initial(bald))
+    assert set(rand.acquired["dataset_index"]) != set(bald.acquired["dataset_index"])
+
+
+def test_experiment_runs_each_seed_and_writes_aggregate(cli, tmp_path):
+    rc, out, err, runs = cli(*SMALL, "--experiment", "--seeds", "3", "5")
+    assert rc == 0, err
+    assert sorted(r.config["seed"] for r in runs) == [3, 5]
+    [exp] = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("experiment_")]
+    agg = pd.read_csv(exp / "aggregate.csv")
+    finals = pd.read_csv(exp / "final_rounds.csv")
+    assert agg["round"].tolist() == [0, 1]
+    last = [r.rounds["test_acc"].iloc[-1] for r in runs]
+    assert agg["test_acc_mean"].iloc[-1] == pytest.approx(sum(last) / 2)
+    assert agg["test_acc_sem"].iloc[-1] == pytest.approx(abs(last[0] - last[1]) / 2)
+    assert sorted(finals["seed"]) == [3, 5]
+    assert "±" in out and f"{sum(last) / 2:.4f}" in out
+
+
+def test_runs_never_overwrite_each_other(cli, tmp_path):
+    for _ in range(2):
+        rc, *_ = cli(*SMALL, "--n_round", "0", "--run_name", "same")
+        assert rc == 0
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all(f.startswith("same_") for f in folders)
+
+
+def test_wandb_offline_run_is_written_and_announced(cli, tmp_path, monkeypatch, caplog):
+    """A real wandb run, offline for lack of a key: it lands in the run folder and never blocks."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    args = [a for a in SMALL if a != "--no-wandb"]
+    rc, out, err, [run] = cli(*args, "--wandb")
+    assert rc == 0, err
+    [offline] = list((run.path / "wandb").glob("offline-run-*"))
+    assert list(offline.glob("run-*.wandb")), "the offline run has its data file"
+    assert run.summary["status"] == "complete"
+
+
+def _start(tmp_path, *extra):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROOT / "main.py"), *SMALL[:-4], "--n_round", "200", "--epochs", "2",
+           "--output_dir", str(tmp_path / "runs"), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_rounds(tmp_path, n, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        folders = run_dirs(tmp_path / "runs")
+        if folders and (folders[0] / "rounds.csv").exists():
+            if len((folders[0] / "rounds.csv").read_text().splitlines()) - 1 >= n:
+                return folders[0]
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError("the run did not reach the rounds in time")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupted_run_keeps_every_finished_round(tmp_path, sig):
+    proc = _start(tmp_path)
+    folder = _wait_for_rounds(tmp_path, 3, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    run = Run(folder)
+    assert len(run.rounds) >= 3
+    assert run.rounds["round"].tolist() == list(range(len(run.rounds)))
+    assert not run.rounds[["val_acc", "test_acc", "train_s"]].isna().any().any()
+    # Each finished round's queries are recorded; the initial set too.
+    assert set(range(len(run.rounds))) <= set(run.acquired["round"]) | {-1} | set()
+    assert run.acquired["round"].max() >= len(run.rounds) - 1
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert run.summary["status"] == "interrupted"
+        assert run.summary["rounds_completed"] == len(run.rounds)
+        assert "Traceback" not in err
+    else:
+        assert run.summary["status"] == "running"  # the last summary written before the kill
