@@ -42,7 +42,31 @@ def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optim
             optimizer.step()
             total += loss.detach() * batch.numel()
         epoch_loss = float(total) / n  # one device sync per epoch, not per batch
+    recalibrate_batchnorm(model, images, idx, batch_size)
     return epoch_loss
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: TrunkHeadModel, images, idx: torch.Tensor, batch_size: int) -> None:
+    """Recompute BatchNorm running statistics with the final weights over the training images.
+
+    With a few dozen steps on a small labelled set, the running averages mix statistics of early,
+    very different weights, and the eval-mode network can collapse to one class. A cumulative
+    average over one pass with the final weights (as in SWA's update_bn) removes that lag.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.trunk.train()
+    for start in range(0, idx.numel(), batch_size):
+        model.trunk(images.batch(idx[start:start + batch_size]))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
 
 
 @torch.inference_mode()

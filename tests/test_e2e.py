@@ -44,7 +44,7 @@ def test_lenet_learns_with_each_strategy(cli, strategy):
     # The acquired labels are the true ones of those dataset items (clean oracle).
     from data import load_dataset
     y = load_dataset("mnist_5k", "data").train_y
-    assert (y[run.acquired["dataset_index"].to_numpy()].numpy() == run.acquired["label"].to_numpy()).all()
+    assert (y.numpy()[run.acquired["dataset_index"].to_numpy()] == run.acquired["label"].to_numpy()).all()
     assert "round" in out and "test_acc" in out  # the per-round table
 
 
@@ -63,7 +63,7 @@ def test_resnet18_learns_with_each_strategy(cli, strategy):
     assert run.rounds["test_acc"].min() >= RESNET_FLOOR, run.rounds
 
 
-RESNET_FLOOR = 0.30  # chance is 0.10; ResNet18 from scratch on 60-70 labels, 8 epochs
+RESNET_FLOOR = 0.50  # chance is 0.10; this setting gives 0.64-0.68 on CPU (BatchNorm recalibrated)
 
 
 def metrics(run: Run) -> pd.DataFrame:
