@@ -1,0 +1,130 @@
+"""loop.py: pool-subset scoring maps back to the right items; budget checks; data preparation."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from config import Config, ConfigError
+from data import Images, PoolState, load_dataset
+from loop import StudyData, candidate_positions, check_budget, prepare_data, query
+from models import DropoutHead, TrunkHeadModel
+from rng import torch_generator
+from strategies import Strategy, get_strategy
+
+
+def probe_study(n_train=60, n_pool=40):
+    """Images whose every pixel is dataset_index/10, and a pool in shuffled dataset order."""
+    x = (torch.arange(n_train, dtype=torch.float32) / 10).view(-1, 1, 1, 1).expand(-1, 1, 28, 28).contiguous()
+    pool_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(1))[:n_pool]
+    val_idx = torch.tensor(sorted(set(range(n_train)) - set(pool_idx.tolist())))
+    y = torch.arange(n_train) % 10
+    images = Images(x, (0.0,), (1.0,)).replaced(x)
+    return StudyData(train=images, train_y=y, test=images, test_y=y, val_idx=val_idx, pool_idx=pool_idx,
+                     num_classes=2)
+
+
+def probe_model():
+    """logits = [v, 0] where v is the image's pixel value, i.e. dataset_index/10."""
+    first_pixel = nn.Linear(28 * 28, 1, bias=False)
+    with torch.no_grad():
+        first_pixel.weight.zero_()
+        first_pixel.weight[0, 0] = 1.0
+    head = DropoutHead([1, 2], p=0.0)
+    with torch.no_grad():
+        head.linears[0].weight.copy_(torch.tensor([[1.0], [0.0]]))
+        head.linears[0].bias.zero_()
+    return TrunkHeadModel(nn.Sequential(nn.Flatten(), first_pixel), head)
+
+
+# Higher score for a higher dataset index: log p(class 0) = log sigmoid(v) grows with v.
+PROBE = Strategy("probe", score=lambda lp: lp[..., 0].mean(0), mc=True)
+
+
+@pytest.mark.parametrize("subset", [0, 10, 25])
+def test_query_maps_subset_positions_back_to_pool_and_dataset_indices(subset):
+    data = probe_study()
+    state = PoolState(40)
+    state.label(torch.tensor([0, 5, 7]), torch.tensor([0, 1, 2]), round_=0)
+    cfg = Config(pool_subset=subset, n_query=3, seed=11, eval_batch_size=4, mc_samples=3)
+    picked, scores, n_scored = query(cfg, data, state, PROBE, probe_model(), r=2)
+
+    unlabeled = set(state.unlabeled_positions().tolist())
+    assert n_scored == (subset or 37)
+    assert set(picked.tolist()) <= unlabeled
+    # Re-derive the scored candidates: the seeded subset of unlabelled positions for this round.
+    candidates = candidate_positions(state, subset, torch_generator(11, "subset", 2))
+    assert candidates.numel() == n_scored and set(candidates.tolist()) <= unlabeled
+    # The picked items are the candidates with the largest *dataset* indices, best first ...
+    expected = sorted(candidates.tolist(), key=lambda p: -int(data.pool_idx[p]))[:3]
+    assert picked.tolist() == expected
+    # ... and their scores are those of their own images: log sigmoid(dataset_index / 10).
+    for p, s in zip(picked.tolist(), scores.tolist()):
+        v = int(data.pool_idx[p]) / 10
+        assert s == pytest.approx(-math.log1p(math.exp(-v)), abs=1e-5)
+
+
+def test_query_without_subset_takes_best_of_whole_unlabelled_pool():
+    data = probe_study()
+    state = PoolState(40)
+    best_position = int(torch.argmax(data.pool_idx))
+    state.label(torch.tensor([best_position]), torch.tensor([0]), round_=0)
+    cfg = Config(n_query=2, eval_batch_size=7, mc_samples=2)
+    picked, _, _ = query(cfg, data, state, PROBE, probe_model(), r=0)
+    ranked = sorted((p for p in range(40) if p != best_position), key=lambda p: -int(data.pool_idx[p]))
+    assert picked.tolist() == ranked[:2]
+
+
+def test_candidate_positions_is_seeded_and_never_labelled():
+    state = PoolState(100)
+    state.label(torch.arange(0, 100, 3), torch.zeros(34, dtype=torch.long), round_=0)
+    a = candidate_positions(state, 20, torch_generator(1, "subset", 0))
+    b = candidate_positions(state, 20, torch_generator(1, "subset", 0))
+    c = candidate_positions(state, 20, torch_generator(1, "subset", 1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.numel() == 20 and a.unique().numel() == 20
+    assert not set(a.tolist()) & set(range(0, 100, 3))
+    assert torch.equal(candidate_positions(state, 0, torch_generator(1, "x")), state.unlabeled_positions())
+    assert torch.equal(candidate_positions(state, 500, torch_generator(1, "x")), state.unlabeled_positions())
+
+
+def test_random_strategy_needs_no_model_and_follows_seed():
+    data = probe_study()
+    state = PoolState(40)
+    cfg = Config(n_query=5, seed=3)
+    a, _, _ = query(cfg, data, state, get_strategy("random"), model=None, r=0)
+    b, _, _ = query(cfg, data, state, get_strategy("random"), model=None, r=0)
+    c, _, _ = query(cfg.replace(seed=4), data, state, get_strategy("random"), model=None, r=0)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_budget_boundary():
+    cfg = Config(dataset="mnist_5k", num_valid=1000, n_init_labeled=1000, n_query=100, n_round=20)
+    check_budget(cfg, n_train=4000, num_classes=10)  # exactly the pool of 3000
+    with pytest.raises(ConfigError, match="3001 exceeds the pool of 3000"):
+        check_budget(cfg.replace(n_init_labeled=1001), n_train=4000, num_classes=10)
+    with pytest.raises(ConfigError, match="num_valid"):
+        check_budget(cfg.replace(num_valid=4000), n_train=4000, num_classes=10)
+
+
+def test_prepare_data_noise_hits_every_split_and_is_fixed():
+    ds = load_dataset("mnist_5k", "data")
+    cfg = Config(dataset="mnist_5k", noise="gaussian", noise_rate=0.25, num_valid=500, seed=5)
+    a = prepare_data(cfg, ds, torch.device("cpu"))
+    b = prepare_data(cfg, ds, torch.device("cpu"))
+    assert a.noisy_train == 1000 and a.noisy_test == 250
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.x, b.test.x)
+    clean = Images(ds.train_x, ds.mean, ds.std).normalised()
+    changed = (a.train.x != clean).flatten(1).any(1)
+    assert int(changed.sum()) == 1000
+    # Validation and pool both contain noisy images (noise is per dataset image, not per split).
+    assert changed[a.val_idx].any() and changed[a.pool_idx].any()
+    assert sorted(torch.cat([a.val_idx, a.pool_idx]).tolist()) == list(range(4000))
+    other = prepare_data(cfg.replace(seed=6), ds, torch.device("cpu"))
+    assert not torch.equal(a.train.x, other.train.x)
+
+
+def test_prepare_data_without_noise_keeps_uint8_storage():
+    ds = load_dataset("mnist_5k", "data")
+    data = prepare_data(Config(dataset="mnist_5k", num_valid=100), ds, torch.device("cpu"))
+    assert data.train.x.dtype == torch.uint8 and data.noisy_train == 0

@@ -1,0 +1,84 @@
+"""results.py: exclusive run folders, atomic round files, aggregation across seeds."""
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from results import (ROUND_COLUMNS, OutputError, RunDir, aggregate_runs, atomic_write_text, check_writable,
+                     mean_sem)
+
+
+def row(r, acc, n=10):
+    base = {c: 0.0 for c in ROUND_COLUMNS}
+    return {**base, "round": r, "n_labeled": n + 5 * r, "test_acc": acc, "val_acc": acc, "test_error": 1 - acc}
+
+
+def fake_run(parent, seed, accs):
+    run = RunDir.create(str(parent), f"run_seed{seed}")
+    run.write_config({"seed": seed})
+    for r, acc in enumerate(accs):
+        run.append_round(row(r, acc), [])
+    return run.path
+
+
+def test_create_never_reuses_a_folder(tmp_path):
+    a = RunDir.create(str(tmp_path), "x")
+    b = RunDir.create(str(tmp_path), "x")
+    c = RunDir.create(str(tmp_path), "x")
+    assert len({a.path, b.path, c.path}) == 3
+    assert all(p.path.is_dir() for p in (a, b, c))
+
+
+def test_rounds_are_appended_and_files_replaced_atomically(tmp_path):
+    run = RunDir.create(str(tmp_path), "r")
+    run.record_acquired([{"round": -1, "pool_position": 3, "dataset_index": 9, "label": 1, "score": float("nan")}])
+    for r in range(3):
+        run.append_round(row(r, 0.5 + r / 10), [{"round": r, "pool_position": 10 + r, "dataset_index": 20 + r,
+                                                 "label": r, "score": 1.0}])
+        df = pd.read_csv(run.path / "rounds.csv")
+        assert list(df.columns) == ROUND_COLUMNS and df["round"].tolist() == list(range(r + 1))
+    acquired = pd.read_csv(run.path / "acquired.csv")
+    assert acquired["round"].tolist() == [-1, 0, 1, 2]
+    assert not list(run.path.glob(".*tmp")), "no temporary file is left behind"
+
+
+def test_atomic_write_keeps_old_content_until_replaced(tmp_path):
+    path = tmp_path / "f.txt"
+    atomic_write_text(path, "old")
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new"
+
+
+def test_aggregate_mean_and_standard_error(tmp_path):
+    paths = [fake_run(tmp_path, 1, [0.5, 0.6, 0.7]), fake_run(tmp_path, 2, [0.5, 0.8, 0.9]),
+             fake_run(tmp_path, 3, [0.5, 0.7])]  # seed 3 stopped after round 1
+    per_round, finals = aggregate_runs(paths)
+    assert per_round["round"].tolist() == [0, 1]  # round 2 is not finished by every run
+    assert per_round["test_acc_mean"].tolist() == pytest.approx([0.5, 0.7])
+    assert per_round["test_acc_sem"].iloc[0] == pytest.approx(0.0)
+    # values 0.6, 0.8, 0.7: sample sd 0.1, standard error 0.1 / sqrt(3)
+    assert per_round["test_acc_sem"].iloc[1] == pytest.approx(0.1 / math.sqrt(3))
+    assert sorted(finals["seed"]) == [1, 2, 3]
+    assert dict(zip(finals["seed"], finals["test_acc"])) == pytest.approx({1: 0.7, 2: 0.9, 3: 0.7})
+
+
+def test_mean_sem():
+    assert mean_sem([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0 / math.sqrt(3)))
+    mean, sem = mean_sem([4.0])
+    assert mean == 4.0 and math.isnan(sem)
+
+
+def test_check_writable(tmp_path):
+    check_writable(str(tmp_path / "new" / "nested"))
+    assert (tmp_path / "new" / "nested").is_dir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot write"):
+        check_writable(str(blocker / "runs"))
+
+
+def test_config_json_is_written(tmp_path):
+    run = RunDir.create(str(tmp_path), "c")
+    run.write_config({"seed": 1, "seeds": [1, 2]})
+    assert json.loads((run.path / "config.json").read_text()) == {"seed": 1, "seeds": [1, 2]}
