@@ -44,7 +44,7 @@ class WandbTracker:
             return
         try:
             self.run.summary.update({k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
-            self.run.finish(exit_code=0 if summary.get("status") == "complete" else 1, quiet=True)
+            self.run.finish(exit_code=0 if summary.get("status") == "complete" else 1)
         except Exception as err:
             self._disable(err)
 

@@ -1,4 +1,5 @@
 """End-to-end runs of the real CLI on the embedded mnist_5k digits, with accuracy floors."""
+import logging
 import os
 import signal
 import subprocess
@@ -115,18 +116,31 @@ def test_runs_never_overwrite_each_other(cli, tmp_path):
     assert len(folders) == 2 and all(f.startswith("same_") for f in folders)
 
 
-def test_wandb_offline_run_is_written_and_announced(cli, tmp_path, monkeypatch, caplog):
+def test_wandb_offline_run_is_written_and_announced(cli, tmp_path, monkeypatch):
     """A real wandb run, offline for lack of a key: it lands in the run folder and never blocks."""
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     args = [a for a in SMALL if a != "--no-wandb"]
-    rc, out, err, [run] = cli(*args, "--wandb")
+    messages = []
+    handler = logging.Handler()
+    handler.emit = messages.append
+    logging.getLogger("ProjectLogger").addHandler(handler)
+    try:
+        rc, out, err, [run] = cli(*args, "--wandb")
+    finally:
+        logging.getLogger("ProjectLogger").removeHandler(handler)
     assert rc == 0, err
     [offline] = list((run.path / "wandb").glob("offline-run-*"))
-    assert list(offline.glob("run-*.wandb")), "the offline run has its data file"
+    [records] = list(offline.glob("run-*.wandb"))
+    # The record log holds config, per-round history and the summary (protobuf keeps keys as bytes).
+    blob = records.read_bytes()
+    assert blob.count(b"test_acc") >= 2 and b"n_labeled" in blob
+    assert b"final_test_acc" in blob and b"mnist_5k" in blob
     assert run.summary["status"] == "complete"
+    assert not [r for r in messages if "wandb" in r.getMessage() and r.levelname == "WARNING"]
+    assert any("wandb sync" in r.getMessage() for r in messages)
 
 
 def _start(tmp_path, *extra):
