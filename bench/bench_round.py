@@ -124,7 +124,7 @@ def run_protocol(rounds: int, device: str, threads: int) -> None:
              query_gflops_per_s=round(query_flops / row["query_s"] / 1e9, 2) if row["n_scored"] else None,
              peak_rss_mb=round(peak_rss_mb()))
     later = df[df["round"] >= 1]
-    q = later[later["n_scored"] > 0]
+    q = df[df["n_scored"] > 0]  # every round that queried (the last one does not)
     emit("summary", rounds=f"1..{rounds}", median_round_s=round(later["round_s"].median(), 3),
          min_round_s=round(later["round_s"].min(), 3), max_round_s=round(later["round_s"].max(), 3),
          iqr_round_s=round(later["round_s"].quantile(0.75) - later["round_s"].quantile(0.25), 3),

@@ -1,0 +1,42 @@
+"""bench/bench_round.py runs and prints the JSON lines the README documents (no timing asserts)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+BENCH = ROOT / "bench" / "bench_round.py"
+
+
+def run_bench(*args):
+    proc = subprocess.run([sys.executable, str(BENCH), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines()]  # stdout holds JSON lines only
+
+
+def test_scaling_table_line():
+    events = run_bench("--skip_protocol", "--scaling", "3000")
+    machine, scaling = events
+    assert machine["event"] == "machine" and machine["matmul_gflops"] > 0
+    assert scaling["event"] == "scaling" and scaling["pool"] == 3000 and scaling["scored"] == 2900
+    assert scaling["images_per_s"] > 0 and scaling["peak_rss_mb"] >= scaling["rss_before_query_mb"] > 0
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_protocol_rounds_and_summary():
+    events = run_bench("--rounds", "1", "--scaling")
+    rounds = [e for e in events if e["event"] == "round"]
+    [summary] = [e for e in events if e["event"] == "summary"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    first = rounds[0]
+    assert first["pool_scored"] == 60000 - 300 - 100
+    assert first["images_per_s"] == round(first["pool_scored"] / first["query_s"])
+    assert first["gflop"] > 0 and first["peak_rss_mb"] > 0
+    for key in ("train_s", "query_s", "eval_s"):
+        assert first[key] > 0
+    assert summary["per_image_flops"]["head_k"] > 0 and summary["final_test_acc"] > 0.5
