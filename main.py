@@ -107,7 +107,8 @@ def run_experiment(cfg: Config, dataset: Dataset, device: torch.device, log: log
     per_round.to_csv(exp.path / "aggregate.csv", index=False)
     finals.to_csv(exp.path / "final_rounds.csv", index=False)
     mean, sem = mean_sem(finals["test_acc"])
-    print(per_round.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    shown = ["round", "n_labeled_mean", "val_acc_mean", "test_acc_mean", "test_acc_sem", "round_s_mean"]
+    print(per_round[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"final test_acc over {len(runs)} seeds: {mean:.4f} ± {sem:.4f} (mean ± standard error)")
     print(f"experiment folder: {exp.path}")
     return exp.path

@@ -11,7 +11,7 @@ import netrc
 import os
 from pathlib import Path
 
-INIT_TIMEOUT_S = 30
+INIT_TIMEOUT_S = 20  # online without network: give up after this, run on
 
 
 class NullTracker:

@@ -7,6 +7,9 @@ import torch
 class PoolState:
     """Labelling status of the unlabelled pool, by pool position (0..n_pool-1).
 
+    ``round_P[p]`` is the first training round that uses item p (0 for the initial set, r + 1 for an
+    item queried after round r; -1 while unlabelled); ``label_P[p]`` is the label the oracle revealed.
+
     Revealed labels are stored here rather than read from the dataset, so that an oracle which
     lies (label noise) changes what the model trains on and nothing else.
     """
