@@ -246,3 +246,17 @@ def test_train_mode_dropout_follows_the_generator():
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert not torch.allclose(a, d)  # dropout is active in train mode
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_lenet_fast_inference_path_matches_the_plain_one(shape):
+    """Without gradients on the CPU, LeNet's trunk runs in oneDNN's layout: same numbers."""
+    from models.lenet import _mkldnn_inference
+
+    model = build_model("lenet", shape[0], shape[1], 10, 0.5, torch.Generator().manual_seed(0)).eval()
+    x = torch.randn(37, *shape, generator=torch.Generator().manual_seed(1))
+    plain = model.trunk(x).detach()  # gradients enabled: the plain path
+    with torch.inference_mode():
+        assert _mkldnn_inference(x) or not torch.backends.mkldnn.is_available()
+        fast = model.trunk(x)
+    assert torch.allclose(plain, fast, atol=1e-5)
