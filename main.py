@@ -140,7 +140,7 @@ def default_run_name(cfg: Config, seed: bool = True) -> str:
 
 def round_table(rows: list) -> str:
     """The per-round table printed at the end of a run."""
-    df = pd.DataFrame(rows, columns=None)[TABLE_COLUMNS]
+    df = pd.DataFrame(rows)[TABLE_COLUMNS]
     return df.to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
