@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from presets import PRESETS
+
 LOG_LEVEL = logging.INFO
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -52,6 +54,10 @@ class Config:
     optimizer: str = "adam"
     momentum: float = 0.9
     weight_decay: float = -1.0  # negative: the optimizer's default (adam 0, sgd 5e-4)
+    weight_decay_scaled: float = 0.0  # > 0: weight decay c / (labelled images), per round
+    min_steps: int = 1000
+    epoch_samples: int = 0
+    early_stopping: int = 0
     dropout: float = 0.5
     noise_std: float = 1.0
     sp_fraction: float = 0.1
@@ -62,6 +68,7 @@ class Config:
     seeds: tuple = (42, 43, 44)
     wandb_project: str = "active-learning"
     run_name: str = ""
+    preset: str = ""
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed (the config itself is frozen)."""
@@ -92,10 +99,16 @@ class Config:
             return self.weight_decay
         return 5e-4 if self.optimizer == "sgd" else 0.0
 
+    def weight_decay_for(self, n_labeled: int) -> float:
+        """Weight decay for a round with ``n_labeled`` labels: c / n with --weight_decay_scaled c."""
+        if self.weight_decay_scaled > 0:
+            return self.weight_decay_scaled / n_labeled
+        return self.resolved_weight_decay
+
     def validate(self, choices: Mapping[str, Sequence[str]] | None = None) -> "Config":
         """Check every invariant that does not need the data; raise ConfigError on the first."""
-        for name, allowed in {"noise": NOISES, "optimizer": OPTIMIZERS, "device": DEVICES,
-                              **(choices or {})}.items():
+        fixed = {"noise": NOISES, "optimizer": OPTIMIZERS, "device": DEVICES, "preset": ["", *PRESETS]}
+        for name, allowed in {**fixed, **(choices or {})}.items():
             _check_choice(name, getattr(self, name), allowed)
         for name in ("noise_rate", "dropout", "sp_fraction"):
             _check_range(name, getattr(self, name), 0.0, 1.0)
@@ -104,11 +117,14 @@ class Config:
         for name, low in (("epochs", 1), ("batch_size", 1), ("n_init_labeled", 1), ("n_query", 1),
                           ("n_round", 0), ("num_valid", 1), ("mc_samples", 1),
                           ("eval_batch_size", 1), ("pool_subset", 0), ("threads", 0),
-                          ("num_workers", 0), ("seed", 0)):
+                          ("num_workers", 0), ("seed", 0), ("min_steps", 0), ("epoch_samples", 0),
+                          ("early_stopping", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(f"--{name} must be at least {low}, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay_scaled < 0:
+            raise ConfigError(f"--weight_decay_scaled must be non-negative, got {self.weight_decay_scaled}")
         if self.noise_std < 0:
             raise ConfigError(f"--noise_std must be non-negative, got {self.noise_std}")
         if not self.seeds or any(s < 0 for s in self.seeds):
@@ -146,6 +162,11 @@ HELP = {
     "optimizer": "adam, or sgd with --momentum and --weight_decay",
     "momentum": "SGD momentum",
     "weight_decay": "L2 weight decay; negative means the optimizer default (adam 0, sgd 5e-4)",
+    "weight_decay_scaled": "c > 0: weight decay c / (labelled images) each round, as Gal et al.'s code; "
+                           "overrides --weight_decay",
+    "min_steps": "train at least this many optimizer steps per round (more epochs than --epochs when needed)",
+    "epoch_samples": "an epoch draws this many samples when the labelled set is smaller (0 = one pass)",
+    "early_stopping": "patience in epochs on validation accuracy, restoring the best weights (0 = off)",
     "dropout": "dropout probability in the classifier head",
     "noise_std": "gaussian noise standard deviation, in normalised units",
     "sp_fraction": "salt_and_pepper: fraction of an affected image's pixels that are replaced",
@@ -156,6 +177,7 @@ HELP = {
     "seeds": "seeds that --experiment runs",
     "wandb_project": "Weights & Biases project",
     "run_name": "name prefix of the run folder (default: dataset_model_strategy_noise)",
+    "preset": "a published protocol's settings as defaults; explicit flags override them",
 }
 
 
@@ -171,7 +193,7 @@ def build_parser(choices: Mapping[str, Sequence[str]] | None = None) -> argparse
     parser = _OneLineParser(description="Active-learning experiment runner.",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     choices = dict(choices or {})
-    choices.update(noise=NOISES, optimizer=OPTIMIZERS, device=DEVICES)
+    choices.update(noise=NOISES, optimizer=OPTIMIZERS, device=DEVICES, preset=["", *PRESETS])
     for f in dataclasses.fields(Config):
         default = getattr(Config(), f.name)
         flag, help_ = f"--{f.name}", HELP[f.name]
@@ -187,8 +209,15 @@ def build_parser(choices: Mapping[str, Sequence[str]] | None = None) -> argparse
 
 def parse_config(argv: Sequence[str] | None = None,
                  choices: Mapping[str, Sequence[str]] | None = None) -> Config:
-    """Parse argv into a validated Config (ConfigError on a bad combination)."""
-    args = build_parser(choices).parse_args(argv)
+    """Parse argv into a validated Config (ConfigError on a bad combination).
+
+    With --preset, a second parse takes the preset's values as defaults, so explicit flags win.
+    """
+    parser = build_parser(choices)
+    args = parser.parse_args(argv)
+    if args.preset:
+        parser.set_defaults(**PRESETS[args.preset]["values"])
+        args = parser.parse_args(argv)
     return Config.from_dict(vars(args)).validate(choices)
 
 

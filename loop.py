@@ -21,7 +21,7 @@ from oracle import CleanOracle
 from results import RunDir
 from rng import torch_generator
 from strategies import Strategy, get_strategy, random_scores, select_top_k
-from train import evaluate, fit, make_optimizer, score_pool
+from train import Schedule, evaluate, fit, make_optimizer, score_pool
 
 
 @dataclass
@@ -116,11 +116,11 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     t_round = time.perf_counter()
     # Train a freshly initialised model on the labelled set
     t = time.perf_counter()
-    model, train_loss = train_model(cfg, data, state, r)
+    model, trained = train_model(cfg, data, state, r)
     train_s = _elapsed(t, data.device)
     # Evaluate on validation and test
     t = time.perf_counter()
-    val = evaluate(model, data.train, data.val_idx, data.train_y[data.val_idx], cfg.eval_batch_size)
+    val = validation_metrics(cfg, data, model)
     test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
                     cfg.eval_batch_size)
     eval_s = _elapsed(t, data.device)
@@ -133,7 +133,8 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
         state.label(picked, labels, round_=r + 1)
         acquired = acquired_rows(data, r, picked, labels, picked_scores)
     query_s = _elapsed(t, data.device)
-    row = {"round": r, "n_labeled": state.n_labeled - len(acquired), "train_loss": train_loss,
+    row = {"round": r, "n_labeled": state.n_labeled - len(acquired), "train_loss": trained["loss"],
+           "train_epochs": trained["epochs"], "train_steps": trained["steps"],
            "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
            "test_error": 1.0 - test["acc"], "n_scored": n_scored, "train_s": train_s, "eval_s": eval_s,
            "query_s": query_s, "round_s": time.perf_counter() - t_round}
@@ -149,19 +150,24 @@ def acquired_rows(data: StudyData, r: int, positions: torch.Tensor, labels: torc
 
 
 def train_model(cfg: Config, data: StudyData, state: PoolState, r: int) -> tuple:
-    """A model initialised from (seed, round) and trained on the revealed labels."""
+    """A model initialised from (seed, round) and trained on the revealed labels, as the schedule says."""
     c, h, _ = data.train.x.shape[1:]
     model = build_model(cfg.model, c, h, data.num_classes, cfg.dropout,
                         torch_generator(cfg.seed, "weights", r)).to(data.device)
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.resolved_weight_decay, cfg.momentum)
     labeled = state.labeled_positions()
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay_for(labeled.numel()), cfg.momentum)
     idx = data.pool_idx[labeled.to(data.device)]
     y = state.labels_of(labeled).to(data.device)
-    loss = fit(model, data.train, idx, y, optimizer, cfg.epochs, cfg.batch_size,
-               shuffle_gen=torch_generator(cfg.seed, "shuffle", r),
-               dropout_gen=torch_generator(cfg.seed, "dropout", r, device=data.device),
-               desc=f"round {r} epochs")
-    return model, loss
+    schedule = Schedule(cfg.epochs, cfg.batch_size, cfg.min_steps, cfg.epoch_samples, cfg.early_stopping)
+    return model, fit(model, data.train, idx, y, optimizer, schedule,
+                      shuffle_gen=torch_generator(cfg.seed, "shuffle", r),
+                      dropout_gen=torch_generator(cfg.seed, "dropout", r, device=data.device),
+                      validate=lambda m: validation_metrics(cfg, data, m)["acc"], desc=f"round {r} epochs")
+
+
+def validation_metrics(cfg: Config, data: StudyData, model) -> dict:
+    """Accuracy and loss of the deterministic model on the validation split."""
+    return evaluate(model, data.train, data.val_idx, data.train_y[data.val_idx], cfg.eval_batch_size)
 
 
 def candidate_positions(state: PoolState, subset: int, generator: torch.Generator) -> torch.Tensor:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-ROUND_COLUMNS = ["round", "n_labeled", "train_loss", "val_acc", "val_loss", "test_acc", "test_loss",
-                 "test_error", "n_scored", "train_s", "eval_s", "query_s", "round_s"]
+ROUND_COLUMNS = ["round", "n_labeled", "train_loss", "train_epochs", "train_steps", "val_acc", "val_loss",
+                 "test_acc", "test_loss", "test_error", "n_scored", "train_s", "eval_s", "query_s", "round_s"]
 ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "score"]
 TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "round_s"]
 

@@ -1,7 +1,9 @@
 """Fit, evaluate and MC-predict. Data come as Images plus index tensors; batches are index slices."""
 from __future__ import annotations
 
+import math
 import sys
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -23,29 +25,96 @@ def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: f
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-        epochs: int, batch_size: int, shuffle_gen: torch.Generator, dropout_gen: torch.Generator,
-        desc: str = "epochs") -> float:
-    """Train on images[idx] with labels y for ``epochs`` passes; returns the last epoch's mean loss.
+@dataclass(frozen=True)
+class Schedule:
+    """How long one round trains: the protocol knobs that decide whether a small labelled set converges.
 
-    ``shuffle_gen`` (CPU) orders each epoch; ``dropout_gen`` (on the model's device) draws the masks.
+    ``epochs`` passes, stretched to at least ``min_steps`` optimizer steps; an epoch is one pass over the
+    labelled set, or ``epoch_samples`` draws from it when that is larger (BatchBALD's fixed-length
+    epochs); with ``patience`` > 0, training stops after that many epochs without a better validation
+    accuracy and the best weights are restored.
     """
-    model.train()
+
+    epochs: int
+    batch_size: int
+    min_steps: int = 0
+    epoch_samples: int = 0
+    patience: int = 0
+
+    def epoch_length(self, n: int) -> int:
+        """Training samples drawn per epoch from ``n`` labelled items."""
+        return max(n, self.epoch_samples)
+
+    def steps_per_epoch(self, n: int) -> int:
+        return math.ceil(self.epoch_length(n) / self.batch_size)
+
+    def max_epochs(self, n: int) -> int:
+        """--epochs, or more when that many passes are fewer than --min_steps steps."""
+        return max(self.epochs, math.ceil(self.min_steps / self.steps_per_epoch(n)))
+
+
+def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+        schedule: Schedule, shuffle_gen: torch.Generator, dropout_gen: torch.Generator,
+        validate: Callable[[TrunkHeadModel], float] | None = None, desc: str = "epochs") -> dict:
+    """Train on images[idx] with labels y as ``schedule`` says.
+
+    ``shuffle_gen`` (CPU) orders each epoch; ``dropout_gen`` (on the model's device) draws the masks;
+    ``validate(model)`` gives the validation accuracy that early stopping watches. Returns the last
+    epoch's mean loss, the epochs and steps run, and the epoch whose weights were kept.
+    """
     n = idx.numel()
-    epoch_loss = float("nan")
-    for _ in tqdm(range(epochs), desc=desc, leave=False, disable=not sys.stderr.isatty()):
-        order = torch.randperm(n, generator=shuffle_gen).to(idx.device)
-        total = torch.zeros((), device=idx.device)
-        for start in range(0, n, batch_size):
-            batch = order[start:start + batch_size]
-            loss = F.cross_entropy(model(images.batch(idx[batch]), dropout_gen), y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * batch.numel()
-        epoch_loss = float(total) / n  # one device sync per epoch, not per batch
-    recalibrate_batchnorm(model, images, idx, batch_size)
-    return epoch_loss
+    stopper = EarlyStopping(schedule.patience, validate) if schedule.patience > 0 and validate else None
+    epochs = schedule.max_epochs(n)
+    epoch_loss, steps, epoch = float("nan"), 0, 0
+    for epoch in tqdm(range(1, epochs + 1), desc=desc, leave=False, disable=not sys.stderr.isatty()):
+        order = epoch_order(n, schedule.epoch_length(n), shuffle_gen).to(idx.device)
+        epoch_loss = train_epoch(model, images, idx[order], y[order], optimizer, schedule.batch_size, dropout_gen)
+        steps += schedule.steps_per_epoch(n)
+        if stopper and stopper.should_stop(model, epoch):
+            break
+    kept = stopper.restore_best(model) if stopper else epoch
+    recalibrate_batchnorm(model, images, idx, schedule.batch_size)
+    return {"loss": epoch_loss, "epochs": epoch, "steps": steps, "kept_epoch": kept}
+
+
+def epoch_order(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """``length`` positions into n items: whole random permutations, the last one cut short."""
+    perms = [torch.randperm(n, generator=generator) for _ in range(math.ceil(length / n))]
+    return torch.cat(perms)[:length]
+
+
+def train_epoch(model: TrunkHeadModel, images, idx_E: torch.Tensor, y_E: torch.Tensor,
+                optimizer: torch.optim.Optimizer, batch_size: int, dropout_gen: torch.Generator) -> float:
+    """One pass over images[idx_E] in order, in batches; returns the mean loss."""
+    model.train()
+    total = torch.zeros((), device=idx_E.device)
+    for start in range(0, idx_E.numel(), batch_size):
+        batch, target = idx_E[start:start + batch_size], y_E[start:start + batch_size]
+        loss = F.cross_entropy(model(images.batch(batch), dropout_gen), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * batch.numel()
+    return float(total) / idx_E.numel()  # one device sync per epoch, not per batch
+
+
+class EarlyStopping:
+    """Stops after ``patience`` epochs without a higher validation accuracy; keeps the best weights."""
+
+    def __init__(self, patience: int, validate: Callable[[TrunkHeadModel], float]):
+        self.patience, self.validate = patience, validate
+        self.best_acc, self.best_epoch, self.best_state = -1.0, 0, None
+
+    def should_stop(self, model: TrunkHeadModel, epoch: int) -> bool:
+        acc = self.validate(model)
+        if acc > self.best_acc:
+            self.best_acc, self.best_epoch = acc, epoch
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return epoch - self.best_epoch >= self.patience
+
+    def restore_best(self, model: TrunkHeadModel) -> int:
+        model.load_state_dict(self.best_state)
+        return self.best_epoch
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ from data import Images, load_dataset
 from models import build_model
 from rng import torch_generator
 from strategies import bald
-from train import evaluate, fit, make_optimizer, recalibrate_batchnorm, score_pool
+from train import Schedule, evaluate, fit, make_optimizer, recalibrate_batchnorm, score_pool
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +18,9 @@ def digits():
 def train_lenet(images, y, idx, seed=0, epochs=30):
     model = build_model("lenet", 1, 28, 10, 0.5, torch_generator(seed, "w"))
     opt = make_optimizer(model, "adam", 1e-3, 0.0, 0.9)
-    loss = fit(model, images, idx, y[idx], opt, epochs, 32, torch_generator(seed, "s"), torch_generator(seed, "d"))
-    return model, loss
+    trained = fit(model, images, idx, y[idx], opt, Schedule(epochs, 32), torch_generator(seed, "s"),
+                  torch_generator(seed, "d"))
+    return model, trained["loss"]
 
 
 def test_fit_learns_and_is_reproducible(digits):
