@@ -2,7 +2,10 @@
 
 A strategy never touches the model, the data or the loop. It declares what it needs, and the loop
 provides it: ``score`` maps log_probs_K_N_C to scores_N (None: no predictions needed, scores are
-random), and ``mc`` says whether the K predictions are MC dropout samples.
+random), and ``mc`` says whether the K predictions are MC dropout samples. ``min_mc_samples`` is the
+fewest samples for which the score is meaningful: 2 for the disagreement scores (bald, var_ratios,
+mean_std are constant with one sample), 1 for scores of the MC-averaged prediction (entropy, margin,
+least_confidence).
 """
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from typing import Callable, Optional
 
 import torch
 
-from strategies.scores import bald, entropy_of, max_entropy, mean_log_probs, random_scores
+from strategies.scores import (bald, entropy_of, least_confidence, margin, max_entropy, mean_log_probs,
+                               mean_std, random_scores, var_ratios)
 from strategies.select import select_top_k
 
 
@@ -27,6 +31,10 @@ STRATEGIES = {
     "random": Strategy("random", score=None, mc=False),
     "entropy": Strategy("entropy", score=max_entropy, mc=True),
     "bald": Strategy("bald", score=bald, mc=True, min_mc_samples=2),
+    "var_ratios": Strategy("var_ratios", score=var_ratios, mc=True, min_mc_samples=2),
+    "mean_std": Strategy("mean_std", score=mean_std, mc=True, min_mc_samples=2),
+    "margin": Strategy("margin", score=margin, mc=True),
+    "least_confidence": Strategy("least_confidence", score=least_confidence, mc=True),
 }
 
 
@@ -36,5 +44,5 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-__all__ = ["STRATEGIES", "Strategy", "bald", "entropy_of", "get_strategy", "max_entropy",
-           "mean_log_probs", "random_scores", "select_top_k"]
+__all__ = ["STRATEGIES", "Strategy", "bald", "entropy_of", "get_strategy", "least_confidence", "margin",
+           "max_entropy", "mean_log_probs", "mean_std", "random_scores", "select_top_k", "var_ratios"]

@@ -1,15 +1,20 @@
 """Acquisition scores, the top-k selector and the strategy registry.
 
 Axis order: log_probs_K_N_C (K MC samples, N pool items, C classes). Expected values are computed
-here by hand from the definitions H[p] = -sum_c p_c ln p_c and BALD = H[mean_k p_k] - mean_k H[p_k].
+here by hand from the definitions H[p] = -sum_c p_c ln p_c, BALD = H[mean_k p_k] - mean_k H[p_k],
+variation ratio = 1 - (modal argmax count)/K, mean std = mean_c of the population std_k of p_kc,
+margin = -(p_(1) - p_(2)) and least confidence = 1 - max_c p_c of the mean prediction.
 """
 import math
+import statistics
 
 import pytest
 import torch
 
-from strategies import (STRATEGIES, Strategy, bald, entropy_of, get_strategy, max_entropy,
-                        mean_log_probs, random_scores, select_top_k)
+from strategies import (STRATEGIES, Strategy, bald, entropy_of, get_strategy, least_confidence, margin,
+                        max_entropy, mean_log_probs, mean_std, random_scores, select_top_k, var_ratios)
+
+NEW_SCORES = [var_ratios, mean_std, margin, least_confidence]
 
 
 def H(*p):
@@ -157,6 +162,188 @@ def test_saturated_probabilities_give_no_nan():
     assert select_top_k(b, 3).tolist()[-1] == 0  # the saturated item ranks last but is rankable
 
 
+# --- variation ratio -----------------------------------------------------------------------------
+
+def test_var_ratios_counts_argmax_votes_not_the_mean_prediction():
+    # argmaxes [0, 0, 1]: the mode has 2 of 3 votes -> 1/3; but the mean prediction is (0.3667, 0.6333),
+    # so 1 - max of the mean would be 0.3667 and pick class 1.
+    p = [(0.55, 0.45), (0.55, 0.45), (0.0, 1.0)]
+    lp_K_N_C = logp([[list(q)] for q in p])
+    mean1 = (0.45 + 0.45 + 1.0) / 3
+    assert mean1 > 0.5
+    assert var_ratios(lp_K_N_C).item() == pytest.approx(1 / 3, abs=1e-12)
+    assert least_confidence(lp_K_N_C).item() == pytest.approx(1 - mean1, abs=1e-12)
+    assert abs(var_ratios(lp_K_N_C).item() - (1 - mean1)) > 0.03
+    assert var_ratios(logp([[list(q)] for q in p], torch.float32)).item() == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_var_ratios_known_values():
+    # one item per row of argmaxes over K = 4 samples, C = 4 classes
+    argmaxes = [[0, 0, 0, 0], [2, 2, 2, 1], [3, 1, 3, 1], [0, 1, 2, 3], [1, 1, 3, 0]]
+    expected = [0.0, 1 / 4, 1 / 2, 3 / 4, 1 / 2]
+    lp_K_N_C = torch.log_softmax(5 * torch.nn.functional.one_hot(torch.tensor(argmaxes).T, 4).double(), -1)
+    assert torch.allclose(var_ratios(lp_K_N_C), torch.tensor(expected, dtype=torch.float64),
+                          atol=1e-12, rtol=0)
+    got32 = var_ratios(lp_K_N_C.float())
+    assert got32.dtype == torch.float32
+    assert torch.allclose(got32, torch.tensor(expected), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_var_ratios_is_zero_when_all_samples_agree_on_the_argmax(k):
+    gen = torch.Generator().manual_seed(4)
+    logits_K_N_C = torch.randn(k, 30, 6, generator=gen, dtype=torch.float64)
+    logits_K_N_C[..., 2] = 10.0  # class 2 wins in every sample, but the probabilities differ
+    assert torch.equal(var_ratios(torch.log_softmax(logits_K_N_C, -1)), torch.zeros(30, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_var_ratios_is_max_when_every_sample_votes_differently(k):
+    lp_K_N_C = torch.log_softmax(5 * torch.eye(k, dtype=torch.float64).unsqueeze(1), -1)  # C = K, one item
+    assert var_ratios(lp_K_N_C).item() == pytest.approx((k - 1) / k, abs=1e-12)
+
+
+def test_var_ratios_tie_within_a_sample_goes_to_the_lowest_class():
+    # documented: torch.argmax takes the first maximal index, so (0.5, 0.5) votes for class 0
+    lp_K_N_C = logp([[[0.5, 0.5]], [[0.0, 1.0]]])
+    assert var_ratios(lp_K_N_C).item() == pytest.approx(0.5, abs=1e-12)
+    lp_K_N_C = logp([[[0.5, 0.5]], [[1.0, 0.0]]])
+    assert var_ratios(lp_K_N_C).item() == 0.0
+
+
+# --- mean std --------------------------------------------------------------------------------------
+
+def mean_pstd(samples):
+    """Mean over classes of the population std over samples (plain Python floats)."""
+    return sum(statistics.pstdev(col) for col in zip(*samples)) / len(samples[0])
+
+
+def test_mean_std_known_values():
+    # opposite one-hot samples: std 0.5 per class (the unbiased std would be 0.7071)
+    assert mean_std(logp([[[1.0, 0.0]], [[0.0, 1.0]]])).item() == pytest.approx(0.5, abs=1e-12)
+    # (0.9, 0.1) and (0.5, 0.5): std 0.2 per class
+    assert mean_std(logp([[[0.9, 0.1]], [[0.5, 0.5]]])).item() == pytest.approx(0.2, abs=1e-12)
+    p = [(0.6, 0.3, 0.1), (0.1, 0.8, 0.1), (0.2, 0.2, 0.6)]
+    expected3 = mean_pstd(p)
+    # class stds: sqrt(0.14/3), sqrt(0.62/9), sqrt(1/18) = sqrt(42)/30, sqrt(62)/30, sqrt(50)/30
+    assert expected3 == pytest.approx((math.sqrt(42) + math.sqrt(62) + math.sqrt(50)) / 90, abs=1e-15)
+    assert mean_std(logp([[list(q)] for q in p])).item() == pytest.approx(expected3, abs=1e-12)
+    assert mean_std(logp([[list(q)] for q in p], torch.float32)).item() == pytest.approx(expected3, abs=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 2, 6])
+def test_mean_std_is_zero_for_identical_samples(k):
+    gen = torch.Generator().manual_seed(5)
+    lp_N_C = torch.log_softmax(torch.randn(20, 7, generator=gen, dtype=torch.float64), dim=-1)
+    s = mean_std(lp_N_C.expand(k, 20, 7).clone())
+    assert s.shape == (20,)
+    assert (s.abs() < 1e-12).all()
+
+
+# --- margin ---------------------------------------------------------------------------------------
+
+def test_margin_known_values():
+    assert margin(logp([[[0.7, 0.3]]])).item() == pytest.approx(-0.4, abs=1e-12)
+    # mean of (0.9, 0.1) and (0.5, 0.5) is (0.7, 0.3)
+    assert margin(logp([[[0.9, 0.1]], [[0.5, 0.5]]])).item() == pytest.approx(-0.4, abs=1e-12)
+    # three classes: mean (0.3, 0.5, 0.2) -> -(0.5 - 0.3)
+    lp_K_N_C = logp([[[0.4, 0.5, 0.1]], [[0.2, 0.5, 0.3]]])
+    assert margin(lp_K_N_C).item() == pytest.approx(-0.2, abs=1e-12)
+    assert margin(lp_K_N_C.float()).item() == pytest.approx(-0.2, abs=1e-6)
+
+
+def test_margin_is_zero_for_a_tie_between_the_top_two():
+    # mean of (0.6, 0.3, 0.1) and (0.2, 0.5, 0.3) is (0.4, 0.4, 0.2)
+    lp_K_N_C = logp([[[0.6, 0.3, 0.1], [0.5, 0.5, 0.0]], [[0.2, 0.5, 0.3], [0.5, 0.5, 0.0]]])
+    assert margin(lp_K_N_C).tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+
+
+def test_margin_is_in_minus_one_to_zero_on_random_inputs():
+    gen = torch.Generator().manual_seed(6)
+    for scale in (0.1, 1.0, 10.0, 100.0):
+        m = margin(torch.log_softmax(scale * torch.randn(4, 300, 5, generator=gen), dim=-1))
+        assert torch.isfinite(m).all()
+        assert (m <= 0).all() and (m >= -1 - 1e-6).all()
+
+
+# --- least confidence -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("c", [2, 3, 10, 100])
+@pytest.mark.parametrize("k", [1, 4])
+def test_least_confidence_of_uniform_is_one_minus_one_over_c(c, k):
+    lp_K_N_C = torch.full((k, 3, c), -math.log(c), dtype=torch.float64)
+    assert torch.allclose(least_confidence(lp_K_N_C), torch.full((3,), 1 - 1 / c, dtype=torch.float64),
+                          atol=1e-12, rtol=0)
+    lp32 = torch.full((k, 3, c), -math.log(c), dtype=torch.float32)
+    assert torch.allclose(least_confidence(lp32), torch.full((3,), 1 - 1 / c), atol=1e-6, rtol=0)
+
+
+def test_least_confidence_known_values():
+    assert least_confidence(logp([[[0.7, 0.3]]])).item() == pytest.approx(0.3, abs=1e-12)
+    # mean of (0.6, 0.3, 0.1) and (0.2, 0.5, 0.3) is (0.4, 0.4, 0.2)
+    lp_K_N_C = logp([[[0.6, 0.3, 0.1]], [[0.2, 0.5, 0.3]]])
+    assert least_confidence(lp_K_N_C).item() == pytest.approx(0.6, abs=1e-12)
+    assert least_confidence(lp_K_N_C.float()).item() == pytest.approx(0.6, abs=1e-6)
+    assert least_confidence(logp([[[0.0, 1.0, 0.0]]])).item() == 0.0
+
+
+# --- all the new scores together ---------------------------------------------------------------------
+
+def test_new_scores_on_saturated_probabilities_are_finite_and_exact():
+    lp_K_N_C = torch.tensor([
+        [[0.0, -math.inf, -math.inf], [-math.inf, 0.0, -math.inf], [0.0, -1e4, -1e4]],
+        [[0.0, -math.inf, -math.inf], [0.0, -math.inf, -math.inf], [-1e4, 0.0, -1e4]],
+    ])
+    from_logits = torch.log_softmax(torch.tensor([[[1e4, 0.0, -1e4]], [[-1e4, 1e4, 0.0]]]), dim=-1)
+    assert torch.isinf(lp_K_N_C).any()
+    for lp in (lp_K_N_C, from_logits, lp_K_N_C.double()):
+        for f in NEW_SCORES:
+            assert torch.isfinite(f(lp)).all(), f.__name__
+    # item 0: both samples certain of class 0; items 1 and 2: certain of class 0 and of class 1.
+    expected = {var_ratios: [0.0, 0.5, 0.5], mean_std: [0.0, 1 / 3, 1 / 3],
+                margin: [-1.0, 0.0, 0.0], least_confidence: [0.0, 0.5, 0.5]}
+    for f, want in expected.items():
+        assert f(lp_K_N_C).tolist() == pytest.approx(want, abs=1e-6), f.__name__
+        assert f(lp_K_N_C.double()).tolist() == pytest.approx(want, abs=1e-12), f.__name__
+
+
+def test_new_scores_rank_a_small_pool_in_order():
+    d = [0.0, 0.1, 0.2, 0.3, 0.4, 0.45]
+    order = [3, 0, 5, 1, 4, 2]  # item at pool position i has parameter d[order[i]]
+    # margin, least confidence: two identical samples (0.5 + d, 0.5 - d) -> -2d and 0.5 - d
+    same = logp([[[0.5 + d[j], 0.5 - d[j]] for j in order]] * 2)
+    assert torch.allclose(margin(same), torch.tensor([-2 * d[j] for j in order], dtype=torch.float64),
+                          atol=1e-12, rtol=0)
+    assert torch.allclose(least_confidence(same),
+                          torch.tensor([0.5 - d[j] for j in order], dtype=torch.float64), atol=1e-12, rtol=0)
+    smallest_d_first = [2, 4, 0, 5, 3, 1][::-1]  # positions of d = 0, 0.1, ..., 0.45
+    assert [order[i] for i in smallest_d_first] == [0, 1, 2, 3, 4, 5]
+    assert select_top_k(margin(same), 6).tolist() == smallest_d_first
+    assert select_top_k(least_confidence(same), 6).tolist() == smallest_d_first
+    # mean std: opposed samples (0.5 + d, 0.5 - d), (0.5 - d, 0.5 + d) -> std d per class
+    opposed = logp([[[0.5 + d[j], 0.5 - d[j]] for j in order], [[0.5 - d[j], 0.5 + d[j]] for j in order]])
+    assert torch.allclose(mean_std(opposed), torch.tensor([d[j] for j in order], dtype=torch.float64),
+                          atol=1e-12, rtol=0)
+    assert select_top_k(mean_std(opposed), 6).tolist() == smallest_d_first[::-1]
+    # variation ratio: 4 samples whose argmaxes spread over 1, 2, 3, 4 classes -> 0, 1/4, 1/2, 3/4
+    argmaxes = [[0, 0, 0, 0], [3, 3, 3, 0], [1, 2, 1, 2], [0, 1, 2, 3]]
+    pool = [2, 0, 3, 1]
+    lp_K_N_C = torch.log_softmax(3 * torch.nn.functional.one_hot(torch.tensor([argmaxes[j] for j in pool]).T,
+                                                                 4).double(), -1)
+    assert select_top_k(var_ratios(lp_K_N_C), 4).tolist() == [2, 0, 3, 1]
+
+
+@pytest.mark.parametrize("f", NEW_SCORES + [max_entropy, bald], ids=lambda f: f.__name__)
+def test_scores_of_a_concatenation_are_the_concatenation_of_scores(f):
+    gen = torch.Generator().manual_seed(8)
+    lp_K_N_C = torch.log_softmax(3 * torch.randn(5, 41, 6, generator=gen, dtype=torch.float64), dim=-1)
+    lp_K_N_C[:, 7] = logp([[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]] * 5)  # a saturated item as well
+    whole = f(lp_K_N_C)
+    chunks = torch.cat([f(part) for part in lp_K_N_C.split([1, 16, 24], dim=1)])
+    assert whole.shape == chunks.shape == (41,)
+    assert torch.allclose(whole, chunks, atol=1e-12, rtol=0)
+
+
 # --- select_top_k ----------------------------------------------------------------------------------
 
 def test_select_top_k_returns_positions_best_first():
@@ -206,10 +393,20 @@ def test_top_k_of_random_scores_is_a_uniform_subset():
 # --- registry --------------------------------------------------------------------------------------
 
 def test_registry_has_the_documented_strategies():
-    assert {"random", "entropy", "bald"} <= set(STRATEGIES)
+    new = {"var_ratios", "mean_std", "margin", "least_confidence"}
+    assert {"random", "entropy", "bald"} | new <= set(STRATEGIES)
     assert STRATEGIES["bald"].score is bald
     assert STRATEGIES["entropy"].score is max_entropy
     assert STRATEGIES["random"].score is None
+    assert STRATEGIES["var_ratios"].score is var_ratios
+    assert STRATEGIES["mean_std"].score is mean_std
+    assert STRATEGIES["margin"].score is margin
+    assert STRATEGIES["least_confidence"].score is least_confidence
+    # disagreement scores need at least two MC samples; scores of the MC-averaged prediction need one
+    for name in ("bald", "var_ratios", "mean_std"):
+        assert STRATEGIES[name].mc and STRATEGIES[name].min_mc_samples == 2, name
+    for name in ("entropy", "margin", "least_confidence"):
+        assert STRATEGIES[name].mc and STRATEGIES[name].min_mc_samples == 1, name
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -223,8 +420,8 @@ def test_strategy_declaration_is_consistent(name):
         assert not s.mc  # no predictions needed, so no MC samples either
         return
     assert callable(s.score)
-    if name == "bald":
-        assert s.mc and s.min_mc_samples >= 2  # BALD is 0 with one sample
+    if name in ("bald", "var_ratios", "mean_std"):
+        assert s.mc and s.min_mc_samples >= 2  # 0 with one sample
     k = max(s.min_mc_samples, 2) if s.mc else 1
     gen = torch.Generator().manual_seed(3)
     lp_K_N_C = torch.log_softmax(torch.randn(k, 7, 4, generator=gen), dim=-1)
