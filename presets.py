@@ -40,3 +40,12 @@ PRESETS = {
         "differences": "needs a dataset with more than 15,000 training images (not mnist_5k)",
     },
 }
+
+
+def markdown_table() -> str:
+    """The README's preset table, written from PRESETS (a test keeps the README equal to it)."""
+    lines = ["| preset | values | source | differences |", "|---|---|---|---|"]
+    for name, preset in PRESETS.items():
+        values = ", ".join(f"`--{key} {value}`" for key, value in preset["values"].items())
+        lines.append(f"| `{name}` | {values} | {preset['source']} | {preset['differences']} |")
+    return "\n".join(lines)

@@ -3,6 +3,7 @@ import dataclasses
 
 import pytest
 
+from presets import PRESETS
 from config import DEFAULT_CONFIG, Config, ConfigError, build_parser, get_logger, logger, parse_config
 
 ORIGINAL_DEFAULTS = {
@@ -86,3 +87,52 @@ def test_shared_logger_and_debug_level():
     assert logger.name == "ProjectLogger"
     assert get_logger("x-test", debug=True).level == logging.DEBUG
     assert get_logger("x-test", debug=False).level == logging.INFO
+
+
+def test_training_schedule_defaults_and_scaled_weight_decay():
+    cfg = Config()
+    assert cfg.min_steps == 1000 and cfg.epoch_samples == 0 and cfg.early_stopping == 0
+    assert cfg.weight_decay_for(20) == 0.0  # adam's default, whatever the labelled-set size
+    scaled = Config(weight_decay_scaled=7.0, weight_decay=0.5)
+    assert scaled.weight_decay_for(20) == pytest.approx(0.35) and scaled.weight_decay_for(700) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"min_steps": -1}, "min_steps"), ({"epoch_samples": -5}, "epoch_samples"),
+    ({"early_stopping": -1}, "early_stopping"), ({"weight_decay_scaled": -1.0}, "weight_decay_scaled"),
+    ({"preset": "gal2018"}, "preset"),
+])
+def test_validate_rejects_bad_schedule_and_preset(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        Config().replace(**changes).validate()
+
+
+PRESET_CHOICES = {"model": ["lenet", "resnet18", "cnn", "batchbald_cnn"]}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_values_become_the_config(name):
+    cfg = parse_config(["--preset", name], PRESET_CHOICES)
+    assert cfg.preset == name
+    for key, value in PRESETS[name]["values"].items():
+        assert getattr(cfg, key) == value, key
+    untouched = set(DEFAULT_CONFIG) - set(PRESETS[name]["values"]) - {"preset"}
+    assert all(getattr(cfg, key) == getattr(Config(), key) for key in untouched if key != "seeds")
+
+
+def test_explicit_flags_override_a_preset_in_any_order():
+    before = parse_config(["--epochs", "7", "--preset", "gal2017", "--mc_samples", "30"], PRESET_CHOICES)
+    assert before.epochs == 7 and before.mc_samples == 30 and before.model == "cnn" and before.pool_subset == 2000
+
+
+def test_unknown_preset_is_one_clear_error():
+    with pytest.raises(ConfigError, match="preset"):
+        parse_config(["--preset", "gal"])
+
+
+def test_readme_preset_table_is_written_from_the_presets():
+    from pathlib import Path
+
+    from presets import markdown_table
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate the README's preset table: python -c 'import presets; print(presets.markdown_table())'"

@@ -6,7 +6,7 @@ from data import Images, load_dataset
 from models import build_model
 from rng import torch_generator
 from strategies import bald
-from train import Schedule, evaluate, fit, make_optimizer, recalibrate_batchnorm, score_pool
+from train import Schedule, epoch_order, evaluate, fit, make_optimizer, recalibrate_batchnorm, score_pool
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +79,72 @@ def test_mc_scores_do_not_depend_on_chunk_size(digits, model_name):
     assert whole.shape == (30,)
     assert torch.allclose(whole, chunked, atol=1e-5)
     assert (whole > 0).all()  # dropout samples disagree: BALD is not ~0
+
+
+# --- the training schedule: min_steps, fixed-length epochs, early stopping ---------------------------
+
+@pytest.mark.parametrize("n, epochs, min_steps, epoch_samples, expected_epochs, steps_per_epoch", [
+    (20, 50, 0, 0, 50, 1),        # the original meaning: --epochs passes
+    (20, 50, 1000, 0, 1000, 1),   # 20 labels, batch 64: one step a pass, stretched to 1000 steps
+    (200, 50, 1000, 0, 250, 4),   # 4 steps a pass: 250 passes
+    (5000, 50, 1000, 0, 50, 79),  # a large set already takes 50 × 79 steps: --epochs decides
+    (20, 3, 0, 640, 3, 10),       # fixed-length epochs: 640 draws from 20 images = 10 steps
+])
+def test_schedule_epochs_and_steps(n, epochs, min_steps, epoch_samples, expected_epochs, steps_per_epoch):
+    schedule = Schedule(epochs, 64, min_steps, epoch_samples)
+    assert schedule.steps_per_epoch(n) == steps_per_epoch
+    assert schedule.max_epochs(n) == expected_epochs
+    assert schedule.max_epochs(n) * steps_per_epoch >= min_steps
+
+
+def test_epoch_order_is_whole_permutations_cut_to_length():
+    order = epoch_order(7, 17, torch.Generator().manual_seed(0))
+    assert order.numel() == 17
+    assert sorted(order[:7].tolist()) == list(range(7)) and sorted(order[7:14].tolist()) == list(range(7))
+    assert set(order[14:].tolist()) <= set(range(7)) and len(set(order[14:].tolist())) == 3
+    one_pass = epoch_order(7, 7, torch.Generator().manual_seed(0))  # the default: one randperm, as before
+    assert torch.equal(one_pass, torch.randperm(7, generator=torch.Generator().manual_seed(0)))
+
+
+def test_fit_reports_the_steps_it_ran(digits):
+    images, y = digits
+    idx = torch.arange(0, 4000, 200)  # 20 images
+    model = build_model("lenet", 1, 28, 10, 0.5, torch_generator(0, "w"))
+    opt = make_optimizer(model, "adam", 1e-3, 0.0, 0.9)
+    got = fit(model, images, idx, y[idx], opt, Schedule(2, 8, min_steps=30), torch_generator(0, "s"),
+              torch_generator(0, "d"))
+    assert got["steps"] == 30 and got["epochs"] == 10 and got["kept_epoch"] == 10  # 3 steps a pass
+    assert opt.state[next(model.parameters())]["step"].item() == 30
+
+
+def test_early_stopping_stops_after_patience_and_restores_the_best_weights(digits):
+    images, y = digits
+    idx = torch.arange(0, 4000, 100)
+    model = build_model("lenet", 1, 28, 10, 0.5, torch_generator(0, "w"))
+    opt = make_optimizer(model, "adam", 1e-3, 0.0, 0.9)
+    scripted = iter([0.5, 0.7, 0.6, 0.7, 0.65, 0.9])  # best at epoch 2; epochs 3-5 do not beat it
+    snapshots = {}
+
+    def validate(m):
+        snapshots[len(snapshots) + 1] = {k: v.clone() for k, v in m.state_dict().items()}
+        return next(scripted)
+
+    got = fit(model, images, idx, y[idx], opt, Schedule(20, 16, patience=3), torch_generator(0, "s"),
+              torch_generator(0, "d"), validate=validate)
+    assert got["epochs"] == 5 and got["kept_epoch"] == 2 and got["steps"] == 5 * 3
+    assert all(torch.equal(v, snapshots[2][k]) for k, v in model.state_dict().items())
+    assert not torch.equal(snapshots[2]["head.linears.0.weight"], snapshots[5]["head.linears.0.weight"])
+
+
+def test_without_patience_validation_is_never_called(digits):
+    images, y = digits
+    idx = torch.arange(0, 4000, 400)
+    model = build_model("lenet", 1, 28, 10, 0.5, torch_generator(0, "w"))
+    opt = make_optimizer(model, "adam", 1e-3, 0.0, 0.9)
+
+    def validate(m):
+        raise AssertionError("validation must not run without --early_stopping")
+
+    got = fit(model, images, idx, y[idx], opt, Schedule(3, 16), torch_generator(0, "s"),
+              torch_generator(0, "d"), validate=validate)
+    assert got["epochs"] == got["kept_epoch"] == 3
