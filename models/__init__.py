@@ -6,11 +6,12 @@ import math
 import torch
 from torch import nn
 
+from models.cnn import batchbald_cnn, cnn
 from models.head import DropoutHead, TrunkHeadModel
 from models.lenet import lenet
 from models.resnet import resnet18
 
-MODELS = {"lenet": lenet, "resnet18": resnet18}
+MODELS = {"lenet": lenet, "resnet18": resnet18, "cnn": cnn, "batchbald_cnn": batchbald_cnn}
 
 
 def build_model(name: str, in_channels: int, image_size: int, num_classes: int, dropout: float,

@@ -3,9 +3,13 @@ import pytest
 import torch
 from torch import nn
 
+import models.head
 from models import MODELS, DropoutHead, TrunkHeadModel, build_model, init_weights
+from models.head import SAMPLE_TEMP_BYTES, sample_plan
 
 SHAPES = [(1, 28), (3, 32)]  # (channels, image size)
+# Per-layer head dropout rates at --dropout 0.5; every registered model must be listed.
+HEAD_RATES = {"lenet": (0.5, 0.5), "resnet18": (0.5,), "cnn": (0.25, 0.5), "batchbald_cnn": (0.5, 0.5)}
 
 
 def gen(seed):
@@ -38,7 +42,10 @@ def bn_buffers(model):
 
 
 def masks(k, d, p, g):
-    """The implementation's inverted-dropout mask: keep with probability 1-p, scale by 1/(1-p)."""
+    """The implementation's inverted-dropout mask: keep with probability 1-p, scale by 1/(1-p);
+    rate 0 draws no random numbers and keeps everything."""
+    if p == 0:
+        return torch.ones(k, d)
     return (torch.rand(k, d, generator=g) >= p).float() / (1 - p)
 
 
@@ -73,6 +80,32 @@ def test_lenet_rejects_other_image_sizes():
         build_model("lenet", 1, 30, 10, 0.5, gen(0))
 
 
+def test_every_model_has_expected_head_rates():
+    assert set(HEAD_RATES) == set(MODELS)
+
+
+@pytest.mark.parametrize("c, s, features", [(1, 28, 3872), (3, 32, 5408)])
+def test_cnn_is_gals_architecture(c, s, features):
+    model = build_model("cnn", c, s, 10, 0.5, gen(0))
+    convs = [m for m in model.trunk.modules() if isinstance(m, nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size) for m in convs] == [(c, 32, (4, 4)), (32, 32, (4, 4))]
+    with torch.no_grad():
+        assert model.trunk(batch(2, c, s)).shape == (2, features)
+    assert [(lin.in_features, lin.out_features) for lin in model.head.linears] == [(features, 128), (128, 10)]
+    assert model.head.rates == (0.25, 0.5)  # the paper's rates at the default --dropout 0.5
+    assert build_model("cnn", c, s, 10, 0.2, gen(0)).head.rates == (0.1, 0.2)
+
+
+@pytest.mark.parametrize("c, s, features", [(1, 28, 1024), (3, 32, 1600)])
+def test_batchbald_cnn_architecture(c, s, features):
+    model = build_model("batchbald_cnn", c, s, 10, 0.5, gen(0))
+    convs = [m for m in model.trunk.modules() if isinstance(m, nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size) for m in convs] == [(c, 32, (5, 5)), (32, 64, (5, 5))]
+    with torch.no_grad():
+        assert model.trunk(batch(2, c, s)).shape == (2, features)
+    assert [(lin.in_features, lin.out_features) for lin in model.head.linears] == [(features, 128), (128, 10)]
+
+
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError) as err:
         build_model("vgg", 1, 28, 10, 0.5, gen(0))
@@ -87,7 +120,8 @@ def test_model_has_dropout_in_its_head_and_a_deterministic_trunk(built, name):
     model = built[(name, 1, 28)]
     assert isinstance(model, TrunkHeadModel)
     assert isinstance(model.head, DropoutHead)
-    assert model.head.p == 0.5
+    assert model.head.rates == HEAD_RATES[name]
+    assert max(model.head.rates) == 0.5  # the --dropout value
     assert not any(isinstance(m, nn.Dropout) for m in model.trunk.modules())
 
 
@@ -178,6 +212,102 @@ def test_shared_masks_score_a_pool_chunk_by_chunk_consistently():
     with torch.no_grad():
         for i in range(4):
             assert torch.allclose(whole[i], head_by_hand(head, h, [m[i] for m in ms]), atol=1e-5, rtol=0)
+
+
+# --- per-layer rates, both forms of sample, bounded temporaries ----------------------------------
+
+def test_one_rate_for_every_layer_stays_the_default():
+    head = DropoutHead([6, 5, 4, 3], 0.3)
+    assert head.rates == (0.3, 0.3, 0.3) and head.p == 0.3
+    head = DropoutHead([6, 5, 3], [0.1, 0.2])
+    assert head.rates == (0.1, 0.2) and head.p == (0.1, 0.2)
+    with pytest.raises(ValueError):
+        DropoutHead([6, 5, 3], (0.1, 0.2, 0.3))  # one rate per linear layer
+    with pytest.raises(ValueError):
+        DropoutHead([6, 3], 1.0)
+
+
+def test_per_layer_rates_in_masks_and_samples():
+    rates, k = (0.0, 0.3, 0.6), 6
+    head = DropoutHead([8, 7, 6, 3], rates)
+    init_weights(head, gen(40))
+    ms = head.draw_masks(k, gen(41), "cpu")
+    assert [tuple(m.shape) for m in ms] == [(k, 8), (k, 7), (k, 6)]
+    assert torch.equal(ms[0], torch.ones(k, 8))  # rate 0: no mask (and no random numbers drawn)
+    for m, p in zip(ms[1:], rates[1:]):
+        assert m.unique().tolist() == [0.0, pytest.approx(1 / (1 - p))]  # scaled by 1/(1-p) of its layer
+    g = gen(41)
+    expected = [masks(k, d, p, g) for d, p in zip([8, 7, 6], rates)]
+    assert all(torch.equal(a, b) for a, b in zip(ms, expected))
+    h = torch.randn(5, 8, generator=gen(42))
+    got = head.sample(h, k, gen(41))
+    with torch.no_grad():
+        for i in range(k):
+            assert torch.allclose(got[i], head_by_hand(head, h, [m[i] for m in ms]), atol=1e-5, rtol=0), i
+
+
+def test_per_layer_rates_in_training_mode():
+    head = DropoutHead([8, 7, 3], (0.0, 0.5)).train()
+    init_weights(head, gen(43))
+    h = torch.randn(5, 8, generator=gen(44))
+    with torch.no_grad():
+        got = head(h, gen(45))
+        g = gen(45)  # only the second layer draws: one mask per item, 5 × 7
+        keep = (torch.rand(5, 7, generator=g) >= 0.5).float() / 0.5
+        expected = (torch.relu(head.linears[0](h)) * keep) @ head.linears[1].weight.T + head.linears[1].bias
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+    assert (keep == 0).any()
+    # all rates 0: no generator needed, same as eval mode
+    plain = DropoutHead([8, 7, 3], (0.0, 0.0))
+    plain.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        assert torch.equal(plain.train()(h), plain.eval()(h))
+
+
+@pytest.mark.parametrize("n", [3, 40])  # fewer rows than the hidden layers' outputs, and more
+@pytest.mark.parametrize("bound", [None, 1, 2000])  # one group, one sample per group, uneven groups
+def test_sample_forms_and_groups_equal_explicit_masks(monkeypatch, n, bound):
+    dims, k = [30, 16, 12, 3], 7
+    if bound is not None:
+        monkeypatch.setattr(models.head, "SAMPLE_TEMP_BYTES", bound)
+    plans = [sample_plan(k, n, o, d) for d, o in zip(dims[:-1], dims[1:])]
+    assert [fold for fold, _ in plans] == ([False, False, True] if n == 3 else [True, True, True])
+    groups = [group for _, group in plans]
+    assert groups == {None: [k] * 3, 1: [1] * 3}.get(bound, groups)
+    if bound == 2000:
+        assert any(1 < group < k for group in groups)  # a smaller last group
+    head = DropoutHead(dims, (0.2, 0.4, 0.5))
+    init_weights(head, gen(50))
+    h = torch.randn(n, dims[0], generator=gen(51))
+    ms = head.draw_masks(k, gen(52), "cpu")
+    got = head.sample(h, k, masks=ms)
+    assert got.shape == (k, n, 3)
+    with torch.no_grad():
+        for i in range(k):
+            assert torch.allclose(got[i], head_by_hand(head, h, [m[i] for m in ms]), atol=1e-5, rtol=0), i
+
+
+def test_sample_keeps_its_temporaries_under_the_bound_for_the_cnn_head():
+    head = build_model("cnn", 1, 28, 10, 0.5, gen(0)).head
+    k = 100
+    for n in [1, 64, 128, 512, 4096]:
+        for lin in head.linears:
+            o, d = lin.out_features, lin.in_features
+            fold, group = sample_plan(k, n, o, d)
+            assert fold == (o <= n)
+            assert 1 <= group <= k and group * min(o, n) * d * 4 <= SAMPLE_TEMP_BYTES, (n, o, group)
+    fold, group = sample_plan(k, 512, 128, 3872)
+    assert fold and group < k  # without groups: 100·128·3872 floats, 198 MB
+    # and measured: no allocation during sample exceeds the bound (n = 64: 2 groups of masked inputs)
+    from torch.profiler import ProfilerActivity, profile
+
+    h = torch.randn(64, 3872, generator=gen(1))
+    ms = head.draw_masks(k, gen(2), "cpu")
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        head.sample(h, k, masks=ms)
+    sizes = [e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0]
+    assert sizes and max(sizes) <= SAMPLE_TEMP_BYTES
+    assert max(sizes) > SAMPLE_TEMP_BYTES // 2  # the groups are not needlessly small
 
 
 def test_lenet_mc_logits_equals_trunk_once_then_masked_head():

@@ -15,8 +15,8 @@ def digits():
     return Images(ds.train_x, ds.mean, ds.std), ds.train_y
 
 
-def train_lenet(images, y, idx, seed=0, epochs=30):
-    model = build_model("lenet", 1, 28, 10, 0.5, torch_generator(seed, "w"))
+def train_lenet(images, y, idx, seed=0, epochs=30, name="lenet"):
+    model = build_model(name, 1, 28, 10, 0.5, torch_generator(seed, "w"))
     opt = make_optimizer(model, "adam", 1e-3, 0.0, 0.9)
     trained = fit(model, images, idx, y[idx], opt, Schedule(epochs, 32), torch_generator(seed, "s"),
                   torch_generator(seed, "d"))
@@ -33,6 +33,18 @@ def test_fit_learns_and_is_reproducible(digits):
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     assert evaluate(a, images, idx, y[idx], 1000)["acc"] >= 0.95  # fits its training set
     assert evaluate(a, images, held_out, y[held_out], 1000)["acc"] >= 0.6  # and generalises
+
+
+@pytest.mark.parametrize("name", ["cnn", "batchbald_cnn"])
+def test_the_papers_cnns_learn_a_few_digits(digits, name):
+    images, y = digits
+    torch.set_num_threads(1)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    idx, held_out = order[:128], order[3000:4000]
+    model, loss = train_lenet(images, y, idx, epochs=15, name=name)
+    assert loss < 0.5
+    assert evaluate(model, images, idx, y[idx], 1000)["acc"] >= 0.95
+    assert evaluate(model, images, held_out, y[held_out], 1000)["acc"] >= 0.7
 
 
 def test_evaluate_matches_a_direct_computation(digits):
@@ -68,7 +80,7 @@ def test_batchnorm_recalibration_uses_final_weights(digits):
     assert bn1.momentum == 0.1 and not model.training
 
 
-@pytest.mark.parametrize("model_name", ["lenet", "resnet18"])
+@pytest.mark.parametrize("model_name", ["lenet", "resnet18", "cnn", "batchbald_cnn"])
 def test_mc_scores_do_not_depend_on_chunk_size(digits, model_name):
     images, _ = digits
     torch.set_num_threads(1)
