@@ -11,13 +11,14 @@ PRESETS = {
                   "(arXiv 1703.02910), and their Keras code",
         "values": {"model": "cnn", "n_init_labeled": 20, "num_valid": 100, "n_query": 10, "n_round": 100,
                    "optimizer": "adam", "lr": 0.001, "batch_size": 128, "epochs": 50,
-                   "weight_decay_scaled": 7.0, "mc_samples": 100, "pool_subset": 2000, "dropout": 0.5},
+                   "weight_decay_scaled": 7.0, "min_steps": 0, "mc_samples": 100, "pool_subset": 2000,
+                   "dropout": 0.5},
         "differences": "model as the paper's text (conv 32 4×4 ×2, dense 128), not the code's 3×3 kernels, 5×5 "
                        "pooling and dense 256; the code's L2 c/N with c = 3.5 is Keras's penalty c/N·Σw², "
                        "whose gradient is torch's weight decay 2c/N = 7/N, here on every layer; acquired "
-                       "images leave the pool (the code puts them back); --min_steps keeps the project's "
-                       "default, so the smallest sets are trained to convergence (the code's 50 epochs of "
-                       "20 images are 50 steps)",
+                       "images leave the pool (the code puts them back); 50 epochs and no --min_steps, as the "
+                       "code: with the scaled weight decay, 500 steps gained ≤ 1.5 points at 20 and 100 "
+                       "labels for 9–20× the training time (measured on mnist_5k)",
     },
     "batchbald2019": {
         "source": "Kirsch, van Amersfoort & Gal 2019, BatchBALD (arXiv 1906.08158), MNIST, and their code",

@@ -13,8 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Small settings on the embedded dataset: every end-to-end test adds only what it checks.
-SMALL = ["--dataset", "mnist_5k", "--no-wandb", "--num_valid", "200", "--n_init_labeled", "20",
-         "--n_query", "10", "--n_round", "1", "--epochs", "3"]
+# --min_steps 50 keeps them quick (the default, 1000, is for results, not for checks of the plumbing).
+SMALL = ["--dataset", "mnist_5k", "--no-wandb", "--min_steps", "50", "--num_valid", "200",
+         "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--epochs", "3"]
 
 
 def run_dirs(output_dir: Path) -> list:

@@ -33,7 +33,8 @@ def check_run_folder(run: Run, n_init: int, n_query: int, n_round: int) -> None:
 
 
 RESNET = ["--dataset", "mnist_5k", "--model", "resnet18", "--no-wandb", "--num_valid", "100",
-          "--n_init_labeled", "60", "--n_query", "10", "--n_round", "1", "--epochs", "8", "--batch_size", "20",
+          "--n_init_labeled", "60", "--n_query", "10", "--n_round", "1", "--epochs", "8", "--min_steps", "0",
+          "--batch_size", "20",
           "--pool_subset", "100"]
 
 # (argv, initial labels, queried per round, pool items scored in round 0, test accuracy floor).
@@ -58,6 +59,33 @@ def test_each_model_learns_with_each_strategy(cli, model, strategy):
     y = load_dataset("mnist_5k", "data").train_y
     assert (y.numpy()[run.acquired["dataset_index"].to_numpy()] == run.acquired["label"].to_numpy()).all()
     assert "round" in out and "test_acc" in out  # the per-round table
+
+
+@pytest.mark.parametrize("strategy", ["var_ratios", "mean_std", "margin", "least_confidence", "batchbald"])
+def test_published_acquisition_functions_run_end_to_end(cli, strategy):
+    argv, n_init, n_query, n_scored, floor = SETTINGS["lenet"]
+    rc, out, err, runs = cli(*argv, "--strategy", strategy)
+    assert rc == 0, err
+    [run] = runs
+    check_run_folder(run, n_init=n_init, n_query=n_query, n_round=1)
+    assert run.rounds["n_scored"].iloc[0] == n_scored
+    assert run.rounds["test_acc"].min() >= floor, run.rounds
+    assert run.acquired.query("round == 0")["score"].notna().all()
+
+
+# Gal et al.'s protocol, shortened: 20 labels, 100 validation images, K=100, a pool subset of 2,000.
+@pytest.mark.parametrize("model, floor", [("cnn", 0.55), ("batchbald_cnn", 0.55)])
+def test_published_models_learn_from_20_labels_with_their_preset(cli, model, floor):
+    rc, out, err, runs = cli("--preset", "gal2017", "--dataset", "mnist_5k", "--model", model, "--n_round", "1",
+                             "--strategy", "bald", "--no-wandb", "--min_steps", "300")
+    assert rc == 0, err
+    [run] = runs
+    check_run_folder(run, n_init=20, n_query=10, n_round=1)
+    assert run.config["preset"] == "gal2017" and run.config["mc_samples"] == 100
+    assert run.config["weight_decay_scaled"] == 7.0 and run.config["pool_subset"] == 2000
+    assert run.rounds["n_scored"].iloc[0] == 2000
+    assert run.rounds["train_steps"].tolist() == [300, 300]  # 20 and 30 labels: one batch of 128 a pass
+    assert run.rounds["test_acc"].min() >= floor, run.rounds
 
 
 def metrics(run: Run) -> pd.DataFrame:
