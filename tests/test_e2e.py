@@ -74,17 +74,17 @@ def test_published_acquisition_functions_run_end_to_end(cli, strategy):
 
 
 # Gal et al.'s protocol, shortened: 20 labels, 100 validation images, K=100, a pool subset of 2,000.
-@pytest.mark.parametrize("model, floor", [("cnn", 0.55), ("batchbald_cnn", 0.55)])
+@pytest.mark.parametrize("model, floor", [("cnn", 0.45), ("batchbald_cnn", 0.45)])
 def test_published_models_learn_from_20_labels_with_their_preset(cli, model, floor):
     rc, out, err, runs = cli("--preset", "gal2017", "--dataset", "mnist_5k", "--model", model, "--n_round", "1",
-                             "--strategy", "bald", "--no-wandb", "--min_steps", "300")
+                             "--strategy", "bald", "--no-wandb")
     assert rc == 0, err
     [run] = runs
     check_run_folder(run, n_init=20, n_query=10, n_round=1)
     assert run.config["preset"] == "gal2017" and run.config["mc_samples"] == 100
     assert run.config["weight_decay_scaled"] == 7.0 and run.config["pool_subset"] == 2000
     assert run.rounds["n_scored"].iloc[0] == 2000
-    assert run.rounds["train_steps"].tolist() == [300, 300]  # 20 and 30 labels: one batch of 128 a pass
+    assert run.rounds["train_steps"].tolist() == [50, 50]  # 50 epochs of one batch (20 and 30 < 128 labels)
     assert run.rounds["test_acc"].min() >= floor, run.rounds
 
 
