@@ -1,8 +1,10 @@
 """Strategy registry: plain dict from CLI name to a Strategy declaration.
 
 A strategy never touches the model, the data or the loop. It declares what it needs, and the loop
-provides it: ``score`` maps log_probs_K_N_C to scores_N (None: no predictions needed, scores are
-random), and ``mc`` says whether the K predictions are MC dropout samples.
+provides it: ``score`` maps log_probs_K_N_C to scores_N, whose top-k the loop takes;
+``select_batch`` instead picks the whole batch itself from log_probs_K_N_C (for strategies whose items
+interact, like BatchBALD); with neither, no predictions are needed and the batch is uniformly random.
+``mc`` says whether the K predictions are MC dropout samples.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
+from strategies.batchbald import batchbald_select
 from strategies.scores import bald, entropy_of, max_entropy, mean_log_probs, random_scores
 from strategies.select import select_top_k
 
@@ -21,12 +24,20 @@ class Strategy:
     score: Optional[Callable[[torch.Tensor], torch.Tensor]]  # log_probs_K_N_C -> scores_N
     mc: bool  # needs K MC dropout samples; False: one deterministic pass (or none)
     min_mc_samples: int = 1
+    # (log_probs_K_N_C, batch_size, generator) -> (positions_B, scores_B), positions into N in pick order
+    select_batch: Optional[Callable] = None
+
+    @property
+    def needs_predictions(self) -> bool:
+        """False for random selection: the loop then needs no model outputs at all."""
+        return self.score is not None or self.select_batch is not None
 
 
 STRATEGIES = {
     "random": Strategy("random", score=None, mc=False),
     "entropy": Strategy("entropy", score=max_entropy, mc=True),
     "bald": Strategy("bald", score=bald, mc=True, min_mc_samples=2),
+    "batchbald": Strategy("batchbald", score=None, mc=True, min_mc_samples=2, select_batch=batchbald_select),
 }
 
 
@@ -36,5 +47,5 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-__all__ = ["STRATEGIES", "Strategy", "bald", "entropy_of", "get_strategy", "max_entropy",
+__all__ = ["STRATEGIES", "Strategy", "bald", "batchbald_select", "entropy_of", "get_strategy", "max_entropy",
            "mean_log_probs", "random_scores", "select_top_k"]
