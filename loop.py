@@ -21,7 +21,7 @@ from oracle import CleanOracle
 from results import RunDir
 from rng import torch_generator
 from strategies import Strategy, get_strategy, random_scores, select_top_k
-from train import Schedule, evaluate, fit, make_optimizer, score_pool
+from train import Schedule, evaluate, fit, make_optimizer, pool_log_probs, score_pool
 
 
 @dataclass
@@ -155,7 +155,8 @@ def train_model(cfg: Config, data: StudyData, state: PoolState, r: int) -> tuple
     model = build_model(cfg.model, c, h, data.num_classes, cfg.dropout,
                         torch_generator(cfg.seed, "weights", r)).to(data.device)
     labeled = state.labeled_positions()
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay_for(labeled.numel()), cfg.momentum)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay_for(labeled.numel()),
+                               cfg.momentum)
     idx = data.pool_idx[labeled.to(data.device)]
     y = state.labels_of(labeled).to(data.device)
     schedule = Schedule(cfg.epochs, cfg.batch_size, cfg.min_steps, cfg.epoch_samples, cfg.early_stopping)
@@ -180,16 +181,22 @@ def candidate_positions(state: PoolState, subset: int, generator: torch.Generato
 
 
 def query(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, model, r: int) -> tuple:
-    """(pool positions to label, their scores, how many were scored), best first."""
+    """(pool positions to label, their scores, how many were scored), best first (or in pick order)."""
     candidates = candidate_positions(state, cfg.pool_subset, torch_generator(cfg.seed, "subset", r))
-    if strategy.score is None:
+    if not strategy.needs_predictions:
         scores = random_scores(candidates.numel(), torch_generator(cfg.seed, "random_query", r))
     else:
         mc = strategy.mc and cfg.mc_samples > 1
-        scores = score_pool(model, data.train, data.pool_idx[candidates.to(data.device)], strategy.score,
-                            cfg.mc_samples if mc else 1, mc,
-                            torch_generator(cfg.seed, "mc_dropout", r, device=data.device),
-                            cfg.eval_batch_size).cpu()
+        k = cfg.mc_samples if mc else 1
+        idx = data.pool_idx[candidates.to(data.device)]
+        mc_gen = torch_generator(cfg.seed, "mc_dropout", r, device=data.device)
+        if strategy.select_batch is not None:
+            # The strategy chooses the batch jointly, from all K predictions of every candidate.
+            log_probs = pool_log_probs(model, data.train, idx, k, mc, mc_gen, cfg.eval_batch_size)
+            picked, picked_scores = strategy.select_batch(log_probs, cfg.n_query,
+                                                          torch_generator(cfg.seed, strategy.name, r))
+            return candidates[picked], picked_scores, candidates.numel()
+        scores = score_pool(model, data.train, idx, strategy.score, k, mc, mc_gen, cfg.eval_batch_size).cpu()
     best = select_top_k(scores, cfg.n_query)
     return candidates[best], scores[best], candidates.numel()
 

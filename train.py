@@ -185,3 +185,22 @@ def score_pool(model: TrunkHeadModel, images, idx: torch.Tensor, score: Callable
         scores_N[start:start + lp.shape[1]] = score(lp)
         start += lp.shape[1]
     return scores_N
+
+
+def pool_log_probs(model: TrunkHeadModel, images, idx: torch.Tensor, k: int, mc: bool,
+                   generator: torch.Generator, chunk: int) -> torch.Tensor:
+    """log_probs_K_N_C of images[idx] on the CPU, all at once, for strategies that select a batch jointly.
+
+    The same K consistent masks as score_pool (one set for the whole pool). The K×N×C output is
+    allocated once and filled chunk by chunk, for the same reason as in score_pool.
+    """
+    out_K_N_C = None
+    start = 0
+    for lp in log_probs_chunks(model, images, idx, k, mc, generator, chunk):
+        if out_K_N_C is None:
+            out_K_N_C = torch.empty(lp.shape[0], idx.numel(), lp.shape[2], dtype=lp.dtype)
+        out_K_N_C[:, start:start + lp.shape[1]] = lp.cpu()
+        start += lp.shape[1]
+    if out_K_N_C is None:
+        raise ValueError("no pool items to predict")
+    return out_K_N_C

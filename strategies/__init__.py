@@ -1,10 +1,12 @@
 """Strategy registry: plain dict from CLI name to a Strategy declaration.
 
 A strategy never touches the model, the data or the loop. It declares what it needs, and the loop
-provides it: ``score`` maps log_probs_K_N_C to scores_N (None: no predictions needed, scores are
-random), and ``mc`` says whether the K predictions are MC dropout samples. ``min_mc_samples`` is the
-fewest samples for which the score is meaningful: 2 for the disagreement scores (bald, var_ratios,
-mean_std are constant with one sample), 1 for scores of the MC-averaged prediction (entropy, margin,
+provides it: ``score`` maps log_probs_K_N_C to scores_N, whose top-k the loop takes;
+``select_batch`` instead picks the whole batch itself from log_probs_K_N_C (for strategies whose items
+interact, like BatchBALD); with neither, no predictions are needed and the batch is uniformly random.
+``mc`` says whether the K predictions are MC dropout samples. ``min_mc_samples`` is the fewest samples
+for which the choice is meaningful: 2 for the disagreement scores (bald, batchbald, var_ratios, mean_std
+are constant with one sample), 1 for scores of the MC-averaged prediction (entropy, margin,
 least_confidence).
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
+from strategies.batchbald import batchbald_select
 from strategies.scores import (bald, entropy_of, least_confidence, margin, max_entropy, mean_log_probs,
                                mean_std, random_scores, var_ratios)
 from strategies.select import select_top_k
@@ -25,6 +28,13 @@ class Strategy:
     score: Optional[Callable[[torch.Tensor], torch.Tensor]]  # log_probs_K_N_C -> scores_N
     mc: bool  # needs K MC dropout samples; False: one deterministic pass (or none)
     min_mc_samples: int = 1
+    # (log_probs_K_N_C, batch_size, generator) -> (positions_B, scores_B), positions into N in pick order
+    select_batch: Optional[Callable] = None
+
+    @property
+    def needs_predictions(self) -> bool:
+        """False for random selection: the loop then needs no model outputs at all."""
+        return self.score is not None or self.select_batch is not None
 
 
 STRATEGIES = {
@@ -35,6 +45,7 @@ STRATEGIES = {
     "mean_std": Strategy("mean_std", score=mean_std, mc=True, min_mc_samples=2),
     "margin": Strategy("margin", score=margin, mc=True),
     "least_confidence": Strategy("least_confidence", score=least_confidence, mc=True),
+    "batchbald": Strategy("batchbald", score=None, mc=True, min_mc_samples=2, select_batch=batchbald_select),
 }
 
 
@@ -44,5 +55,6 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-__all__ = ["STRATEGIES", "Strategy", "bald", "entropy_of", "get_strategy", "least_confidence", "margin",
-           "max_entropy", "mean_log_probs", "mean_std", "random_scores", "select_top_k", "var_ratios"]
+__all__ = ["STRATEGIES", "Strategy", "bald", "batchbald_select", "entropy_of", "get_strategy",
+           "least_confidence", "margin", "max_entropy", "mean_log_probs", "mean_std", "random_scores",
+           "select_top_k", "var_ratios"]

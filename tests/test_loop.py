@@ -10,7 +10,8 @@ from data import Images, PoolState, load_dataset
 from loop import StudyData, candidate_positions, check_budget, prepare_data, query
 from models import DropoutHead, TrunkHeadModel
 from rng import torch_generator
-from strategies import Strategy, get_strategy
+from strategies import Strategy, batchbald_select, get_strategy
+from train import pool_log_probs
 
 
 def probe_study(n_train=60, n_pool=40):
@@ -73,6 +74,45 @@ def test_query_without_subset_takes_best_of_whole_unlabelled_pool():
     picked, _, _ = query(cfg, data, state, PROBE, probe_model(), r=0)
     ranked = sorted((p for p in range(40) if p != best_position), key=lambda p: -int(data.pool_idx[p]))
     assert picked.tolist() == ranked[:2]
+
+
+def dropout_probe_model():
+    """The probe trunk (pixel value v = dataset_index/10) under a small random head with dropout: the K
+    MC samples disagree, and differently for different images."""
+    head = DropoutHead([1, 8, 3], p=0.5)
+    with torch.no_grad():
+        for lin in head.linears:
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=torch.Generator().manual_seed(2)))
+    return TrunkHeadModel(probe_model().trunk, head)
+
+
+@pytest.mark.parametrize("subset", [0, 12])
+def test_batchbald_query_returns_distinct_unlabelled_candidates_in_pick_order(subset):
+    data = probe_study()
+    state = PoolState(40)
+    state.label(torch.tensor([0, 5, 7]), torch.tensor([0, 1, 2]), round_=0)
+    cfg = Config(pool_subset=subset, n_query=4, seed=11, eval_batch_size=5, mc_samples=6)
+    strategy = get_strategy("batchbald")
+    model = dropout_probe_model()
+    picked, scores, n_scored = query(cfg, data, state, strategy, model, r=1)
+
+    candidates = candidate_positions(state, subset, torch_generator(11, "subset", 1))
+    assert n_scored == candidates.numel() == (subset or 37)
+    assert picked.numel() == 4 and picked.unique().numel() == 4
+    assert set(picked.tolist()) <= set(candidates.tolist())
+    assert scores.shape == (4,) and torch.isfinite(scores).all()
+    # Same as selecting directly from the candidates' predictions under the round's consistent masks.
+    lp = pool_log_probs(model, data.train, data.pool_idx[candidates], 6, True,
+                        torch_generator(11, "mc_dropout", 1), chunk=5)
+    assert lp.shape == (6, candidates.numel(), 3)
+    positions, gains = batchbald_select(lp, 4, torch_generator(11, "batchbald", 1))
+    assert picked.tolist() == candidates[positions].tolist()
+    assert torch.equal(scores, gains)
+    assert gains[0] > 0  # the samples do disagree
+    # The masks are drawn once for the whole pool, so the chunk size changes nothing.
+    whole = pool_log_probs(model, data.train, data.pool_idx[candidates], 6, True,
+                           torch_generator(11, "mc_dropout", 1), chunk=1000)
+    assert torch.allclose(whole, lp, atol=1e-6, rtol=0)
 
 
 def test_candidate_positions_is_seeded_and_never_labelled():

@@ -393,17 +393,18 @@ def test_top_k_of_random_scores_is_a_uniform_subset():
 # --- registry --------------------------------------------------------------------------------------
 
 def test_registry_has_the_documented_strategies():
-    new = {"var_ratios", "mean_std", "margin", "least_confidence"}
+    new = {"var_ratios", "mean_std", "margin", "least_confidence", "batchbald"}
     assert {"random", "entropy", "bald"} | new <= set(STRATEGIES)
     assert STRATEGIES["bald"].score is bald
     assert STRATEGIES["entropy"].score is max_entropy
-    assert STRATEGIES["random"].score is None
+    assert STRATEGIES["random"].score is None and STRATEGIES["random"].select_batch is None
+    assert not STRATEGIES["random"].needs_predictions
     assert STRATEGIES["var_ratios"].score is var_ratios
     assert STRATEGIES["mean_std"].score is mean_std
     assert STRATEGIES["margin"].score is margin
     assert STRATEGIES["least_confidence"].score is least_confidence
     # disagreement scores need at least two MC samples; scores of the MC-averaged prediction need one
-    for name in ("bald", "var_ratios", "mean_std"):
+    for name in ("bald", "batchbald", "var_ratios", "mean_std"):
         assert STRATEGIES[name].mc and STRATEGIES[name].min_mc_samples == 2, name
     for name in ("entropy", "margin", "least_confidence"):
         assert STRATEGIES[name].mc and STRATEGIES[name].min_mc_samples == 1, name
@@ -416,17 +417,22 @@ def test_strategy_declaration_is_consistent(name):
     assert s.name == name
     assert get_strategy(name) is s
     assert isinstance(s.min_mc_samples, int) and s.min_mc_samples >= 1
-    if s.score is None:
+    if not s.needs_predictions:
         assert not s.mc  # no predictions needed, so no MC samples either
         return
-    assert callable(s.score)
-    if name in ("bald", "var_ratios", "mean_std"):
+    assert (s.score is None) != (s.select_batch is None)  # exactly one way to choose
+    if name in ("bald", "batchbald", "var_ratios", "mean_std"):
         assert s.mc and s.min_mc_samples >= 2  # 0 with one sample
     k = max(s.min_mc_samples, 2) if s.mc else 1
     gen = torch.Generator().manual_seed(3)
     lp_K_N_C = torch.log_softmax(torch.randn(k, 7, 4, generator=gen), dim=-1)
-    scores = s.score(lp_K_N_C)
-    assert scores.shape == (7,)
+    if s.select_batch is not None:
+        positions, scores = s.select_batch(lp_K_N_C, 3, torch.Generator().manual_seed(4))
+        assert positions.shape == scores.shape == (3,)
+        assert positions.unique().numel() == 3 and 0 <= int(positions.min()) and int(positions.max()) < 7
+    else:
+        scores = s.score(lp_K_N_C)
+        assert scores.shape == (7,)
     assert torch.isfinite(scores).all()
 
 

@@ -1,0 +1,191 @@
+"""BatchBALD: greedily choose a batch whose labels carry the most joint information about the weights.
+
+Kirsch, van Amersfoort & Gal 2019 (arXiv 1906.08158). The batch score is the joint mutual information
+
+    a(x_1..x_b) = I[y_1..y_b ; w] = H[y_1..y_b] − Σ_i E_w H[y_i | w]          (arXiv 1906.08158)
+
+estimated from K *consistent* MC-dropout samples: sample k is the same model for every pool item (the
+loop draws one set of K masks per query), so the K rows of log_probs_K_N_C can be multiplied across
+items. The second term is additive over items because the labels are independent given w.
+
+The joint entropy is handled with the chain rule. With Y the labels of the items already picked,
+
+    H[Y, y_c] = H[Y] + H[y_c | Y],   H[y_c | Y] = Σ_m p̂(m) H[p̂(y_c | m)],
+
+where m runs over joint label configurations of the picked items, p̂ is the average over the K samples
+and p̂(y_c | m) = Σ_k p̂(k | m) p_k(y_c): the K-sample model's posterior over k given m, times sample
+k's prediction. H[Y] is the same for every candidate, so the greedy step maximises the gain
+
+    g(c) = I[Y, y_c; w] − I[Y; w] = H[y_c | Y] − E_w H[y_c | w]   (≤ BALD(c), and ≥ 0 when exact).
+
+This is the paper's computation with its configurations × K matrix P̂_{1:n−1} (arXiv 1906.08158),
+except that each row of P̂ is divided by its sum over k: identical in exact arithmetic, but the
+stored numbers stay in [0, 1] however many items are picked, so nothing underflows even in float32.
+
+Exact vs sampled: the configurations m are enumerated (M = C^(n−1)) while the joint table of the
+n−1 picked items plus one candidate, C^n entries, is at most ``num_samples``. Beyond that, M =
+``num_samples`` configurations are drawn from p̂ as in the paper (a sample k uniformly, then each
+picked label from p_k), and Σ_m p̂(m)·(...) becomes the plain average over the draws: the importance
+weights p̂(m)/p̂(m) of drawing from p̂ itself cancel (arXiv 1906.08158). Drawn configurations
+are kept and extended by one label per step (one draw each), and draws with identical labels are
+merged into one weighted row before the N-wide work.
+
+Cost per step: M × K × N × C multiply-adds and M × N × C logarithms, M ≤ ``num_samples``; memory
+beyond the inputs: two M × N_chunk × C buffers within ``chunk_bytes`` together, and M × K.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from strategies.scores import bald, entropy_of
+
+DEFAULT_NUM_SAMPLES = 10_000
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+
+
+def batchbald_select(log_probs_K_N_C: torch.Tensor, batch_size: int, generator: torch.Generator,
+                     num_samples: int = DEFAULT_NUM_SAMPLES, *, dtype: torch.dtype = torch.float32,
+                     chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple:
+    """(positions_B, gains_B): a greedy BatchBALD batch, positions into N in pick order.
+
+    gains_B[i] is the joint-MI gain of pick i, I[y_1..y_i; w] − I[y_1..y_{i−1}; w], so gains_B[0] is
+    the BALD score of the first pick (which is the BALD argmax) and gains_B.cumsum(0) is the joint MI
+    of the batch after each pick; their sum is the estimated I[y_1..y_b; w] in nats. ``generator``
+    (on the device of the log-probs) is used only once configurations are sampled. ``dtype`` is the
+    working precision: float32 is within ~1e-6 nats of float64 here (every stored number is a
+    probability in [0, 1]) and faster; ``chunk_bytes`` bounds the per-chunk
+    M × N_chunk × C temporaries. Ties go to the lowest position.
+
+    Sampled gains estimate each candidate's gain without bias, but the reported gain is the largest
+    of N noisy estimates, so it leans high by about their noise (in the tests, ~0.01 nats per sampled
+    step with 5,000 configurations).
+    """
+    if log_probs_K_N_C.dim() != 3:
+        raise ValueError(f"expected log_probs_K_N_C with 3 dims, got shape {tuple(log_probs_K_N_C.shape)}")
+    k, n, c = log_probs_K_N_C.shape
+    if not 0 < batch_size <= n:
+        raise ValueError(f"cannot select a batch of {batch_size} from {n} items")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+
+    # Step 1 is BALD itself, computed by the same function the bald strategy uses, so the first pick
+    # and its score are exactly BALD's.
+    bald_N = bald(log_probs_K_N_C)
+    if torch.isnan(bald_N).any():
+        raise ValueError("BALD scores are NaN: the log-probabilities are invalid")
+    first = int(torch.argmax(bald_N))
+    positions, gains = [first], [float(bald_N[first])]
+
+    probs_K_N_C = log_probs_K_N_C.to(dtype).exp()
+    expected_entropy_N = entropy_of(log_probs_K_N_C.to(dtype)).mean(0)  # E_w H[y_c | w]
+    picked_N = torch.zeros(n, dtype=torch.bool, device=probs_K_N_C.device)
+    picked_N[first] = True
+    configs = _Configurations(k, dtype, probs_K_N_C.device)
+    for step in range(1, batch_size):
+        # Condition on the last pick: exactly while the table with one more item fits, else by sampling.
+        configs.add(probs_K_N_C[:, positions[-1], :], exact=c ** (step + 1) <= num_samples,
+                    num_samples=num_samples, generator=generator)
+        gain_N = _conditional_entropy(configs, probs_K_N_C, chunk_bytes) - expected_entropy_N
+        if torch.isnan(gain_N).any():
+            raise ValueError("BatchBALD gains are NaN: the log-probabilities are invalid")
+        gain_N[picked_N] = -math.inf
+        best = int(torch.argmax(gain_N))
+        picked_N[best] = True
+        positions.append(best)
+        gains.append(float(gain_N[best]))
+    return torch.tensor(positions, dtype=torch.long), torch.tensor(gains, dtype=dtype)
+
+
+class _Configurations:
+    """Label configurations m of the picked items, as a table: rows p̂(k | m) of P_M_K, weights w_M.
+
+    Exact: every configuration with p̂(m) > 0, weighted by p̂(m). Sampled: M draws from p̂, each with
+    the sample k_m that generated it (to extend it by one label per new item) and its labels; draws
+    with the same labels are merged into one row weighted by their share of the M draws.
+    """
+
+    def __init__(self, k: int, dtype: torch.dtype, device: torch.device):
+        self.k = k
+        self.P_M_K = torch.full((1, k), 1.0 / k, dtype=dtype, device=device)  # no labels yet: uniform
+        self.w_M = torch.ones(1, dtype=dtype, device=device)
+        self.sample_k_M = None  # set once sampling starts
+        self.labels = []  # sampled: one y_M per picked item
+        self.picked = []  # probs_K_C of the picked items, to draw their labels when sampling starts
+
+    def add(self, probs_K_C: torch.Tensor, exact: bool, num_samples: int, generator: torch.Generator) -> None:
+        """Condition on one more picked item, given its K predictions p_k(y)."""
+        self.picked.append(probs_K_C)
+        if self.sample_k_M is None and exact:
+            self._expand(probs_K_C)
+            return
+        if self.sample_k_M is None:
+            # Start sampling: draw which of the K models generates each configuration, then replay
+            # every pick so far (ancestral sampling from p̂ = the average of the K models).
+            self.sample_k_M = torch.randint(self.k, (num_samples,), generator=generator, device=probs_K_C.device)
+            self.P_M_K = self.P_M_K.new_full((num_samples, self.k), 1.0 / self.k)
+            for p_K_C in self.picked:
+                self._extend(p_K_C, generator)
+        else:
+            self._extend(probs_K_C, generator)
+        self._merge_duplicates()
+
+    def _expand(self, probs_K_C: torch.Tensor) -> None:
+        """Exact: configuration m becomes C configurations (m, y), with p̂(m, y) = p̂(m) p̂(y | m)."""
+        joint_M_C_K = self.P_M_K.unsqueeze(1) * probs_K_C.T.unsqueeze(0)  # p̂(k | m) p_k(y)
+        cond_M_C = joint_M_C_K.sum(-1)  # p̂(y | m)
+        w = (self.w_M.unsqueeze(1) * cond_M_C).reshape(-1)
+        P = (joint_M_C_K / cond_M_C.clamp_min(torch.finfo(cond_M_C.dtype).tiny).unsqueeze(-1)).reshape(w.numel(), -1)
+        # Impossible configurations (p̂ = 0, from saturated predictions) add nothing: drop them.
+        keep = w > 0
+        self.P_M_K, self.w_M = (P, w) if keep.all() else (P[keep], w[keep])
+
+    def _extend(self, probs_K_C: torch.Tensor, generator: torch.Generator) -> None:
+        """Sampled: draw each configuration's new label y_m ~ p_{k_m}, then update p̂(k | m) by Bayes' rule."""
+        y_M = torch.multinomial(probs_K_C[self.sample_k_M], 1, generator=generator).squeeze(1)
+        self.labels.append(y_M)
+        P = self.P_M_K * probs_K_C[:, y_M].T  # p̂(k | m) p_k(y_m)
+        # The sum is > 0 (y_m was drawn from p_{k_m}); the clamp only guards against float underflow.
+        self.P_M_K = P / P.sum(-1, keepdim=True).clamp_min(torch.finfo(P.dtype).tiny)
+
+    def _merge_duplicates(self) -> None:
+        """Table of the distinct sampled configurations: same labels, same row of P, so add weights.
+
+        This changes no number (the average over the M draws is the same sum, grouped), but confident
+        models repeat configurations a lot, and every row costs N·C·K in the next step.
+        """
+        unique_U_n, inverse_M = torch.unique(torch.stack(self.labels, 1), dim=0, return_inverse=True)
+        u = unique_U_n.shape[0]
+        m = inverse_M.numel()
+        first_U = torch.empty(u, dtype=torch.long, device=inverse_M.device)
+        first_U.scatter_(0, inverse_M, torch.arange(m, device=inverse_M.device))  # any draw of each
+        self.table = (self.P_M_K[first_U],
+                      torch.bincount(inverse_M, minlength=u).to(self.P_M_K.dtype) / m)
+
+    def rows(self) -> tuple:
+        """(P_M_K, w_M) to average over: p̂(k | m) and the weight of configuration m."""
+        return self.table if self.sample_k_M is not None else (self.P_M_K, self.w_M)
+
+
+def _conditional_entropy(configs: _Configurations, probs_K_N_C: torch.Tensor, chunk_bytes: int) -> torch.Tensor:
+    """H[y_c | picked labels] = Σ_m w_m H[p̂(y_c | m)] for every candidate c, in candidate chunks.
+
+    Per chunk: one (M × K) @ (K × N_chunk·C) matmul gives p̂(y_c | m) for all m, c, y at once, then
+    -q log q elementwise, then the weighted sum over m as a matrix-vector product. The two M × N_chunk·C
+    buffers are allocated once and reused (fresh large tensors per chunk cost page faults).
+    """
+    k, n, c = probs_K_N_C.shape
+    P_M_K, w_M = configs.rows()
+    m = P_M_K.shape[0]
+    chunk = max(1, min(n, chunk_bytes // (2 * m * c * probs_K_N_C.element_size())))
+    q_buf = probs_K_N_C.new_empty(m * chunk * c)
+    h_buf = probs_K_N_C.new_empty(m * chunk * c)
+    out_N = probs_K_N_C.new_empty(n)
+    for start in range(0, n, chunk):
+        p_K_nC = probs_K_N_C[:, start:start + chunk, :].reshape(k, -1)  # a view: no copy
+        width = p_K_nC.shape[1]
+        q_M_nC = torch.mm(P_M_K, p_K_nC, out=q_buf[:m * width].view(m, width))  # p̂(y_c | m)
+        h_M_nC = torch.special.entr(q_M_nC, out=h_buf[:m * width].view(m, width))  # -q log q, 0 at q = 0
+        out_N[start:start + chunk] = torch.mv(h_M_nC.T, w_M).view(-1, c).sum(-1)
+    return out_N
