@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_round.py --rounds 10
 
 Runs rounds 0..--rounds of the protocol (Fashion-MNIST 60k/10k, lenet, 300 validation, 100 initial
-labels, 10 queried per round, 100 epochs, batch 64, bald with K=20, no noise) through main.main, the
-same code every run uses, then scores synthetic 28×28 pools of --scaling sizes, each in a fresh
+labels, 10 queried per round, 100 epochs stretched to --min_steps (the project's default unless given),
+batch 64, bald with K=20, no noise) through main.main, the same code every run uses, then scores synthetic 28×28 pools of --scaling sizes, each in a fresh
 process so that its peak memory is its own. Prints one JSON object per line:
 
 - ``machine``: device, threads, torch, and the measured fp32 matmul rate (the hardware yardstick);
@@ -98,13 +98,13 @@ def per_image_flops(model_name: str, k: int, batch_size: int) -> dict:
     return counts
 
 
-def run_protocol(rounds: int, device: str, threads: int) -> None:
+def run_protocol(rounds: int, device: str, threads: int, min_steps: int | None) -> None:
     import main
     import pandas as pd
 
     with tempfile.TemporaryDirectory() as out:
         argv = [*PROTOCOL, "--n_round", str(rounds), "--device", device, "--threads", str(threads),
-                "--output_dir", out]
+                "--output_dir", out] + ([] if min_steps is None else ["--min_steps", str(min_steps)])
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for JSON lines only
             rc = main.main(argv)
         if rc != 0:
@@ -114,20 +114,22 @@ def run_protocol(rounds: int, device: str, threads: int) -> None:
     flops = per_image_flops("lenet", 20, 64)
     n_val, n_test = 300, 10_000
     for row in df.to_dict("records"):
-        train_flops = 100 * row["n_labeled"] * flops["train"]
+        train_flops = row["train_epochs"] * row["n_labeled"] * flops["train"]  # one pass = n_labeled samples
         query_flops = row["n_scored"] * (flops["trunk"] + flops["head_k"])
         eval_flops = (n_val + n_test) * flops["forward"]
         total = train_flops + query_flops + eval_flops
         emit("round", round=int(row["round"]), n_labeled=int(row["n_labeled"]),
              train_s=round(row["train_s"], 4), query_s=round(row["query_s"], 4), eval_s=round(row["eval_s"], 4),
-             round_s=round(row["round_s"], 4), test_acc=row["test_acc"], pool_scored=int(row["n_scored"]),
+             round_s=round(row["round_s"], 4), train_steps=int(row["train_steps"]), test_acc=row["test_acc"],
+             pool_scored=int(row["n_scored"]),
              images_per_s=round(row["n_scored"] / row["query_s"]) if row["n_scored"] else None,
              gflop=round(total / 1e9, 2), gflops_per_s=round(total / row["round_s"] / 1e9, 2),
              query_gflops_per_s=round(query_flops / row["query_s"] / 1e9, 2) if row["n_scored"] else None,
              peak_rss_mb=round(peak_rss_mb()))
     later = df[df["round"] >= 1]
     q = df[df["n_scored"] > 0]  # every round that queried (the last one does not)
-    emit("summary", rounds=f"1..{rounds}", median_round_s=round(later["round_s"].median(), 3),
+    emit("summary", rounds=f"1..{rounds}", min_steps=min_steps, median_train_steps=int(later["train_steps"].median()),
+         median_round_s=round(later["round_s"].median(), 3),
          min_round_s=round(later["round_s"].min(), 3), max_round_s=round(later["round_s"].max(), 3),
          iqr_round_s=round(later["round_s"].quantile(0.75) - later["round_s"].quantile(0.25), 3),
          median_train_s=round(later["train_s"].median(), 3), median_query_s=round(q["query_s"].median(), 3),
@@ -178,6 +180,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     parser.add_argument("--chunk", type=int, default=512, help="pool scoring chunk (--eval_batch_size)")
     parser.add_argument("--skip_protocol", action="store_true")
+    parser.add_argument("--min_steps", type=int, default=None,
+                        help="--min_steps of the protocol run (default: the project's default)")
     parser.add_argument("--_scale", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._scale:
@@ -189,7 +193,7 @@ def main() -> None:
     emit("machine", device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
          cpu_count=len(os.sched_getaffinity(0)), matmul_gflops=round(matmul_gflops(device), 1))
     if not args.skip_protocol:
-        run_protocol(args.rounds, args.device, args.threads)
+        run_protocol(args.rounds, args.device, args.threads, args.min_steps)
     for n in args.scaling:
         subprocess.run([sys.executable, __file__, "--_scale", str(n), "--device", args.device,
                         "--threads", str(args.threads), "--chunk", str(args.chunk)], check=True)

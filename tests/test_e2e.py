@@ -12,8 +12,10 @@ import pytest
 from conftest import ROOT, SMALL, Run, run_dirs
 from results import ACQUIRED_COLUMNS, ROUND_COLUMNS, TIMING_COLUMNS
 
+# --min_steps 200 (30 epochs of 200 labels are 120 steps): quick, and the floors below still hold.
 LENET = ["--dataset", "mnist_5k", "--no-wandb", "--num_valid", "200", "--n_init_labeled", "200",
-         "--n_query", "20", "--n_round", "1", "--epochs", "30", "--noise", "gaussian", "--noise_rate", "0.1"]
+         "--n_query", "20", "--n_round", "1", "--epochs", "30", "--min_steps", "200", "--noise", "gaussian",
+         "--noise_rate", "0.1"]
 
 
 def check_run_folder(run: Run, n_init: int, n_query: int, n_round: int) -> None:
