@@ -29,7 +29,7 @@ def test_scaling_table_line():
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_protocol_rounds_and_summary():
-    events = run_bench("--rounds", "1", "--scaling")
+    events = run_bench("--rounds", "1", "--scaling", "--min_steps", "250")  # 100 epochs of 100 labels: 200 steps
     rounds = [e for e in events if e["event"] == "round"]
     [summary] = [e for e in events if e["event"] == "summary"]
     assert [r["round"] for r in rounds] == [0, 1]
@@ -40,3 +40,4 @@ def test_protocol_rounds_and_summary():
     for key in ("train_s", "query_s", "eval_s"):
         assert first[key] > 0
     assert summary["per_image_flops"]["head_k"] > 0 and summary["final_test_acc"] > 0.5
+    assert summary["min_steps"] == 250 and [r["train_steps"] for r in rounds] == [250, 250]  # 2 steps a pass
