@@ -4,8 +4,9 @@
 
 Runs rounds 0..--rounds of the protocol (Fashion-MNIST 60k/10k, lenet, 300 validation, 100 initial
 labels, 10 queried per round, 100 epochs stretched to --min_steps (the project's default unless given),
-batch 64, bald with K=20, no noise) through main.main, the same code every run uses, then scores synthetic 28×28 pools of --scaling sizes, each in a fresh
-process so that its peak memory is its own. Prints one JSON object per line:
+batch 64, bald with K=20, no noise) through main.main, the same code every run uses, then scores
+synthetic 28×28 pools of --scaling sizes, each in a fresh process so that its peak memory is its own.
+Prints one JSON object per line:
 
 - ``machine``: device, threads, torch, and the measured fp32 matmul rate (the hardware yardstick);
 - ``round``: train/query/eval seconds, pool images scored per second, the round's FLOPs (counted by
@@ -128,7 +129,8 @@ def run_protocol(rounds: int, device: str, threads: int, min_steps: int | None) 
              peak_rss_mb=round(peak_rss_mb()))
     later = df[df["round"] >= 1]
     q = df[df["n_scored"] > 0]  # every round that queried (the last one does not)
-    emit("summary", rounds=f"1..{rounds}", min_steps=min_steps, median_train_steps=int(later["train_steps"].median()),
+    emit("summary", rounds=f"1..{rounds}", min_steps=min_steps,
+         median_train_steps=int(later["train_steps"].median()),
          median_round_s=round(later["round_s"].median(), 3),
          min_round_s=round(later["round_s"].min(), 3), max_round_s=round(later["round_s"].max(), 3),
          iqr_round_s=round(later["round_s"].quantile(0.75) - later["round_s"].quantile(0.25), 3),

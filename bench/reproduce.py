@@ -5,8 +5,9 @@
 
 Every run is a real ``main.py`` process (the code every user runs) with ``--threads 1``, ``--jobs`` of
 them at a time, under ``OUT/<strategy>_seed<N>/``. A complete run found there is reused, so rerunning
-the command only adds what is missing (an unfinished one is left where it is, and run again). Flags this script does not know
-are passed to every run unchanged. It prints, and writes to ``--markdown`` if given:
+the command only adds what is missing (an unfinished one is left where it is, and run again). Flags
+this script does not know are passed to every run unchanged. It prints, and writes to ``--markdown``
+if given:
 
 - mean test accuracy (± standard error over seeds) at each ``--at`` labelled-set size;
 - labels needed to reach each ``--targets`` test accuracy: the mean over seeds and the min–max, or
