@@ -206,3 +206,20 @@ def test_interrupted_run_keeps_every_finished_round(tmp_path, sig):
         assert "Traceback" not in err
     else:
         assert run.summary["status"] == "running"  # the last summary written before the kill
+
+
+def test_batchbald_protocol_with_early_stopping_end_to_end(cli):
+    """The batchbald2019 preset's machinery (fixed-length epochs, early stopping), shortened."""
+    rc, out, err, runs = cli("--preset", "batchbald2019", "--dataset", "mnist_5k", "--n_round", "1",
+                             "--strategy", "batchbald", "--no-wandb", "--num_valid", "300", "--epochs", "8",
+                             "--epoch_samples", "256", "--early_stopping", "2", "--mc_samples", "10",
+                             "--pool_subset", "300")
+    assert rc == 0, err
+    [run] = runs
+    check_run_folder(run, n_init=20, n_query=10, n_round=1)
+    assert run.config["preset"] == "batchbald2019" and run.config["model"] == "batchbald_cnn"
+    assert run.config["early_stopping"] == 2 and run.config["epoch_samples"] == 256 and run.config["min_steps"] == 0
+    epochs = run.rounds["train_epochs"]
+    assert ((epochs >= 3) & (epochs <= 8)).all()  # at least one epoch, then patience 2; at most --epochs
+    assert (run.rounds["train_steps"] == epochs * 4).all()  # 256 draws of 20-30 images, batch 64
+    assert run.rounds["test_acc"].min() >= 0.4, run.rounds
