@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -27,6 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from results import mean_sem  # noqa: E402
 
 # Gal et al. 2017 (arXiv 1703.02910), Table 1: labels to reach 10% and 5% test error on full MNIST.
 PUBLISHED = {
@@ -88,8 +90,7 @@ def accuracy_table(rounds: pd.DataFrame, strategies: list, at: list) -> str:
         cells = []
         for n in at:
             acc = rounds[(rounds.strategy == s) & (rounds.n_labeled == n)].test_acc
-            sem = acc.std(ddof=1) / math.sqrt(len(acc)) if len(acc) > 1 else float("nan")
-            cells.append(f"{acc.mean():.3f} ± {sem:.3f}" if len(acc) else "–")
+            cells.append("{:.3f} ± {:.3f}".format(*mean_sem(acc)) if len(acc) else "–")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -141,22 +142,30 @@ def main(argv=None) -> int:
     cells = [(s, seed) for seed in args.seeds for s in args.strategies]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {cell: pool.submit(run_one, out, *cell, passthrough) for cell in cells}
-        folders = {cell: f.result() for cell, f in futures.items()}
+    failed = {cell: f.exception() for cell, f in futures.items() if f.exception()}
+    for (strategy, seed), err in failed.items():  # one failed run does not hide the others
+        print(f"failed: {strategy} seed {seed}: {err}", file=sys.stderr)
+    folders = {cell: f.result() for cell, f in futures.items() if cell not in failed}
+    if not folders:
+        return 1
     rounds = load_rounds(folders)
+    shown = [s for s in args.strategies if s in set(rounds.strategy)]
     preset = _option(passthrough, "preset")
     command = " ".join(["python", "bench/reproduce.py", *(argv if argv is not None else sys.argv[1:])])
     text = "\n\n".join([
         f"Command: `{command}`",
         f"Mean test accuracy ± standard error over seeds {', '.join(map(str, args.seeds))}:",
-        accuracy_table(rounds, args.strategies, args.at),
+        accuracy_table(rounds, shown, args.at),
         "Labels needed to reach a test accuracy: mean over seeds (min–max)"
         + (f"; published: {PAPER[preset]}" if preset in PAPER else "") + ":",
-        targets_table(rounds, args.strategies, args.targets, preset),
+        targets_table(rounds, shown, args.targets, preset),
     ])
+    if failed:
+        text += "\n\nFailed runs, left out above: " + ", ".join(f"{s} seed {seed}" for s, seed in failed)
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text + "\n")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

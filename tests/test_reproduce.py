@@ -59,3 +59,15 @@ def test_two_round_reproduction_runs_and_reuses_finished_runs(tmp_path):
     assert again.returncode == 0 and "done:" not in again.stderr  # nothing was run twice
     assert sorted(p.parent for p in out.rglob("summary.json")) == folders
     assert md.read_text() == text
+
+
+def test_a_failed_run_is_listed_and_the_others_are_still_tabulated(tmp_path):
+    md = tmp_path / "R.md"
+    cmd = [sys.executable, str(ROOT / "bench" / "reproduce.py"), "--dataset", "mnist_5k", "--strategies", "random",
+           "no_such_strategy", "--seeds", "1", "--n_round", "1", "--n_init_labeled", "20", "--n_query", "10",
+           "--epochs", "2", "--min_steps", "0", "--at", "20", "--out", str(tmp_path / "runs"), "--markdown", str(md)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    assert "failed: no_such_strategy seed 1" in proc.stderr and "invalid choice" in proc.stderr
+    text = md.read_text()
+    assert "| random |" in text and "Failed runs, left out above: no_such_strategy seed 1" in text
