@@ -135,4 +135,5 @@ def test_readme_preset_table_is_written_from_the_presets():
 
     from presets import markdown_table
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert markdown_table() in readme, "regenerate the README's preset table: python -c 'import presets; print(presets.markdown_table())'"
+    hint = "regenerate the README's preset table: python -c 'import presets; print(presets.markdown_table())'"
+    assert markdown_table() in readme, hint
