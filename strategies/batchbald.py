@@ -113,6 +113,7 @@ class _Configurations:
         self.sample_k_M = None  # set once sampling starts
         self.labels = []  # sampled: one y_M per picked item
         self.picked = []  # probs_K_C of the picked items, to draw their labels when sampling starts
+        self.table = None  # sampled: (P_U_K, w_U) of the distinct configurations, set by _merge_duplicates
 
     def add(self, probs_K_C: torch.Tensor, exact: bool, num_samples: int, generator: torch.Generator) -> None:
         """Condition on one more picked item, given its K predictions p_k(y)."""
