@@ -19,6 +19,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 NOISES = ("none", "gaussian", "salt_and_pepper")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRESET_NAMES = ("", *PRESETS)  # "" = no preset
 
 
 class ConfigError(ValueError):
@@ -107,7 +108,7 @@ class Config:
 
     def validate(self, choices: Mapping[str, Sequence[str]] | None = None) -> "Config":
         """Check every invariant that does not need the data; raise ConfigError on the first."""
-        fixed = {"noise": NOISES, "optimizer": OPTIMIZERS, "device": DEVICES, "preset": ["", *PRESETS]}
+        fixed = {"noise": NOISES, "optimizer": OPTIMIZERS, "device": DEVICES, "preset": PRESET_NAMES}
         for name, allowed in {**fixed, **(choices or {})}.items():
             _check_choice(name, getattr(self, name), allowed)
         for name in ("noise_rate", "dropout", "sp_fraction"):
@@ -193,7 +194,7 @@ def build_parser(choices: Mapping[str, Sequence[str]] | None = None) -> argparse
     parser = _OneLineParser(description="Active-learning experiment runner.",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     choices = dict(choices or {})
-    choices.update(noise=NOISES, optimizer=OPTIMIZERS, device=DEVICES, preset=["", *PRESETS])
+    choices.update(noise=NOISES, optimizer=OPTIMIZERS, device=DEVICES, preset=PRESET_NAMES)
     for f in dataclasses.fields(Config):
         default = getattr(Config(), f.name)
         flag, help_ = f"--{f.name}", HELP[f.name]

@@ -65,16 +65,18 @@ def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optim
     n = idx.numel()
     stopper = EarlyStopping(schedule.patience, validate) if schedule.patience > 0 and validate else None
     epochs = schedule.max_epochs(n)
-    epoch_loss, steps, epoch = float("nan"), 0, 0
+    loss_sum, steps, epoch = torch.tensor(float("nan")), 0, 0
     for epoch in tqdm(range(1, epochs + 1), desc=desc, leave=False, disable=not sys.stderr.isatty()):
         order = epoch_order(n, schedule.epoch_length(n), shuffle_gen).to(idx.device)
-        epoch_loss = train_epoch(model, images, idx[order], y[order], optimizer, schedule.batch_size, dropout_gen)
+        loss_sum = train_epoch(model, images, idx[order], y[order], optimizer, schedule.batch_size, dropout_gen)
         steps += schedule.steps_per_epoch(n)
         if stopper and stopper.should_stop(model, epoch):
             break
     kept = stopper.restore_best(model) if stopper else epoch
     recalibrate_batchnorm(model, images, idx, schedule.batch_size)
-    return {"loss": epoch_loss, "epochs": epoch, "steps": steps, "kept_epoch": kept}
+    # The last epoch's mean loss: one device sync per round, however many (one-step) epochs ran.
+    return {"loss": float(loss_sum) / schedule.epoch_length(n), "epochs": epoch, "steps": steps,
+            "kept_epoch": kept}
 
 
 def epoch_order(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
@@ -84,8 +86,8 @@ def epoch_order(n: int, length: int, generator: torch.Generator) -> torch.Tensor
 
 
 def train_epoch(model: TrunkHeadModel, images, idx_E: torch.Tensor, y_E: torch.Tensor,
-                optimizer: torch.optim.Optimizer, batch_size: int, dropout_gen: torch.Generator) -> float:
-    """One pass over images[idx_E] in order, in batches; returns the mean loss."""
+                optimizer: torch.optim.Optimizer, batch_size: int, dropout_gen: torch.Generator) -> torch.Tensor:
+    """One pass over images[idx_E] in order, in batches; returns the summed loss, a 0-d device tensor."""
     model.train()
     total = torch.zeros((), device=idx_E.device)
     for start in range(0, idx_E.numel(), batch_size):
@@ -95,7 +97,7 @@ def train_epoch(model: TrunkHeadModel, images, idx_E: torch.Tensor, y_E: torch.T
         loss.backward()
         optimizer.step()
         total += loss.detach() * batch.numel()
-    return float(total) / idx_E.numel()  # one device sync per epoch, not per batch
+    return total  # no sync here: with --min_steps a tiny labelled set runs ~1000 one-step epochs
 
 
 class EarlyStopping:

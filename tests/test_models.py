@@ -84,26 +84,26 @@ def test_every_model_has_expected_head_rates():
     assert set(HEAD_RATES) == set(MODELS)
 
 
-@pytest.mark.parametrize("c, s, features", [(1, 28, 3872), (3, 32, 5408)])
-def test_cnn_is_gals_architecture(c, s, features):
-    model = build_model("cnn", c, s, 10, 0.5, gen(0))
-    convs = [m for m in model.trunk.modules() if isinstance(m, nn.Conv2d)]
-    assert [(m.in_channels, m.out_channels, m.kernel_size) for m in convs] == [(c, 32, (4, 4)), (32, 32, (4, 4))]
+# (model, channels, size, trunk features, (kernel, conv1 out, conv2 out)): the papers' architectures.
+PAPER_CNNS = [("cnn", 1, 28, 3872, (4, 32, 32)), ("cnn", 3, 32, 5408, (4, 32, 32)),
+              ("batchbald_cnn", 1, 28, 1024, (5, 32, 64)), ("batchbald_cnn", 3, 32, 1600, (5, 32, 64))]
+
+
+@pytest.mark.parametrize("name, c, s, features, convs", PAPER_CNNS)
+def test_paper_cnn_architectures(name, c, s, features, convs):
+    kernel, out1, out2 = convs
+    model = build_model(name, c, s, 10, 0.5, gen(0))
+    got = [(m.in_channels, m.out_channels, m.kernel_size) for m in model.trunk.modules() if isinstance(m, nn.Conv2d)]
+    assert got == [(c, out1, (kernel, kernel)), (out1, out2, (kernel, kernel))]
     with torch.no_grad():
         assert model.trunk(batch(2, c, s)).shape == (2, features)
     assert [(lin.in_features, lin.out_features) for lin in model.head.linears] == [(features, 128), (128, 10)]
-    assert model.head.rates == (0.25, 0.5)  # the paper's rates at the default --dropout 0.5
+
+
+@pytest.mark.parametrize("c, s", [(1, 28), (3, 32)])
+def test_cnn_head_rates_are_half_then_full_dropout(c, s):
+    assert build_model("cnn", c, s, 10, 0.5, gen(0)).head.rates == (0.25, 0.5)  # the paper's at the default
     assert build_model("cnn", c, s, 10, 0.2, gen(0)).head.rates == (0.1, 0.2)
-
-
-@pytest.mark.parametrize("c, s, features", [(1, 28, 1024), (3, 32, 1600)])
-def test_batchbald_cnn_architecture(c, s, features):
-    model = build_model("batchbald_cnn", c, s, 10, 0.5, gen(0))
-    convs = [m for m in model.trunk.modules() if isinstance(m, nn.Conv2d)]
-    assert [(m.in_channels, m.out_channels, m.kernel_size) for m in convs] == [(c, 32, (5, 5)), (32, 64, (5, 5))]
-    with torch.no_grad():
-        assert model.trunk(batch(2, c, s)).shape == (2, features)
-    assert [(lin.in_features, lin.out_features) for lin in model.head.linears] == [(features, 128), (128, 10)]
 
 
 def test_unknown_model_lists_valid_names():
