@@ -70,6 +70,8 @@ class Config:
     wandb_project: str = "active-learning"
     run_name: str = ""
     preset: str = ""
+    resume: str = ""
+    wandb_group: str = ""
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed (the config itself is frozen)."""
@@ -179,7 +181,14 @@ HELP = {
     "wandb_project": "Weights & Biases project",
     "run_name": "name prefix of the run folder (default: dataset_model_strategy_noise)",
     "preset": "a published protocol's settings as defaults; explicit flags override them",
+    "resume": "continue the run in this folder from its last finished round (its config.json must match)",
+    "wandb_group": "Weights & Biases group of the run (a sweep sets it to the sweep's name)",
 }
+
+# Fields that say how a run is executed or tracked, not what it computes: they may differ when a run
+# folder is resumed (on another machine, with other threads or without wandb).
+OPERATIONAL_FIELDS = frozenset({"debug", "wandb", "wandb_project", "wandb_group", "threads", "num_workers",
+                                "output_dir", "run_name", "resume", "experiment", "seeds"})
 
 
 class _OneLineParser(argparse.ArgumentParser):
