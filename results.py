@@ -12,16 +12,22 @@ import io
 import json
 import math
 import os
+import platform
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from config import OPERATIONAL_FIELDS
+
 ROUND_COLUMNS = ["round", "n_labeled", "train_loss", "train_epochs", "train_steps", "val_acc", "val_loss",
                  "test_acc", "test_loss", "test_error", "n_scored", "train_s", "eval_s", "query_s", "round_s"]
 ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "score"]
 TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "round_s"]
+# summary.json "status": pending (prepared, never started), running, complete, failed, interrupted
+# (Ctrl-C, SIGTERM, or a process that died: see run_status).
+STATUSES = ("pending", "running", "complete", "failed", "interrupted")
 
 
 class OutputError(RuntimeError):
@@ -108,6 +114,61 @@ class RunDir:
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.path / "summary.json", summary)
+
+
+def config_differences(saved: dict, requested: dict) -> list:
+    """Names of the fields (operational ones aside) whose values differ between two config dicts."""
+    keys = (set(saved) | set(requested)) - OPERATIONAL_FIELDS
+    return sorted(k for k in keys if saved.get(k) != requested.get(k))
+
+
+def prepare_run_folder(path, config: dict) -> "RunDir":
+    """A run folder at exactly ``path``, ready for ``main.py --resume path``.
+
+    A new folder gets config.json and a "pending" summary.json. An existing one is kept as it is when
+    its config.json matches ``config`` (operational fields aside), and refused (OutputError) otherwise.
+    """
+    path = Path(path)
+    saved_file = path / "config.json"
+    if saved_file.exists():
+        diff = config_differences(json.loads(saved_file.read_text()), config)
+        if diff:
+            raise OutputError(f"{path} holds a run with another configuration (differs in: {', '.join(diff)})")
+        return RunDir(path)
+    path.mkdir(parents=True, exist_ok=True)
+    run = RunDir(path)
+    run.write_config(config)
+    run.write_summary({"status": "pending", "rounds_completed": 0})
+    return run
+
+
+def run_status(run_path) -> str:
+    """The status of a run folder as it is now, one of STATUSES.
+
+    summary.json says "running" while a process works on the run. A process that was killed (kill -9,
+    a dead node) cannot update it, so "running" with a recorded pid that no longer exists on this host
+    is reported as "interrupted". A folder without summary.json is "pending".
+    """
+    try:
+        summary = json.loads((Path(run_path) / "summary.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return "pending"
+    status = summary.get("status", "pending")
+    if status == "running" and summary.get("host") == platform.node() and not _pid_alive(summary.get("pid")):
+        return "interrupted"
+    return status
+
+
+def _pid_alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_rounds(run_path) -> pd.DataFrame:
