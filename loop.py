@@ -92,23 +92,51 @@ def _noisy(x_uint8: torch.Tensor, dataset: Dataset, cfg: Config, split: str) -> 
 
 
 def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: logging.Logger) -> list:
-    """All rounds 0..n_round; each finished round is in the run folder before the next starts."""
+    """Rounds 0..n_round, from the first one the run folder has not finished (resume).
+
+    Each finished round is in the run folder before the next starts. Every random stream is named by
+    (seed, purpose, round), so a resumed run continues exactly as an uninterrupted one would have.
+    """
     strategy = get_strategy(cfg.strategy)
     oracle = CleanOracle(data.pool_y)
     state = PoolState(data.pool_idx.numel())
     # Label the initial, class-balanced set
     first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
-    first_labels = oracle(first)
-    state.label(first, first_labels, round_=0)
-    run_dir.record_acquired(acquired_rows(data, -1, first, first_labels, torch.full((first.numel(),), float("nan"))))
-    rows = []
-    for r in tqdm(range(cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
+    start = len(run_dir.rounds)
+    if start == 0:
+        first_labels = oracle(first)
+        state.label(first, first_labels, round_=0)
+        run_dir.reset_acquired(acquired_rows(data, -1, first, first_labels,
+                                             torch.full((first.numel(),), float("nan"))))
+    else:
+        restore_labeled(state, data, run_dir.acquired, first)
+        run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
+        log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
+    rows = list(run_dir.rounds)
+    for r in tqdm(range(start, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
         row, acquired = run_round(cfg, data, state, strategy, oracle, r)
         run_dir.append_round(row, acquired)
         tracker.log(row)
         log.info(format_row(row))
         rows.append(row)
     return rows
+
+
+def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: torch.Tensor) -> None:
+    """Rebuild the labelled set from acquired.csv rows, checking they belong to this data and seed."""
+    positions = torch.tensor([row["pool_position"] for row in acquired], dtype=torch.int64)
+    dataset_idx = torch.tensor([row["dataset_index"] for row in acquired], dtype=torch.int64)
+    rounds = torch.tensor([row["round"] for row in acquired], dtype=torch.int64)
+    initial = positions[rounds == -1].sort().values
+    if (positions.numel() == 0 or (positions >= len(state)).any()
+            or not torch.equal(data.pool_idx.cpu()[positions.clamp(max=len(state) - 1)], dataset_idx)
+            or not torch.equal(initial, first.sort().values)):
+        raise ConfigError("the run folder's acquired.csv does not match this dataset, split and seed: "
+                          "it cannot be resumed")
+    labels = torch.tensor([row["label"] for row in acquired], dtype=torch.int64)
+    for r in rounds.unique().tolist():
+        chosen = rounds == r
+        state.label(positions[chosen], labels[chosen], round_=r + 1)
 
 
 def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int) -> tuple:

@@ -7,10 +7,14 @@ are kept), 1 an unexpected error (a bug: traceback, and an ipdb post-mortem with
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import platform
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -18,13 +22,14 @@ import pandas as pd
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from config import Config, ConfigError, get_logger, parse_config
+from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS, Config, ConfigError, get_logger, parse_config
 from data import DATASETS, DataUnavailable, Dataset, load_dataset
 from loop import check_budget, check_strategy, prepare_data, run_study
 from models import MODELS
-from results import OutputError, RunDir, aggregate_runs, check_writable, mean_sem
+from results import (OutputError, RunDir, aggregate_runs, atomic_write_text, check_run_name, check_writable,
+                     config_differences, mean_sem, prepare_run_folder, run_status)
 from strategies import STRATEGIES
-from tracking import start_tracker
+from tracking import NullTracker, start_tracker
 
 CHOICES = {"dataset": sorted(DATASETS), "model": sorted(MODELS), "strategy": sorted(STRATEGIES)}
 TABLE_COLUMNS = ["round", "n_labeled", "val_acc", "test_acc", "train_s", "query_s", "eval_s"]
@@ -32,18 +37,19 @@ TABLE_COLUMNS = ["round", "n_labeled", "val_acc", "test_acc", "train_s", "query_
 
 def main(argv: list | None = None) -> int:
     """Run the command line ``argv``; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        cfg = parse_config(argv, CHOICES)
-    except ConfigError as err:
+        cfg = resolve_resume(parse_config(argv, CHOICES), argv)
+    except (ConfigError, OutputError) as err:
         return _bad_input(err)
     log = get_logger("ProjectLogger", debug=cfg.debug)
     try:
-        with logging_redirect_tqdm(loggers=[log]):
+        with sigterm_as_interrupt(), logging_redirect_tqdm(loggers=[log]):
             return run(cfg, log)
     except (ConfigError, DataUnavailable, OutputError) as err:
         return _bad_input(err)
     except KeyboardInterrupt:
-        log.warning("interrupted: every finished round is saved in its run folder")
+        log.warning("interrupted: every finished round is saved in its run folder (continue with --resume)")
         return 130
     except Exception:
         if not cfg.debug:
@@ -52,84 +58,176 @@ def main(argv: list | None = None) -> int:
         return 1
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (what Slurm and `timeout` send) stops a run as Ctrl-C does: status written, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resolve_resume(cfg: Config, argv: list) -> Config:
+    """With --resume FOLDER: the configuration saved in FOLDER.
+
+    Flags that change what a run computes may be repeated, but must then equal the saved ones (the
+    whole requested configuration is compared); operational flags (threads, wandb, …) may differ.
+    """
+    if not cfg.resume:
+        return cfg
+    folder = Path(cfg.resume)
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--resume {folder}: no run folder there (config.json not found)") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"--resume {folder}: config.json cannot be read ({err})") from None
+    given = explicit_flags(argv)
+    if given - OPERATIONAL_FIELDS:
+        diff = config_differences(saved, cfg.to_dict())
+        if diff:
+            shown = ", ".join(f"--{k} {saved.get(k)!r} (saved) vs {getattr(cfg, k, None)!r}" for k in diff[:4])
+            raise ConfigError(f"--resume {folder}: the folder holds a run with another configuration: {shown}"
+                              f"{' …' if len(diff) > 4 else ''}; resume with the same flags, or start a new run")
+    merged = {**saved, **{k: getattr(cfg, k) for k in given & OPERATIONAL_FIELDS}, "resume": str(folder)}
+    return Config.from_dict(merged).validate(CHOICES)
+
+
+def explicit_flags(argv: list) -> set:
+    """Config field names given on the command line (--name, --no-name, --name=value)."""
+    names = set()
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0]
+            names.add(name[3:] if name.startswith("no-") and name[3:] in DEFAULT_CONFIG else name)
+    return names & set(DEFAULT_CONFIG)
+
+
 def run(cfg: Config, log: logging.Logger) -> int:
-    """Check everything that can fail on input, then run the study or the experiment."""
+    """Check everything that can fail on input, then run (or continue) the study or the experiment."""
     check_strategy(cfg)
+    if cfg.run_name:
+        check_run_name(cfg.run_name)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
     log.debug("config: %s", cfg.to_dict())
     dataset = load_dataset(cfg.dataset, cfg.data_dir)
     check_budget(cfg, dataset.train_y.numel(), dataset.num_classes)
-    check_writable(cfg.output_dir)
+    resume = Path(cfg.resume) if cfg.resume else None
+    check_writable(str(resume) if resume else cfg.output_dir)
+    if resume:
+        check_not_running(resume)
     if cfg.experiment:
-        run_experiment(cfg, dataset, device, log)
-    else:
-        run_dir = run_single(cfg, dataset, device, cfg.output_dir, log)
-        print(round_table(run_dir.rounds))
-        print(f"run folder: {run_dir.path}")
+        return run_experiment(cfg, dataset, device, log, resume)
+    run_dir = run_single(cfg, dataset, device, log, path=resume)
+    print(round_table(run_dir.rounds))
+    print(f"run folder: {run_dir.path}")
     return 0
 
 
-def run_single(cfg: Config, dataset: Dataset, device: torch.device, parent: str, log: logging.Logger) -> RunDir:
-    """One study with one seed, recorded in a new run folder under ``parent``."""
+def check_not_running(folder: Path) -> None:
+    """Refuse to resume a folder that a live process on this machine is still writing."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    if summary.get("pid") != os.getpid() and run_status(folder) == "running" \
+            and summary.get("host") == platform.node():
+        raise OutputError(f"--resume {folder}: process {summary.get('pid')} on this machine is still running it")
+
+
+def run_single(cfg: Config, dataset: Dataset, device: torch.device, log: logging.Logger,
+               parent: str | None = None, path: Path | None = None) -> RunDir:
+    """One study with one seed: in a new run folder under ``parent``, or continued in ``path``."""
     data = prepare_data(cfg, dataset, device)
-    run_dir = RunDir.create(parent, cfg.run_name or default_run_name(cfg))
-    run_dir.write_config(cfg.to_dict())
+    if path is None:
+        run_dir = RunDir.create(parent or cfg.output_dir, cfg.run_name or default_run_name(cfg))
+        run_dir.write_config(cfg.to_dict())
+    else:
+        run_dir = RunDir.open(path)
+    run_dir.environment = environment(device)
+    run_dir.planned_rounds = cfg.n_round + 1
+    if len(run_dir.rounds) >= run_dir.planned_rounds:
+        log.info("run folder %s: all %d rounds are finished already", run_dir.path, len(run_dir.rounds))
+        run_dir.finish("complete")
+        return run_dir
     log.info("run folder %s | %s on %s | pool %d, validation %d, test %d | noisy images: %d train, %d test",
              run_dir.path, cfg.model, device, data.pool_idx.numel(), data.val_idx.numel(), len(data.test),
              data.noisy_train, data.noisy_test)
-    tracker = start_tracker(cfg.wandb, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir.path, log)
-    status = "failed"
+    status, tracker = "failed", NullTracker()
     try:
-        run_dir.write_summary(summarise(run_dir, "running", device))
+        run_dir.write_summary(run_dir.summary("running"))
+        tracker = start_tracker(cfg.wandb, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir.path, log)
         run_study(cfg, data, run_dir, tracker, log)
         status = "complete"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         status = "interrupted"
         raise
     finally:
-        summary = summarise(run_dir, status, device)
-        run_dir.write_summary(summary)
-        tracker.finish(summary)
+        tracker.finish(run_dir.finish(status))
     return run_dir
 
 
-def run_experiment(cfg: Config, dataset: Dataset, device: torch.device, log: logging.Logger) -> Path:
-    """The same configuration once per seed, in one experiment folder, plus the aggregate."""
-    exp = RunDir.create(cfg.output_dir, "experiment_" + (cfg.run_name or default_run_name(cfg, seed=False)))
-    exp.write_config(cfg.to_dict())
-    runs = []
-    for seed in cfg.seeds:
-        log.info("experiment: seed %d (%d of %d)", seed, len(runs) + 1, len(cfg.seeds))
-        seed_cfg = cfg.replace(seed=seed, experiment=False, run_name="")
-        runs.append(run_single(seed_cfg, dataset, device, str(exp.path), log).path)
-    per_round, finals = aggregate_runs(runs)
-    per_round.to_csv(exp.path / "aggregate.csv", index=False)
-    finals.to_csv(exp.path / "final_rounds.csv", index=False)
-    mean, sem = mean_sem(finals["test_acc"])
-    shown = ["round", "n_labeled_mean", "val_acc_mean", "test_acc_mean", "test_acc_sem", "round_s_mean"]
-    print(per_round[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"final test_acc over {len(runs)} seeds: {mean:.4f} ± {sem:.4f} (mean ± standard error)")
+def run_experiment(cfg: Config, dataset: Dataset, device: torch.device, log: logging.Logger,
+                   path: Path | None = None) -> int:
+    """The same configuration once per seed, in one experiment folder, plus the aggregate.
+
+    Seed folders have fixed names inside the experiment folder, so --resume EXPERIMENT_FOLDER continues
+    every seed. A seed that fails is reported (its traceback in its folder's error.txt) and the others run.
+    """
+    if path is None:
+        exp = RunDir.create(cfg.output_dir, "experiment_" + (cfg.run_name or default_run_name(cfg, seed=False)))
+        exp.write_config(cfg.to_dict())
+    else:
+        exp = RunDir(path)
+    runs, failed = [], []
+    for i, seed in enumerate(cfg.seeds):
+        log.info("experiment: seed %d (%d of %d)", seed, i + 1, len(cfg.seeds))
+        seed_cfg = cfg.replace(seed=seed, experiment=False, resume="", output_dir=str(exp.path),
+                               run_name=default_run_name(cfg.replace(seed=seed)))
+        seed_path = exp.path / seed_cfg.run_name
+        try:
+            prepare_run_folder(seed_path, seed_cfg.to_dict())
+            runs.append(run_single(seed_cfg.replace(resume=str(seed_path)), dataset, device, log,
+                                   path=seed_path).path)
+        except (OutputError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            if cfg.debug:
+                raise
+            failed.append(seed)
+            atomic_write_text(seed_path / "error.txt", traceback.format_exc())
+            log.error("seed %d failed (%s: %s); traceback in %s; the other seeds go on", seed,
+                      type(err).__name__, err, seed_path / "error.txt")
+    if runs:
+        per_round, finals = aggregate_runs(runs)
+        atomic_write_text(exp.path / "aggregate.csv", per_round.to_csv(index=False))
+        atomic_write_text(exp.path / "final_rounds.csv", finals.to_csv(index=False))
+        mean, sem = mean_sem(finals["test_acc"])
+        shown = ["round", "n_labeled_mean", "val_acc_mean", "test_acc_mean", "test_acc_sem", "round_s_mean"]
+        print(per_round[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"final test_acc over {len(runs)} seeds: {mean:.4f} ± {sem:.4f} (mean ± standard error)")
     print(f"experiment folder: {exp.path}")
-    return exp.path
+    if failed:
+        print(f"error: {len(failed)} of {len(cfg.seeds)} seeds failed: {', '.join(map(str, failed))} "
+              f"(see error.txt in their folders)", file=sys.stderr)
+        return 1
+    return 0
 
 
-def summarise(run_dir: RunDir, status: str, device: torch.device) -> dict:
-    """summary.json: status, final metrics, timing medians and the software environment."""
-    rows = run_dir.rounds
-    last = rows[-1] if rows else {}
-    queried = [r for r in rows if r["n_scored"] > 0]  # the last round trains and evaluates only
-
-    def median(key, subset=rows):
-        return float(pd.Series([r[key] for r in subset]).median()) if subset else None
-
-    return {"status": status, "rounds_completed": len(rows), "final_round": last.get("round"),
-            "final_n_labeled": last.get("n_labeled"), "final_val_acc": last.get("val_acc"),
-            "final_test_acc": last.get("test_acc"), "median_round_s": median("round_s"),
-            "median_train_s": median("train_s"), "median_query_s": median("query_s", queried),
-            "median_eval_s": median("eval_s"),
-            "environment": {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-                            "threads": torch.get_num_threads(), "host": platform.node()}}
+def environment(device: torch.device) -> dict:
+    """Where a run ran, for summary.json."""
+    return {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "host": platform.node()}
 
 
 def default_run_name(cfg: Config, seed: bool = True) -> str:

@@ -1,18 +1,28 @@
 """Run folders: config, per-round metrics, acquired indices and summary, written atomically.
 
-A run folder is self-describing: everything a report needs is in it. Every file is rewritten through
-a temporary file and os.replace, so a run killed at any moment leaves each file either at its previous
-complete version or at its new one, never half-written. Folders are created exclusively: a new run
-never writes into an earlier run's folder.
+A run folder is self-describing: everything a report needs is in it.
+
+- Every file is rewritten through an exclusively created temporary file in the same folder, fsync and
+  os.replace, so a run killed at any moment leaves each file at its previous complete version or at its
+  new one, never half-written. A failed write (a full disk) removes its temporary file.
+- rounds.csv is the record of which rounds finished. A round writes acquired.csv (its queries) first
+  and rounds.csv second, so acquired.csv can hold one round more than rounds.csv (the process died
+  between the two writes), never fewer. Readers use read_run, which drops such rows; a resumed run
+  rewrites acquired.csv without them.
+- summary.json is rewritten after every round with the status, the rounds completed and the pid and
+  host of the process; run_status tells a live run from one whose process died.
+- Folders are created exclusively: a new run never writes into an earlier run's folder.
 """
 from __future__ import annotations
 
 import csv
+import contextlib
 import io
 import json
 import math
 import os
 import platform
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -28,30 +38,59 @@ TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "round_s"]
 # summary.json "status": pending (prepared, never started), running, complete, failed, interrupted
 # (Ctrl-C, SIGTERM, or a process that died: see run_status).
 STATUSES = ("pending", "running", "complete", "failed", "interrupted")
+RUN_NAME_MAX = 100
+_RUN_NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,@-]*")
+WRITE_CHECK_BYTES = 1 << 20  # check_writable writes this much: a full disk fails here, not mid-run
 
 
 class OutputError(RuntimeError):
     """The output folder cannot be used (reported as one line, exit code 2)."""
 
 
+def check_run_name(name: str) -> None:
+    """A run name is one plain folder name: no path separators, no '..', no control characters."""
+    if len(name) > RUN_NAME_MAX:
+        raise OutputError(f"--run_name is {len(name)} characters long; at most {RUN_NAME_MAX} are allowed")
+    if not _RUN_NAME_OK.fullmatch(name):
+        raise OutputError(f"--run_name {name!r} must start with a letter or digit and hold only letters, "
+                          "digits and . _ + = , @ - (it names one folder inside --output_dir)")
+
+
 def check_writable(folder: str) -> None:
-    """Create ``folder`` if needed and prove a file can be written in it."""
+    """Create ``folder`` if needed and prove that a run's files fit in it (a full disk fails here)."""
     try:
         os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-") as f:
+            f.write(b"\0" * WRITE_CHECK_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as err:
         raise OutputError(f"cannot write to --output_dir {folder!r}: {err.strerror or err}") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step (write a sibling temp file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Replace ``path`` with ``text`` in one step (exclusive temp file, fsync, rename).
+
+    Raises OutputError (one line) when the file cannot be written, for example on a full disk; the
+    previous version of ``path`` is then untouched and no temporary file is left behind.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+        raise
 
 
 def write_json(path: Path, obj) -> None:
@@ -72,17 +111,49 @@ def _csv_text(rows: list, columns: list) -> str:
     return buf.getvalue()
 
 
+def _read_csv_rows(path: Path) -> list:
+    """Rows of a CSV written by _csv_text, with numbers parsed back exactly (ints as int)."""
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def read_run(run_path) -> tuple:
+    """(finished round rows, acquired rows) of a run folder, consistent with each other.
+
+    Acquired rows of a round that is not in rounds.csv (queried, then the process died before the round
+    was recorded) are dropped; the initial set (round -1) is kept.
+    """
+    path = Path(run_path)
+    rounds = _read_csv_rows(path / "rounds.csv")
+    finished = {row["round"] for row in rounds}
+    acquired = [row for row in _read_csv_rows(path / "acquired.csv")
+                if row["round"] == -1 or row["round"] in finished]
+    return rounds, acquired
+
+
 class RunDir:
     """One run's folder: config.json, rounds.csv, acquired.csv and summary.json."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, environment: dict | None = None):
         self.path = Path(path)
         self.rounds: list = []
         self.acquired: list = []
+        self.environment = environment or {}
+        self.planned_rounds = None
 
     @classmethod
     def create(cls, parent: str, name: str) -> "RunDir":
         """A new, empty folder ``parent/name_<time>`` (with a -2, -3 … suffix if that exists)."""
+        check_run_name(name)
         os.makedirs(parent, exist_ok=True)
         base = Path(parent) / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
         for attempt in range(1, 1000):
@@ -94,6 +165,13 @@ class RunDir:
                 continue
         raise OutputError(f"cannot find a free run folder name next to {base}")
 
+    @classmethod
+    def open(cls, path) -> "RunDir":
+        """An existing run folder, with its finished rounds and their acquired items loaded."""
+        run = cls(path)
+        run.rounds, run.acquired = read_run(path)
+        return run
+
     @property
     def name(self) -> str:
         return self.path.name
@@ -101,19 +179,69 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         write_json(self.path / "config.json", config)
 
+    def read_config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
+
     def record_acquired(self, acquired: list) -> None:
         """Add labelled items to acquired.csv (round -1 is the initial set), atomically."""
         self.acquired.extend(acquired)
         atomic_write_text(self.path / "acquired.csv", _csv_text(self.acquired, ACQUIRED_COLUMNS))
 
+    def reset_acquired(self, acquired: list) -> None:
+        """Rewrite acquired.csv with exactly these rows (a resumed run drops an unfinished round's)."""
+        self.acquired = []
+        self.record_acquired(acquired)
+
     def append_round(self, row: dict, acquired: list) -> None:
-        """Add one finished round's metrics and the items it queried; rewrite both files atomically."""
+        """Record one finished round: its queries, then its metrics (the commit), then the summary."""
         self.record_acquired(acquired)
         self.rounds.append(row)
         atomic_write_text(self.path / "rounds.csv", _csv_text(self.rounds, ROUND_COLUMNS))
+        self.write_summary(self.summary("running"))
+
+    def summary(self, status: str) -> dict:
+        """summary.json: status, progress, final metrics, timing medians, process and environment."""
+        rows = self.rounds
+        last = rows[-1] if rows else {}
+        queried = [r for r in rows if r["n_scored"] > 0]  # the last round trains and evaluates only
+
+        def median(key, subset=rows):
+            return float(pd.Series([r[key] for r in subset]).median()) if subset else None
+
+        return {"status": status, "rounds_completed": len(rows), "rounds_planned": self.planned_rounds,
+                "final_round": last.get("round"), "final_n_labeled": last.get("n_labeled"),
+                "final_val_acc": last.get("val_acc"), "final_test_acc": last.get("test_acc"),
+                "median_round_s": median("round_s"), "median_train_s": median("train_s"),
+                "median_query_s": median("query_s", queried), "median_eval_s": median("eval_s"),
+                "pid": os.getpid(), "host": platform.node(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "environment": self.environment}
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.path / "summary.json", summary)
+
+    def finish(self, status: str) -> dict:
+        """Write the final summary. On a full disk, overwrite the old summary in place as a last resort."""
+        summary = self.summary(status)
+        try:
+            self.write_summary(summary)
+        except OutputError:
+            _overwrite_in_place(self.path / "summary.json", {"status": status, "rounds_completed": len(self.rounds),
+                                                             "error": "the disk was full"})
+        return summary
+
+
+def _overwrite_in_place(path: Path, obj: dict) -> None:
+    """Best effort on a full disk: rewrite an existing file's blocks, padding with spaces (valid JSON)."""
+    text = json.dumps(obj)
+    try:
+        size = path.stat().st_size
+        if len(text) <= size:
+            with open(path, "r+", encoding="utf-8") as f:
+                f.write(text + " " * (size - len(text)))
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError:
+        pass
 
 
 def config_differences(saved: dict, requested: dict) -> list:
@@ -129,13 +257,17 @@ def prepare_run_folder(path, config: dict) -> "RunDir":
     its config.json matches ``config`` (operational fields aside), and refused (OutputError) otherwise.
     """
     path = Path(path)
+    check_run_name(path.name)
     saved_file = path / "config.json"
     if saved_file.exists():
         diff = config_differences(json.loads(saved_file.read_text()), config)
         if diff:
             raise OutputError(f"{path} holds a run with another configuration (differs in: {', '.join(diff)})")
         return RunDir(path)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create run folder {path}: {err.strerror or err}") from None
     run = RunDir(path)
     run.write_config(config)
     run.write_summary({"status": "pending", "rounds_completed": 0})
