@@ -45,11 +45,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from config import OPERATIONAL_FIELDS, Config, ConfigError  # noqa: E402  (standard library only)
+from results import RUN_NAME_MAX  # noqa: E402
 
 SWEEP_FILE = "sweep.json"
 CELLS_DIR = "cells"
-MAX_NAME = 120
-SAFE_VALUE = re.compile(r"[A-Za-z0-9.+-][A-Za-z0-9._+-]*")
+MAX_NAME = min(120, RUN_NAME_MAX)  # a cell's name is its run name, which main.py limits
+SAFE_VALUE = re.compile(r"[A-Za-z0-9._+=,@-]+")  # the characters main.py allows in a run name
 # Config fields that the sweep sets for every cell, and fields that make no sense in one: neither may be
 # a grid key or a pass-through flag.
 SET_BY_SWEEP = {"resume": "each cell runs as main.py --resume CELL",
@@ -226,14 +227,15 @@ def cell_name(values: dict) -> str:
     """The folder name of a cell: ``key-value`` for every grid key, joined by ``_``.
 
     Only the cell's own values decide its name, so adding values to a grid keeps existing names. A
-    value with characters outside [A-Za-z0-9._+-], or a name over MAX_NAME characters, gets a stable
-    8-character hash of the cell's values (unsafe characters become ``~``).
+    value with other characters than [A-Za-z0-9._+=,@-] (those main.py allows in a run name), or a name
+    over MAX_NAME characters, gets a stable 8-character hash of the cell's values (other characters
+    become ``-``).
     """
     parts, lossy = [], False
     for key, value in values.items():
         if not SAFE_VALUE.fullmatch(value):
             lossy = True
-            value = re.sub(r"[^A-Za-z0-9._+-]", "~", value)
+            value = re.sub(r"[^A-Za-z0-9._+=,@-]", "-", value)
         parts.append(f"{key}-{value}")
     name = "_".join(parts)
     if lossy or len(name) > MAX_NAME:
@@ -380,7 +382,7 @@ class Sweep:
         from results import OutputError, prepare_run_folder, write_json
 
         recorded = read_sweep_file(self.out) if (self.out / SWEEP_FILE).exists() else {}
-        record = {"name": self.name, "grid": self.grid, "passthrough": self.passthrough,
+        record = {"name": self.name, "grid": self.grid, "grid_keys": list(self.grid), "passthrough": self.passthrough,
                   "cells": [c.name for c in self.cells], "slurm_jobs": recorded.get("slurm_jobs", {})}
         if record != recorded:
             write_json(self.out / SWEEP_FILE, record)
@@ -405,11 +407,14 @@ def _grid_text(grid: dict) -> str:
 
 
 def read_sweep_file(out: Path) -> dict:
+    """OUT/sweep.json, with the grid's keys in their order (JSON objects are written with sorted keys)."""
     try:
-        return json.loads((Path(out) / SWEEP_FILE).read_text())
+        record = json.loads((Path(out) / SWEEP_FILE).read_text())
+        record["grid"] = {k: record["grid"][k] for k in record.get("grid_keys", record["grid"])}
+        return record
     except FileNotFoundError:
         raise SweepError(f"{out} is not a sweep folder (no {SWEEP_FILE})") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise SweepError(f"{Path(out) / SWEEP_FILE} is damaged: {err}") from None
 
 
@@ -726,7 +731,7 @@ def wait_slurm(sweep: Sweep, job_ids: set, poll_s: float = 3.0) -> int:
             for name in names:
                 status = cell_state(sweep.out / CELLS_DIR / name)["status"]
                 if status != last[name]:
-                    _say(f"{status:<7}{name}")
+                    _say(f"{name}: {status}")
                     last[name] = status
             if not job_ids & set(live):
                 break
