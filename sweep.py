@@ -308,7 +308,7 @@ class Sweep:
         from data import DataUnavailable, load_dataset
         from loop import check_budget, check_strategy
 
-        problems, sizes, seen = [], {}, {}
+        problems, sizes, seen = [], _DATASET_SIZES, {}
         for cell in self.cells:
             try:
                 cfg = parse_config(cell.argv, main.CHOICES)
@@ -350,11 +350,13 @@ class Sweep:
                 f"{_grid_text(self.grid)}: use another --out (values may only be added to the recorded grid)")
         changed = []
         for name in recorded["cells"]:
-            saved = mine[name].path / "config.json"
-            if saved.exists():
-                diff = config_differences(json.loads(saved.read_text()), mine[name].config)
-                if diff:
-                    changed.append(f"{name} ({', '.join(diff)})")
+            try:
+                saved = json.loads((mine[name].path / "config.json").read_text())
+            except (OSError, ValueError):
+                continue  # a missing cell is created again; a damaged one fails alone (main.py says why)
+            diff = config_differences(saved, mine[name].config)
+            if diff:
+                changed.append(f"{name} ({', '.join(diff)})")
         if changed:
             raise SweepError(f"{self.out} holds another sweep: its cells differ from this command's in "
                              f"{'; '.join(changed[:3])}{' …' if len(changed) > 3 else ''}; use another --out")
@@ -391,11 +393,16 @@ class Sweep:
                 prepare_run_folder(cell.path, cell.config)
             except OutputError as err:
                 raise SweepError(str(err)) from None
+            except ValueError:  # config.json damaged: left as it is; the cell fails and its log says why
+                pass
 
     @property
     def no_wandb(self) -> bool:
         """--no-wandb in this command (wandb cannot be a grid key): passed on to every resumed cell."""
         return not self.cells[0].config["wandb"]
+
+
+_DATASET_SIZES: dict = {}  # (dataset, data_dir) -> (training images, classes), loaded once per process
 
 
 def _identity(config: dict) -> str:
