@@ -297,29 +297,32 @@ class Sweep:
         if len(set(names)) != len(names):  # cannot happen with distinct values; kept as a guard
             raise SweepError("two cells got the same name; use simpler grid values")
         sweep = cls(out, grid, passthrough, cells)
-        sweep.validate(check_data=args.executor == "local")
+        sweep.validate(local=args.executor == "local")
         sweep.check_against_recorded()
         return sweep
 
-    def validate(self, check_data: bool) -> None:
-        """Parse every cell as main.py would and check it; report every invalid cell at once."""
+    def validate(self, local: bool) -> None:
+        """Check every cell as main.py would before it starts; report every invalid cell at once.
+
+        Every cell is parsed (presets, choices, ranges) and its strategy checked; its labelling budget is
+        checked against its dataset's size, which is loaded here once per dataset. For the slurm
+        executor, a dataset this machine cannot load and the --device are left to the compute nodes.
+        """
         import main
         from config import parse_config
-        from data import DataUnavailable, load_dataset
+        from data import DataUnavailable
         from loop import check_budget, check_strategy
 
-        problems, sizes, seen = [], _DATASET_SIZES, {}
+        problems, seen = [], {}
         for cell in self.cells:
             try:
                 cfg = parse_config(cell.argv, main.CHOICES)
                 check_strategy(cfg)
-                if check_data:  # the launcher's machine runs the cells: check what main.py checks first
+                if local:
                     main.resolve_device(cfg.device)
-                    key = (cfg.dataset, cfg.data_dir)
-                    if key not in sizes:
-                        data = load_dataset(cfg.dataset, cfg.data_dir)
-                        sizes[key] = (data.train_y.numel(), data.num_classes)
-                    check_budget(cfg, *sizes[key])
+                size = _dataset_size(cfg.dataset, cfg.data_dir, required=local)
+                if size:
+                    check_budget(cfg, *size)
             except (ConfigError, DataUnavailable) as err:
                 problems.append(f"{cell.name}: {err}")
                 continue
@@ -402,7 +405,25 @@ class Sweep:
         return not self.cells[0].config["wandb"]
 
 
-_DATASET_SIZES: dict = {}  # (dataset, data_dir) -> (training images, classes), loaded once per process
+_DATASET_SIZES: dict = {}  # (dataset, data_dir) -> (training images, classes) or None, once per process
+
+
+def _dataset_size(name: str, data_dir: str, required: bool):
+    """(training images, classes) of a dataset; None when it cannot be loaded here and is not required."""
+    from data import DataUnavailable, load_dataset
+
+    key = (name, data_dir)
+    if key not in _DATASET_SIZES or (required and _DATASET_SIZES[key] is None):
+        try:
+            data = load_dataset(name, data_dir)
+            _DATASET_SIZES[key] = (data.train_y.numel(), data.num_classes)
+        except DataUnavailable as err:
+            if required:
+                raise
+            print(f"note: {name} cannot be loaded here, so its budget is checked on the nodes ({err})",
+                  file=sys.stderr)
+            _DATASET_SIZES[key] = None
+    return _DATASET_SIZES[key]
 
 
 def _identity(config: dict) -> str:
@@ -732,6 +753,7 @@ def wait_slurm(sweep: Sweep, job_ids: set, poll_s: float = 3.0) -> int:
     """Wait until Slurm holds none of ``job_ids`` (requeued jobs count as held), then print the table."""
     names = [c.name for c in sweep.cells]
     last = {n: cell_state(sweep.out / CELLS_DIR / n)["status"] for n in names}
+    empty_polls = 0
     try:
         while True:
             live = slurm_queue()
@@ -740,7 +762,8 @@ def wait_slurm(sweep: Sweep, job_ids: set, poll_s: float = 3.0) -> int:
                 if status != last[name]:
                     _say(f"{name}: {status}")
                     last[name] = status
-            if not job_ids & set(live):
+            empty_polls = 0 if job_ids & set(live) else empty_polls + 1
+            if empty_polls >= 2:  # twice in a row: one failed squeue call does not end the wait
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:

@@ -12,6 +12,8 @@ set -uo pipefail
 
 say() { echo "local_slurm: $*" >&2; }
 give_up() { say "$*"; exit 0; }
+# A daemon is up when a live (not zombie) process has its exact name.
+up() { pgrep -x "$1" -r R,S,D,I >/dev/null 2>&1 || pgrep -x "$1" -r R,S,D >/dev/null 2>&1; }
 
 # Already up (e.g. a second run): nothing to do.
 if command -v sinfo >/dev/null && timeout 10 sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
@@ -42,7 +44,7 @@ if [ ! -s /etc/munge/munge.key ]; then
   fi
 fi
 chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
-if ! pgrep -x munged >/dev/null; then
+if ! up munged; then
   runuser -u munge -- /usr/sbin/munged || give_up "munged did not start (see /var/log/munge/munged.log)"
 fi
 for _ in $(seq 20); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.5; done
@@ -85,12 +87,13 @@ EOF
 )
 if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$new_conf" ]; then
   printf '%s\n' "$new_conf" > "$conf"
+  up slurmctld && timeout 10 scontrol reconfigure >/dev/null 2>&1  # daemons already up read it again
 fi
 
-if ! pgrep -x slurmctld >/dev/null; then
+if ! up slurmctld; then
   slurmctld || give_up "slurmctld did not start (see /var/log/slurm/slurmctld.log)"
 fi
-if ! pgrep -x slurmd >/dev/null; then
+if ! up slurmd; then
   slurmd -N localhost || give_up "slurmd did not start (see /var/log/slurm/slurmd.log)"
 fi
 
