@@ -78,7 +78,7 @@ def parse_args(argv: list) -> tuple:
         own, passthrough = argv[:cut], argv[cut + 1:]
     else:
         own, passthrough = argv, []
-    p = _Parser(prog="sweep.py", description=__doc__.splitlines()[0],
+    p = _Parser(prog="sweep.py", description=__doc__.splitlines()[0], allow_abbrev=False,
                 epilog="main.py flags for every cell go after --.")
     p.add_argument("--out", required=True, help="the sweep's folder; its basename is the sweep's name")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -100,7 +100,10 @@ def parse_args(argv: list) -> tuple:
     slurm.add_argument("--signal_delay_s", type=int, default=90,
                        help="Slurm warns a job (SIGUSR2) this many seconds before its time limit")
     slurm.add_argument("--wait", action="store_true", help="wait for the jobs, then print the status table")
-    args = p.parse_args(own)
+    args, unknown = p.parse_known_args(own)
+    if unknown:
+        raise SweepError(f"unrecognized arguments: {shlex.join(unknown)} (main.py flags go after --; "
+                         "see sweep.py --help)")
     if args.workers < 1:
         raise SweepError(f"--workers must be at least 1, got {args.workers}")
     for name in ("time_min", "cpus", "array_parallelism"):
@@ -245,18 +248,8 @@ def cell_name(values: dict) -> str:
 
 
 def cell_flags(values: dict) -> list:
-    """The main.py flags that set a cell's grid values (``--key value``; ``--key``/``--no-key`` for booleans)."""
-    defaults = Config()
-    flags = []
-    for key, value in values.items():
-        if isinstance(getattr(defaults, key), bool):
-            truth = value.lower()
-            if truth not in ("true", "false", "1", "0", "yes", "no"):
-                raise SweepError(f"grid key {key!r} is a switch: its values are true or false, got {value!r}")
-            flags.append(f"--{key}" if truth in ("true", "1", "yes") else f"--no-{key}")
-        else:
-            flags += [f"--{key}", value]
-    return flags
+    """The main.py flags that set a cell's grid values (grid keys are never switches: those are operational)."""
+    return [token for key, value in values.items() for token in (f"--{key}", value)]
 
 
 @dataclasses.dataclass
@@ -276,7 +269,6 @@ class Sweep:
         self.name = out.name
         for cell in cells:
             cell.path = out / CELLS_DIR / cell.name
-        self._lock_file = None
 
     @classmethod
     def from_command(cls, out: Path, args, passthrough: list) -> "Sweep":
@@ -452,25 +444,22 @@ def read_sweep_file(out: Path) -> dict:
 
 def cell_state(path: Path) -> dict:
     """Status, rounds finished and expected, final test accuracy and last exit code of one cell folder."""
-    from results import run_status
+    from results import read_run, run_status
 
     path = Path(path)
     state = {"status": run_status(path), "rounds": 0, "rounds_total": None, "test_acc": None, "exit": None}
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, KeyError):
         state["rounds_total"] = json.loads((path / "config.json").read_text())["n_round"] + 1
-    with contextlib.suppress(OSError):
-        with open(path / "rounds.csv", encoding="utf-8") as f:
-            lines = [line for line in f.read().splitlines() if line.strip()]
-        state["rounds"] = max(0, len(lines) - 1)
-        if len(lines) > 1 and "test_acc" in lines[0].split(","):
-            with contextlib.suppress(ValueError, IndexError):
-                state["test_acc"] = float(lines[-1].split(",")[lines[0].split(",").index("test_acc")])
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        rounds, _ = read_run(path)
+        state["rounds"] = len(rounds)
+        state["test_acc"] = rounds[-1]["test_acc"] if rounds else None
     with contextlib.suppress(OSError, ValueError):
         state["exit"] = json.loads((path / "attempt.json").read_text()).get("exit")
-    # A run that main.py could not even start (bad folder, crash before its first write) stays
-    # "pending" or "running" in summary.json: the last attempt's exit code says it failed.
-    if state["status"] != "complete" and isinstance(state["exit"], int) and state["exit"] not in (0, 130) \
-            and state["exit"] > 0:  # (a negative exit is a worker killed by a signal: "interrupted")
+    # A run that main.py could not even start (a damaged folder, bad input, a crash before its first
+    # write) stays "pending" or "running" in summary.json: the last attempt's exit code (1 or 2) says it
+    # failed. (130 is an interruption; a negative code is a worker killed by a signal.)
+    if state["status"] != "complete" and isinstance(state["exit"], int) and state["exit"] in (1, 2):
         state["status"] = "failed"
     return state
 
@@ -523,12 +512,12 @@ def _say(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def cells_to_run(sweep: Sweep, live_jobs: dict | None = None) -> list:
+def cells_to_run(sweep: Sweep) -> list:
     """The cells that are not complete and not being run elsewhere (a live process or a queued job)."""
     from results import run_status
 
     recorded_jobs = read_sweep_file(sweep.out).get("slurm_jobs", {})
-    live_jobs = slurm_queue() if live_jobs is None and recorded_jobs else (live_jobs or {})
+    live_jobs = slurm_queue() if recorded_jobs else {}
     todo = []
     for cell in sweep.cells:
         status = run_status(cell.path)
@@ -544,16 +533,13 @@ def cells_to_run(sweep: Sweep, live_jobs: dict | None = None) -> list:
     return todo
 
 
-def _die_with_parent() -> None:
-    """In a worker, before exec: SIGTERM when the sweep process dies (even by kill -9), so workers stop."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def run_local(sweep: Sweep, workers: int) -> int:
-    """Run the unfinished cells, ``workers`` at a time, each a ``main.py --resume`` process."""
+    """Run the unfinished cells, ``workers`` at a time, each a ``main.py --resume`` process.
+
+    Workers run in their own sessions, so a Ctrl-C at the terminal reaches only the sweep, which passes
+    SIGTERM on to them (they save and exit 130; a second Ctrl-C kills them). A sweep killed with
+    SIGKILL leaves its workers to finish their cells; a rerun meanwhile skips them as running.
+    """
     cores = len(os.sched_getaffinity(0))
     threads = max(1, cores // workers)
     todo = cells_to_run(sweep)
@@ -581,8 +567,7 @@ def run_local(sweep: Sweep, workers: int) -> int:
                 log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} sweep.py: {shlex.join(cmd)}\n".encode())
                 log.flush()
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, preexec_fn=_die_with_parent,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
                 write_attempt(cell.path, executor="local", host=os.uname().nodename, pid=proc.pid, exit=None)
                 running[proc] = (cell, time.monotonic(), log)
                 _say(f"start  {cell.name} ({started} of {total}, pid {proc.pid}, {threads} thread"
