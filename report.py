@@ -285,7 +285,7 @@ def plot_curves(curves: pd.DataFrame, title: str, path: Path, colors: dict, base
                 label=f"{strategy} ({c['n_seeds'].max()} seeds)")
         ax.fill_between(c["n_labeled"], mean - sem, mean + sem, color=colors[strategy], alpha=0.2, linewidth=0)
     ax.set_xlabel("labelled images")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy (mean ± s.e. over seeds)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -347,12 +347,12 @@ def markdown(tables: dict, groups: list, pngs: dict, targets, baseline: str, sou
     seeds = sorted(runs["seed"].unique())
     strategies = ordered_strategies(runs["strategy"], baseline)
     lines = ["# Active-learning report", "",
-             f"Read {len(runs)} run folder{'s' * (len(runs) != 1)}"
+             f"Read {_plural(len(runs), 'run folder')}"
              + (f" under {', '.join(f'`{s}`' for s in sources)}" if sources else "")
-             + f": {len(groups)} group{'s' * (len(groups) != 1)}, {len(strategies)} strateg"
-             + ("ies" if len(strategies) != 1 else "y") + f" ({', '.join(strategies)}), {len(seeds)} seed"
-             + f"{'s' * (len(seeds) != 1)} ({', '.join(map(str, seeds))}). {len(used)} complete runs enter the "
-             f"statistics; {len(runs) - len(used)} are left out (see [Runs](#runs)).", "",
+             + f": {_plural(len(groups), 'group')}, {_plural(len(strategies), 'strategy', 'strategies')} "
+             f"({', '.join(strategies)}), {_plural(len(seeds), 'seed')} ({', '.join(map(str, seeds))}). "
+             f"Complete runs in the statistics: {len(used)}; left out: {len(runs) - len(used)} "
+             "(see [Runs](#runs)).", "",
              "A group is a set of runs whose configurations differ only in strategy and seed. Statistics are "
              f"over seeds: mean ± standard error. Paired comparisons take each strategy minus `{baseline}` on "
              f"the seeds both have: a Wilcoxon signed-rank test with {WILCOXON_MIN_PAIRS} pairs or more, a paired "
@@ -372,8 +372,10 @@ def group_section(i: int, group: str, tables: dict, png: str | None, targets, ba
     """Heading, settings, conclusion, curve and tables of one group."""
     runs = tables["runs"][tables["runs"]["group"] == group]
     used = runs[runs["included"]]
-    pick = {name: t[t["group"] == group] for name, t in tables.items() if name != "runs"}
     strategies = ordered_strategies(used["strategy"], baseline)
+    order = {s: i for i, s in enumerate(strategies)}
+    pick = {name: t[t["group"] == group].sort_values("strategy", key=lambda c: c.map(order), kind="stable")
+            for name, t in tables.items() if name != "runs"}
     first = runs.iloc[0]
     settings = ", ".join(f"{f} {first[f]}" for f in SETTING_FIELDS if f in runs)
     lines = [f"## {i}. {group}", "", f"Settings: {settings}. Runs in the statistics: "
@@ -425,8 +427,8 @@ def _final_clause(paired: pd.DataFrame, strategy: str, baseline: str) -> str:
     row = paired[(paired["strategy"] == strategy) & (paired["metric"] == "final test acc")].iloc[0]
     diff = f"{row.mean_diff:+.3f}" if row.n_pairs else "no pairs"
     if row.n_pairs < MIN_PAIRS:
-        return (f"too few seeds to test the difference in final accuracy ({row.n_pairs} pair"
-                f"{'s' * (row.n_pairs != 1)} with {baseline}; {diff}): no conclusion")
+        return (f"too few seeds to test the difference in final accuracy ({_plural(row.n_pairs, 'pair')} "
+                f"with {baseline}; {diff}): no conclusion")
     if math.isnan(row.p_holm):
         return f"the difference in final accuracy ({diff}) cannot be tested: the {row.test} gives no p-value"
     return (f"the difference in final accuracy ({diff}, {row.n_pairs} pairs, {row.test}) is "
@@ -499,6 +501,10 @@ def _pm(mean, sem, fmt: str = ".3f") -> str:
     if pd.isna(mean):
         return "–"
     return format(mean, fmt) + ("" if pd.isna(sem) else f" ± {sem:.3f}")
+
+
+def _plural(n: int, noun: str, plural: str = "") -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _pct(target: float) -> str:
