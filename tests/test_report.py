@@ -282,32 +282,32 @@ def test_cli_exit_code_2_on_a_missing_folder_and_on_no_runs(tmp_path, capsys):
 
 
 def test_end_to_end_on_real_runs(tmp_path):
-    """Two strategies × two seeds of a tiny real main.py study, then report.py on the folder."""
+    """Two tiny real main.py processes, then report.py on their folder: random as an --experiment with seeds
+    1 and 2 (an experiment folder holding two run folders), entropy as one loose run with seed 1."""
     runs = tmp_path / "runs"
-    procs = [subprocess.Popen([sys.executable, "main.py", "--dataset", "mnist_5k", "--n_init_labeled", "20",
-                               "--n_query", "10", "--n_round", "1", "--epochs", "1", "--min_steps", "20",
-                               "--num_valid", "100", "--no-wandb", "--threads", "1", "--output_dir", str(runs),
-                               "--strategy", strategy, "--seed", str(seed)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              stdin=subprocess.DEVNULL)
-             for strategy in ("random", "entropy") for seed in (1, 2)]
+    small = ["--dataset", "mnist_5k", "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--epochs", "1",
+             "--min_steps", "20", "--num_valid", "100", "--no-wandb", "--threads", "1", "--output_dir", str(runs)]
+    commands = [["--strategy", "random", "--experiment", "--seeds", "1", "2"], ["--strategy", "entropy", "--seed", "1"]]
+    procs = [subprocess.Popen([sys.executable, "main.py", *small, *command], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL) for command in commands]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "report.py", str(runs), "--out", str(out), "--targets", "0.1", "0.99"],
+    proc = subprocess.run([sys.executable, "report.py", str(runs), "--out", str(out), "--targets", "0.05", "0.99"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{out / 'report.md'}\n"
     text = (out / "report.md").read_text()
-    assert "Read 4 run folders under" in text and ": 1 group, 2 strategies (random, entropy), 2 seeds (1, 2)" in text
-    assert "too few seeds to test the difference in final accuracy (2 pairs with random" in text
-    png = out / "curve_mnist_5k_lenet_none.png"
-    assert png.read_bytes().startswith(PNG_MAGIC)
-    table = pd.read_csv(out / "runs.csv")
-    assert table.status.tolist() == ["complete"] * 4 and table.included.all()
-    assert table.final_n_labeled.tolist() == [30] * 4
+    assert "Read 3 run folders under" in text and ": 1 group, 2 strategies (random, entropy), 2 seeds (1, 2)" in text
+    assert "entropy needs as many labels as random to reach 5% test accuracy (mean 20 vs 20)" in text
+    assert "too few seeds to test the difference in final accuracy (1 pair with random" in text
+    assert "| entropy | not reached |" not in text and "| random | 20 (20–20) | not reached |" in text
+    assert (out / "curve_mnist_5k_lenet_none.png").read_bytes().startswith(PNG_MAGIC)
+    table = pd.read_csv(out / "runs.csv")  # the experiment folder itself is not a run
+    assert table.strategy.tolist() == ["entropy", "random", "random"] and table.seed.tolist() == [1, 1, 2]
+    assert table.included.all() and table.final_n_labeled.tolist() == [30] * 3
     curves = pd.read_csv(out / "curves.csv")
-    assert curves.n_labeled.tolist() == [20, 30, 20, 30] and (curves.n_seeds == 2).all()
-    cost = pd.read_csv(out / "cost.csv")
-    assert (cost.query_rounds == 2).all() and (cost.train_rounds == 4).all()
+    assert curves.n_labeled.tolist() == [20, 30, 20, 30] and curves.n_seeds.tolist() == [1, 1, 2, 2]
+    cost = pd.read_csv(out / "cost.csv").set_index("strategy")
+    assert cost.loc["random", "query_rounds"] == 2 and cost.loc["random", "train_rounds"] == 4
