@@ -263,6 +263,17 @@ def test_a_group_without_the_baseline_says_so(tmp_path):
     assert pd.read_csv(path.parent / "paired.csv").empty
 
 
+def test_a_group_of_unfinished_runs_is_listed_without_statistics(tmp_path):
+    make_run(tmp_path / "runs", "random", 1, [0.5, 0.9], status="interrupted")
+    make_run(tmp_path / "runs", "bald", 1, [0.5], status="running")
+    path = report.write_report(loaded(tmp_path / "runs"), tmp_path / "out")
+    text = path.read_text()
+    assert "Runs in the statistics: none. Left out: 2 (see [Runs](#runs))." in text
+    assert "No complete runs in this group: nothing to report." in text
+    assert "| random | 1 | interrupted | no | status interrupted: not in the statistics | 2 | 30 | 0.900 |" in text
+    assert not list(path.parent.glob("*.png")) and pd.read_csv(path.parent / "curves.csv").empty
+
+
 # ------------------------------------------------------------------------------------------ command line
 
 def test_cli_exit_code_2_on_a_missing_folder_and_on_no_runs(tmp_path, capsys):
