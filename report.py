@@ -127,7 +127,7 @@ def mark_included(runs: pd.DataFrame) -> pd.DataFrame:
     runs["included"] = runs["status"] == "complete"
     runs["note"] = np.where(runs["included"], "", "status " + runs["status"] + ": not in the statistics")
     for _, g in runs[runs["included"]].groupby("group"):
-        ends = g.groupby(["n_rounds", "final_n_labeled"]).size()
+        ends = g.groupby(["n_rounds", "final_n_labeled"], dropna=False).size()
         n_rounds, final = ends[ends == ends.max()].index.max()  # most common end; ties: the longest
         short = g.index[(g["n_rounds"] != n_rounds) | (g["final_n_labeled"] != final)]
         runs.loc[short, "included"] = False
