@@ -28,6 +28,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import labels_needed, reach_text  # noqa: E402
 from results import mean_sem  # noqa: E402
 
 # Gal et al. 2017 (arXiv 1703.02910), Table 1: labels to reach 10% and 5% test error on full MNIST.
@@ -95,14 +96,6 @@ def accuracy_table(rounds: pd.DataFrame, strategies: list, at: list) -> str:
     return "\n".join(lines)
 
 
-def labels_to_reach(rounds: pd.DataFrame, target: float) -> pd.Series:
-    """Per (strategy, seed): the smallest labelled-set size whose test accuracy is ≥ target (NaN if never)."""
-    reached = rounds[rounds.test_acc >= target]
-    first = reached.groupby(["strategy", "seed"]).n_labeled.min()
-    every = rounds.groupby(["strategy", "seed"]).n_labeled.max() * float("nan")
-    return first.combine_first(every)
-
-
 def targets_table(rounds: pd.DataFrame, strategies: list, targets: list, preset: str) -> str:
     """Labels to reach each target: mean and min–max over seeds, beside the published figures."""
     published = PUBLISHED.get(preset, {})
@@ -110,24 +103,14 @@ def targets_table(rounds: pd.DataFrame, strategies: list, targets: list, preset:
     if published:
         head += [f"paper: {1 - t:.0%} error" for t in targets]
     lines = ["| strategy | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
-    per_target = [labels_to_reach(rounds, t) for t in targets]
+    per_target = [labels_needed(rounds, t) for t in targets]
     for s in strategies:
-        cells = [_reach_cell(series[s]) for series in per_target]
+        cells = [reach_text(series[s]) for series in per_target]
         if published:
             paper = published.get(s)
             cells += [str(paper[i]) if paper and i < len(paper) else "–" for i in range(len(targets))]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _reach_cell(per_seed: pd.Series) -> str:
-    got = per_seed.dropna()
-    if got.empty:
-        return "not reached"
-    text = f"{got.mean():.0f} ({got.min():.0f}–{got.max():.0f})"
-    if len(got) < len(per_seed):
-        text += f", {len(got)} of {len(per_seed)} seeds"
-    return text
 
 
 def _option(passthrough: list, name: str, default: str = "") -> str:

@@ -1,0 +1,324 @@
+"""report.py: run discovery, grouping, labels needed, AULC, paired tests with Holm, the report files, the CLI."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import report
+from config import DEFAULT_CONFIG
+from conftest import ROOT
+from results import ROUND_COLUMNS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(parent, strategy, seed, accs, status="complete", name=None, **config):
+    """A run folder written by hand: n_labeled 20, 30, … with the given test accuracies."""
+    folder = parent / (name or f"{strategy}_seed{seed}")
+    folder.mkdir(parents=True)
+    cfg = {**DEFAULT_CONFIG, "dataset": "mnist_5k", "strategy": strategy, "seed": seed, "n_init_labeled": 20,
+           "n_query": 10, "n_round": 3, **config}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    rows = [{**{c: 0.0 for c in ROUND_COLUMNS}, "round": r, "n_labeled": 20 + 10 * r, "test_acc": acc,
+             "n_scored": 0 if r == cfg["n_round"] else 100, "train_s": 1.0 + r, "query_s": 0.5 * (r + 1)}
+            for r, acc in enumerate(accs)]
+    pd.DataFrame(rows, columns=ROUND_COLUMNS).to_csv(folder / "rounds.csv", index=False)
+    (folder / "summary.json").write_text(json.dumps({"status": status}))
+    return folder
+
+
+def random_acc(s):
+    return [0.5, 0.7, 0.85, 0.96 if s == 6 else 0.9 + 0.001 * s]
+
+
+def bald_acc(s):
+    return [0.5, 0.8 if s <= 3 else 0.79, 0.92, 0.97 if s == 6 else 0.95 + 0.002 * s]
+
+
+def entropy_acc(s):
+    return [0.5, 0.75, 0.9 if s == 3 else 0.88, 0.91 + 0.003 * s]
+
+
+@pytest.fixture
+def study(tmp_path):
+    """No noise: random and bald with seeds 1–6, entropy with 1–3, an unfinished bald seed 7 (loose runs).
+    Gaussian noise 0.1: random and bald with seeds 1 and 2 (in a sweep's cells/ folder)."""
+    loose = tmp_path / "loose"
+    for s in range(1, 7):
+        make_run(loose, "random", s, random_acc(s))
+        make_run(loose, "bald", s, bald_acc(s))
+    for s in range(1, 4):
+        make_run(loose, "entropy", s, entropy_acc(s))
+    make_run(loose, "bald", 7, [0.5, 0.8], status="running")
+    cells = tmp_path / "sweep" / "cells"
+    for s in (1, 2):
+        for strategy, accs in (("random", [0.4, 0.6, 0.7, 0.8]), ("bald", [0.4, 0.7, 0.8, 0.86 if s == 1 else 0.88])):
+            make_run(cells, strategy, s, accs, name=f"{strategy}_{s}", noise="gaussian", noise_rate=0.1)
+    return tmp_path
+
+
+def loaded(root):
+    return report.load_runs(report.find_runs([root]))
+
+
+NONE, GAUSS = "mnist_5k, lenet, none", "mnist_5k, lenet, gaussian 0.1"
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+def test_labels_needed_is_the_first_size_at_or_above_the_target():
+    rounds = pd.DataFrame([{"strategy": "a", "seed": seed, "n_labeled": 20 + 10 * i, "test_acc": acc}
+                           for seed, accs in ((1, [0.5, 0.9, 0.8, 0.95]), (2, [0.5, 0.6, 0.7, 0.8]))
+                           for i, acc in enumerate(accs)])
+    got = report.labels_needed(rounds, 0.9)
+    assert got[("a", 1)] == 30 and math.isnan(got[("a", 2)])
+    assert report.labels_needed(rounds, 0.95)[("a", 1)] == 50
+    assert report.labels_needed(rounds, 0.5).tolist() == [20, 20]
+
+
+def test_reach_text_mean_range_k_of_n_and_not_reached():
+    assert report.reach_text(pd.Series([30.0, 40.0, 50.0])) == "40 (30–50)"
+    assert report.reach_text(pd.Series([30.0, math.nan, 40.0, math.nan])) == "35 (30–40), 2 of 4 seeds"
+    assert report.reach_text(pd.Series([math.nan, math.nan])) == "not reached"
+
+
+def test_labels_table_on_run_folders(study):
+    runs = loaded(study)
+    table = report.labels_table(report.load_rounds(runs[runs.included]), [0.8, 0.9, 0.95])
+    text = table[table.group == NONE].set_index(["strategy", "target"])["text"]
+    assert text["bald", 0.8] == "35 (30–40)"
+    assert text["bald", 0.9] == "40 (40–40)"
+    assert text["bald", 0.95] == "50 (50–50)"
+    assert text["random", 0.9] == "50 (50–50)"
+    assert text["random", 0.95] == "50 (50–50), 1 of 6 seeds"
+    assert text["entropy", 0.9] == "47 (40–50)"
+    assert text["entropy", 0.95] == "not reached"
+    row = table[(table.group == NONE) & (table.strategy == "random") & (table.target == 0.95)].iloc[0]
+    assert (row.n_seeds, row.n_reached, row["mean"], row["min"], row["max"]) == (6, 1, 50, 50, 50)
+
+
+def test_aulc_is_the_trapezoid_area_over_the_labelled_span():
+    assert report.aulc([20, 30, 50], [0.5, 0.7, 0.9]) == pytest.approx((10 * 0.6 + 20 * 0.8) / 30)
+    assert report.aulc([50, 20, 30], [0.9, 0.5, 0.7]) == pytest.approx(22 / 30)  # order does not matter
+    assert report.aulc([10, 100], [1.0, 1.0]) == 1.0
+    assert math.isnan(report.aulc([20], [0.5]))
+
+
+def test_run_table_has_final_accuracy_and_aulc(study):
+    runs = loaded(study).set_index("run")
+    row = runs.loc[str(study / "loose" / "random_seed1")]
+    assert row.final_test_acc == pytest.approx(0.901) and row.final_n_labeled == 50 and row.n_rounds == 4
+    assert row.aulc == pytest.approx(10 * (0.6 + 0.775 + 0.8755) / 30)
+
+
+def test_holm_step_down_exact():
+    np.testing.assert_allclose(report.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(report.holm([0.5, 0.6]), [1.0, 1.0])  # capped at 1
+    np.testing.assert_allclose(report.holm([0.04, math.nan, 0.01]), [0.04, math.nan, 0.02])  # NaN: no test
+    np.testing.assert_allclose(report.holm([0.2]), [0.2])
+    assert report.holm([]).size == 0
+
+
+def test_paired_test_chooses_by_the_number_of_pairs_and_matches_scipy():
+    x, y = [0.9, 0.8, 0.7, 0.95, 0.85, 0.75, 0.6], [0.85, 0.81, 0.6, 0.9, 0.84, 0.7, 0.5]
+    test, p = report.paired_test(x[:2], y[:2])
+    assert test == report.TOO_FEW and math.isnan(p)
+    for n in (3, 4, 5):
+        test, p = report.paired_test(x[:n], y[:n])
+        assert test == "paired t-test" and p == stats.ttest_rel(x[:n], y[:n]).pvalue
+    for n in (6, 7):
+        test, p = report.paired_test(x[:n], y[:n])
+        assert test == "Wilcoxon signed-rank" and p == stats.wilcoxon(x[:n], y[:n]).pvalue
+    assert report.paired_test([2, 3, 4, 5, 6, 7], [1, 1, 1, 1, 1, 1])[1] == 2 / 2 ** 6  # exact: all positive
+
+
+def test_paired_tests_pair_by_seed_and_holm_correct_within_the_group(study):
+    runs = loaded(study)
+    paired = report.paired_tests(runs[runs.included], "random")
+    final = paired[paired.metric == "final test acc"].set_index(["group", "strategy"])
+    bald, entropy = final.loc[(NONE, "bald")], final.loc[(NONE, "entropy")]
+    assert (bald.n_pairs, bald.seeds, bald.test) == (6, "1 2 3 4 5 6", "Wilcoxon signed-rank")
+    assert bald.mean_diff == pytest.approx((0.051 + 0.052 + 0.053 + 0.054 + 0.055 + 0.01) / 6)
+    assert bald.p == 2 / 2 ** 6
+    p_t = stats.ttest_rel([0.913, 0.916, 0.919], [0.901, 0.902, 0.903]).pvalue
+    assert (entropy.n_pairs, entropy.test) == (3, "paired t-test")
+    assert entropy.p == pytest.approx(p_t)
+    assert entropy.sem_diff == pytest.approx(0.002 / math.sqrt(3))
+    assert bald.p_holm == pytest.approx(max(2 * p_t, 2 / 2 ** 6)) and entropy.p_holm == pytest.approx(2 * p_t)
+    assert bald.significant and entropy.significant
+    gauss = final.loc[(GAUSS, "bald")]
+    assert (gauss.n_pairs, gauss.test) == (2, report.TOO_FEW) and math.isnan(gauss.p_holm)
+    assert not gauss.significant
+    aulc = paired[(paired.metric == "AULC") & (paired.strategy == "bald") & (paired.group == NONE)].iloc[0]
+    assert aulc.n_pairs == 6 and aulc.mean_diff > 0
+
+
+# ------------------------------------------------------------------------------------- runs and groups
+
+def test_incomplete_runs_are_listed_but_left_out_of_the_statistics(study):
+    make_run(study / "loose", "bald", 8, [0.5, 0.8, 0.9, 0.95], status="failed")
+    runs = loaded(study)
+    status = runs.set_index(["strategy", "seed"]).loc[[("bald", 7), ("bald", 8)]]
+    assert status.status.tolist() == ["running", "failed"] and not status.included.any()
+    assert status.note.tolist() == ["status running: not in the statistics", "status failed: not in the statistics"]
+    tables = report.build_tables(runs, report.load_rounds(runs[runs.included]), [0.9], "random")
+    curves = tables["curves"]
+    assert (curves[(curves.group == NONE) & (curves.strategy == "bald")].n_seeds == 6).all()
+    aulc = tables["aulc"].set_index(["group", "strategy"])
+    assert aulc.loc[(NONE, "bald"), "n_seeds"] == 6
+    assert len(tables["runs"]) == 21
+
+
+def test_a_complete_run_that_ends_elsewhere_and_a_repeated_seed_are_left_out(tmp_path):
+    for s in (1, 2):
+        make_run(tmp_path, "random", s, [0.5, 0.6, 0.7, 0.8])
+    make_run(tmp_path, "random", 3, [0.5, 0.6], name="random_short")
+    make_run(tmp_path, "random", 1, [0.1, 0.2, 0.3, 0.4], name="random_seed1_again")
+    runs = loaded(tmp_path).set_index("run")
+    assert runs.included.sum() == 2
+    assert runs.loc[str(tmp_path / "random_short"), "note"] == "ends elsewhere than the group's 4 rounds / 50 labels"
+    assert runs.loc[str(tmp_path / "random_seed1_again"), "note"] == (
+        "repeats the strategy and seed of an earlier run folder")
+
+
+def test_groups_are_split_by_noise_setting_and_by_other_differing_fields(tmp_path):
+    for strategy in ("random", "bald"):
+        make_run(tmp_path / "a", strategy, 1, [0.5, 0.9])
+        make_run(tmp_path / "b", strategy, 1, [0.5, 0.9], noise="gaussian", noise_rate=0.1)
+        make_run(tmp_path / "c", strategy, 1, [0.5, 0.9], noise="gaussian", noise_rate=0.2)
+        make_run(tmp_path / "d", strategy, 1, [0.5, 0.9], noise="gaussian", noise_rate=0.2, n_query=5)
+        make_run(tmp_path / "e", strategy, 1, [0.5, 0.9], threads=4, output_dir="elsewhere")  # operational
+    runs = loaded(tmp_path)
+    assert sorted(runs.group.unique()) == ["mnist_5k, lenet, gaussian 0.1, n_query=10",
+                                           "mnist_5k, lenet, gaussian 0.2, n_query=10",
+                                           "mnist_5k, lenet, gaussian 0.2, n_query=5",
+                                           "mnist_5k, lenet, none, n_query=10"]
+    assert runs.groupby("group").size().tolist() == [2, 2, 2, 4]  # a and e share a group
+    assert report.group_names([report.group_key({**DEFAULT_CONFIG, "strategy": "bald"})]) == {
+        report.group_key(DEFAULT_CONFIG): "mnist, lenet, none"}  # strategy is not part of the key
+
+
+def test_find_runs_skips_the_experiment_folder_and_searches_recursively(tmp_path):
+    exp = tmp_path / "experiment_mnist_lenet_random_none_20260101-000000"
+    exp.mkdir()
+    (exp / "config.json").write_text(json.dumps(DEFAULT_CONFIG))
+    (exp / "aggregate.csv").write_text("round\n0\n")
+    inner = make_run(exp, "random", 1, [0.5, 0.6])
+    deep = make_run(tmp_path / "sweep" / "cells" / "c1", "bald", 1, [0.5, 0.6], name="run")
+    (tmp_path / "notes").mkdir()
+    assert report.find_runs([tmp_path]) == sorted([inner, deep])
+    assert report.find_runs([inner, tmp_path]) == sorted([inner, deep])  # found twice, listed once
+    assert report.find_runs([inner]) == [inner]
+
+
+# ---------------------------------------------------------------------------------------- report files
+
+def test_report_writes_pngs_csvs_and_markdown_whose_links_exist(study, tmp_path):
+    runs = loaded(study)
+    path = report.write_report(runs, tmp_path / "out", [0.8, 0.9, 0.95], "random", sources=[str(study)])
+    out = path.parent
+    pngs = sorted(out.glob("*.png"))
+    assert [p.name for p in pngs] == ["curve_mnist_5k_lenet_gaussian_0.1.png", "curve_mnist_5k_lenet_none.png"]
+    for png in pngs:
+        data = png.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    text = path.read_text()
+    links = [link.split(")")[0] for link in text.split("](")[1:]]
+    files = [link for link in links if not link.startswith("#")]
+    assert set(files) == {"runs.csv", "curves.csv", "labels_needed.csv", "aulc.csv", "paired.csv", "cost.csv",
+                          *(p.name for p in pngs)}
+    assert all((out / f).is_file() for f in files)
+    assert pd.read_csv(out / "runs.csv").shape[0] == 20
+    assert text.startswith("# Active-learning report\n\nRead 20 run folders under `")
+    assert (": 2 groups, 3 strategies (random, bald, entropy), 7 seeds (1, 2, 3, 4, 5, 6, 7). Complete runs in the "
+            "statistics: 19; left out: 1 (see [Runs](#runs)).") in text
+    assert ("- bald needs fewer labels than random to reach 90% test accuracy (mean 40 vs 50); the difference in "
+            "final accuracy (+0.046, 6 pairs, Wilcoxon signed-rank) is significant after Holm correction "
+            "(p = 0.0312).") in text
+    assert "- entropy needs fewer labels than random to reach 90% test accuracy (mean 47 vs 50); " in text
+    assert ("- bald needs fewer labels than random to reach 80% test accuracy (mean 40 vs 50); too few seeds to "
+            "test the difference in final accuracy (2 pairs with random; +0.070): no conclusion.") in text
+    assert "Too few seeds to conclude anything" in text
+    assert "| strategy | labels to 80% | labels to 90% | labels to 95% |" in text
+    assert "| random | 40 (40–40) | 50 (50–50) | 50 (50–50), 1 of 6 seeds |" in text
+    assert ("| random | 6 | 0.752 ± 0.002 | 0.912 ± 0.010 |\n| bald | 6 | 0.815 ± 0.001 | 0.958 ± 0.003 |\n"
+            "| entropy | 3 | 0.782 ± 0.002 | 0.916 ± 0.002 |") in text  # the baseline first, as in every table
+    assert "| bald | 7 | running | no | status running: not in the statistics | 2 | 30 | 0.800 |" in text
+    cost = pd.read_csv(out / "cost.csv").set_index(["group", "strategy"])
+    # per run: train_s 1, 2, 3, 4 → median 2.5; query_s 0.5, 1, 1.5 over the three rounds that queried → 1
+    assert cost.loc[(NONE, "bald")].tolist() == [6, 2.5, 1.0, 24, 18]
+
+
+def test_a_group_without_the_baseline_says_so(tmp_path):
+    for s in (1, 2, 3):
+        make_run(tmp_path / "runs", "bald", s, [0.5, 0.9])
+    path = report.write_report(loaded(tmp_path / "runs"), tmp_path / "out", baseline="random")
+    text = path.read_text()
+    assert "no complete `random` runs in this group: no comparison with the baseline." in text
+    assert pd.read_csv(path.parent / "paired.csv").empty
+
+
+def test_a_group_of_unfinished_runs_is_listed_without_statistics(tmp_path):
+    make_run(tmp_path / "runs", "random", 1, [0.5, 0.9], status="interrupted")
+    make_run(tmp_path / "runs", "bald", 1, [0.5], status="running")
+    path = report.write_report(loaded(tmp_path / "runs"), tmp_path / "out")
+    text = path.read_text()
+    assert "Runs in the statistics: none. Left out: 2 (see [Runs](#runs))." in text
+    assert "No complete runs in this group: nothing to report." in text
+    assert "| random | 1 | interrupted | no | status interrupted: not in the statistics | 2 | 30 | 0.900 |" in text
+    assert not list(path.parent.glob("*.png")) and pd.read_csv(path.parent / "curves.csv").empty
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+def test_cli_exit_code_2_on_a_missing_folder_and_on_no_runs(tmp_path, capsys):
+    proc = subprocess.run([sys.executable, str(ROOT / "report.py"), str(tmp_path / "nope"), "--out",
+                           str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"error: {tmp_path / 'nope'} does not exist\n"
+    (tmp_path / "empty" / "experiment_x").mkdir(parents=True)
+    (tmp_path / "empty" / "experiment_x" / "config.json").write_text("{}")
+    assert report.main([str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no run folders") and err.count("\n") == 1
+    assert report.main([str(tmp_path / "empty")]) == 2  # --out is required: one line, not argparse's usage
+    assert capsys.readouterr().err == "error: the following arguments are required: --out (see --help)\n"
+    assert report.main([str(tmp_path / "empty"), "--out", "x", "--targets", "90"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_end_to_end_on_real_runs(tmp_path):
+    """Two tiny real main.py processes, then report.py on their folder: random as an --experiment with seeds
+    1 and 2 (an experiment folder holding two run folders), entropy as one loose run with seed 1."""
+    runs = tmp_path / "runs"
+    small = ["--dataset", "mnist_5k", "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--epochs", "1",
+             "--min_steps", "20", "--num_valid", "100", "--no-wandb", "--threads", "1", "--output_dir", str(runs)]
+    commands = [["--strategy", "random", "--experiment", "--seeds", "1", "2"], ["--strategy", "entropy", "--seed", "1"]]
+    procs = [subprocess.Popen([sys.executable, "main.py", *small, *command], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL) for command in commands]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "report.py", str(runs), "--out", str(out), "--targets", "0.05", "0.99"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{out / 'report.md'}\n"
+    text = (out / "report.md").read_text()
+    assert "Read 3 run folders under" in text and ": 1 group, 2 strategies (random, entropy), 2 seeds (1, 2)" in text
+    assert "entropy needs as many labels as random to reach 5% test accuracy (mean 20 vs 20)" in text
+    assert "too few seeds to test the difference in final accuracy (1 pair with random" in text
+    assert "| entropy | not reached |" not in text and "| random | 20 (20–20) | not reached |" in text
+    assert (out / "curve_mnist_5k_lenet_none.png").read_bytes().startswith(PNG_MAGIC)
+    table = pd.read_csv(out / "runs.csv")  # the experiment folder itself is not a run
+    assert table.strategy.tolist() == ["entropy", "random", "random"] and table.seed.tolist() == [1, 1, 2]
+    assert table.included.all() and table.final_n_labeled.tolist() == [30] * 3
+    curves = pd.read_csv(out / "curves.csv")
+    assert curves.n_labeled.tolist() == [20, 30, 20, 30] and curves.n_seeds.tolist() == [1, 1, 2, 2]
+    cost = pd.read_csv(out / "cost.csv").set_index("strategy")
+    assert cost.loc["random", "query_rounds"] == 2 and cost.loc["random", "train_rounds"] == 4
