@@ -60,6 +60,7 @@ class DatasetSpec:
     mean: tuple
     std: tuple
     files: str  # where the files are expected, for the error message
+    shape: tuple = (1, 28, 28)  # (channels, height, width) of one image: models can be sized before loading
 
 
 def load_dataset(name: str, data_dir: str) -> Dataset:
@@ -170,5 +171,5 @@ DATASETS: dict[str, DatasetSpec] = {
     "fashion_mnist": DatasetSpec(load_fashion_mnist, 10, (0.2860,), (0.3530,),
                                  files="FashionMNIST/raw (the four *-ubyte IDX files)"),
     "cifar10": DatasetSpec(load_cifar10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                           files="cifar-10-batches-py (the python-pickle batches)"),
+                           files="cifar-10-batches-py (the python-pickle batches)", shape=(3, 32, 32)),
 }
