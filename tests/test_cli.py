@@ -146,3 +146,21 @@ def test_edge_budgets_run(cli, argv, n_init, n_query, n_round):
     [run] = runs
     assert run.rounds["n_labeled"].tolist() == [n_init + n_query * r for r in range(n_round + 1)]
     assert run.acquired["pool_position"].is_unique and len(run.acquired) == n_init + n_query * n_round
+
+
+@pytest.mark.parametrize("damage, words", [("truncated", "truncated"), ("label-200", "label 200 at position 3"),
+                                           ("not-idx", "not an IDX file")])
+def test_damaged_dataset_file_exits_2_naming_the_file(cli, tmp_path, damage, words):
+    from test_data import IDX_NAMES, damage_idx, fake_idx_splits, write_idx_files
+
+    arrays = fake_idx_splits(40, n_train=300, n_test=50)
+    write_idx_files(tmp_path / "data" / "MNIST" / "raw", arrays)
+    key = ("train", "labels") if damage != "truncated" else ("train", "images")
+    path = tmp_path / "data" / "MNIST" / "raw" / IDX_NAMES[key]
+    damage_idx(path, damage)
+    rc, out, err, runs = cli("--dataset", "mnist", "--data_dir", tmp_path / "data", "--no-wandb",
+                             "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--num_valid", "50")
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and f"{path} is damaged" in lines[0] and words in lines[0]
+    assert "Traceback" not in err and out == "" and not (tmp_path / "runs").exists()
