@@ -164,10 +164,14 @@ class Rule:
                               + (f" ({self.why})" if self.why else ""))
 
     def describe(self) -> str:
+        """The range in interval notation, e.g. [0, 1) or (0, ∞)."""
         def show(v):
-            return "∞" if v == math.inf else ("-∞" if v == -math.inf else f"{v:g}" if self.kind is float else str(v))
-        return (("(" if self.low_open else "[") + show(self.low) + ", " + show(self.high)
-                + (")" if self.high_open or self.high == math.inf else "]"))
+            if math.isinf(v):
+                return "∞" if v > 0 else "-∞"
+            return f"{v:g}" if self.kind is float else str(v)
+        left = "(" if self.low_open or self.low == -math.inf else "["
+        right = ")" if self.high_open or self.high == math.inf else "]"
+        return f"{left}{show(self.low)}, {show(self.high)}{right}"
 
 
 FLOAT32_MAX = 3.4028234663852886e38

@@ -222,19 +222,19 @@ def check_query_memory(head: DropoutHead, k: int, n_candidates: int, joint: bool
     K × N × C and is refused when that (with its working copies) would.
     """
     gib = 2**30
+    allowed = f"the {limit / gib:.1f} GiB a query may use (half of the machine's memory, or of the GPU's)"
     need = mc_scoring_bytes(head, k, rows=1)
     if need > limit:
         raise ConfigError(f"--mc_samples {k} needs {need / gib:.1f} GiB to score even one pool image "
-                          f"(K dropout masks and K samples of the head per image), more than the "
-                          f"{limit / gib:.1f} GiB allowed (half of this machine's memory); use fewer --mc_samples")
+                          f"(K dropout masks and K samples of the head per image), more than {allowed}; "
+                          f"use fewer --mc_samples")
     if joint:
         c = head.linears[-1].out_features
         need = joint_bytes(k, n_candidates, c)
         if need > limit:
             raise ConfigError(f"a joint batch query keeps K × N × C = {k} × {n_candidates} × {c} log-probabilities "
                               f"({k * n_candidates * c * 4 / gib:.1f} GiB, {need / gib:.1f} GiB with its working "
-                              f"copies), more than the {limit / gib:.1f} GiB allowed (half of this machine's "
-                              f"memory); use fewer --mc_samples or a smaller --pool_subset")
+                              f"copies), more than {allowed}; use fewer --mc_samples or a smaller --pool_subset")
 
 
 @torch.inference_mode()

@@ -130,7 +130,8 @@ TINY = ["--dataset", "mnist_5k", "--no-wandb", "--epochs", "1", "--min_steps", "
 
 
 @pytest.mark.parametrize("argv, n_init, n_query, n_round", [
-    pytest.param(["--n_init_labeled", "20", "--n_query", "10", "--n_round", "2"], 20, 10, 2, id="budget-fills-the-pool"),
+    pytest.param(["--n_init_labeled", "20", "--n_query", "10", "--n_round", "2"], 20, 10, 2,
+                 id="budget-fills-the-pool"),
     pytest.param(["--n_init_labeled", "39", "--n_query", "1", "--n_round", "0"], 39, 1, 0, id="all-but-one-no-query"),
     pytest.param(["--n_init_labeled", "3", "--n_query", "5", "--n_round", "1", "--strategy", "bald",
                   "--mc_samples", "2"], 3, 5, 1, id="fewer-initial-labels-than-classes"),
