@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -109,34 +110,112 @@ class Config:
         return self.resolved_weight_decay
 
     def validate(self, choices: Mapping[str, Sequence[str]] | None = None) -> "Config":
-        """Check every invariant that does not need the data; raise ConfigError on the first."""
+        """Check every invariant that does not need the data; raise ConfigError on the first.
+
+        Numbers go first, each by its rule in NUMERIC_RULES (type, finiteness, range), so that no
+        later check or computation ever sees a NaN, an infinity or an absurd size.
+        """
+        for f in dataclasses.fields(self):
+            if f.name in NUMERIC_RULES:
+                NUMERIC_RULES[f.name].check(f.name, getattr(self, f.name))
+            elif _is_numeric_field(f):
+                raise TypeError(f"config field {f.name!r} is numeric but has no rule in NUMERIC_RULES")
+        for seed in self.seeds:
+            NUMERIC_RULES["seed"].check("seeds", seed)
         fixed = {"noise": NOISES, "optimizer": OPTIMIZERS, "device": DEVICES, "preset": PRESET_NAMES}
         for name, allowed in {**fixed, **(choices or {})}.items():
             _check_choice(name, getattr(self, name), allowed)
-        for name in ("noise_rate", "dropout", "sp_fraction"):
-            _check_range(name, getattr(self, name), 0.0, 1.0)
-        if self.dropout >= 1.0:
-            raise ConfigError("--dropout must be below 1 (1 would drop every unit)")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("n_init_labeled", 1), ("n_query", 1),
-                          ("n_round", 0), ("num_valid", 1), ("mc_samples", 1),
-                          ("eval_batch_size", 1), ("pool_subset", 0), ("threads", 0),
-                          ("num_workers", 0), ("seed", 0), ("min_steps", 0), ("epoch_samples", 0),
-                          ("early_stopping", 0)):
-            if getattr(self, name) < low:
-                raise ConfigError(f"--{name} must be at least {low}, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.weight_decay_scaled < 0:
-            raise ConfigError(f"--weight_decay_scaled must be non-negative, got {self.weight_decay_scaled}")
-        if self.noise_std < 0:
-            raise ConfigError(f"--noise_std must be non-negative, got {self.noise_std}")
-        if not self.seeds or any(s < 0 for s in self.seeds):
+        if not self.seeds:
             raise ConfigError("--seeds needs one or more non-negative integers")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"--seeds has repeated values: {list(self.seeds)}")
         if self.pool_subset and self.pool_subset < self.n_query:
             raise ConfigError(f"--pool_subset {self.pool_subset} is smaller than --n_query {self.n_query}")
         return self
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The allowed values of one numeric field: its type, and low ≤ value ≤ high (or < when open).
+
+    Floats must also be finite in float32 (what the tensors hold): NaN and ±inf are never allowed,
+    whatever the bounds, so config.json never holds them.
+    """
+
+    kind: type  # int or float
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""  # shown after the range in the error message
+
+    def check(self, name: str, value) -> None:
+        if self.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"--{name} must be an integer, got {value!r}")
+        if self.kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"--{name} must be a number, got {value!r}")
+            if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+                raise ConfigError(f"--{name} must be a finite number (within float32's ±3.4e38), got {value}")
+        below = value <= self.low if self.low_open else value < self.low
+        above = value >= self.high if self.high_open else value > self.high
+        if below or above:
+            raise ConfigError(f"--{name} must be in {self.describe()}, got {value}"
+                              + (f" ({self.why})" if self.why else ""))
+
+    def describe(self) -> str:
+        """The range in interval notation, e.g. [0, 1) or (0, ∞)."""
+        def show(v):
+            if math.isinf(v):
+                return "∞" if v > 0 else "-∞"
+            return f"{v:g}" if self.kind is float else str(v)
+        left = "(" if self.low_open or self.low == -math.inf else "["
+        right = ")" if self.high_open or self.high == math.inf else "]"
+        return f"{left}{show(self.low)}, {show(self.high)}{right}"
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+# Counts (images, steps, samples): far above any dataset here, and safe in int32 tensor arithmetic.
+COUNT_MAX = 2**31 - 1
+# A seed names random streams through a hash (rng.derive_seed takes any integer), but it is also
+# written in folder names, config.json and pandas columns: keep it a non-negative int64.
+SEED_MAX = 2**63 - 1
+# torch.set_num_threads(100000) segfaults at the first matmul (measured, torch 2.x); 1024 is far
+# above this project's machines.
+THREADS_MAX = 1024
+# epoch_order holds an epoch's draw order as int64 (16 bytes a draw while it is built).
+EPOCH_SAMPLES_MAX = 10**8
+
+_COUNT = Rule(int, 1, COUNT_MAX)
+_COUNT0 = Rule(int, 0, COUNT_MAX)
+_FRACTION = Rule(float, 0.0, 1.0)
+_BELOW_ONE = Rule(float, 0.0, 1.0, high_open=True)
+_NON_NEGATIVE = Rule(float, 0.0, math.inf)
+
+# Every int and float field of Config, with its allowed range. validate() refuses a numeric field
+# that is missing here, so a new field cannot be forgotten.
+NUMERIC_RULES: dict[str, Rule] = {
+    "num_valid": _COUNT, "batch_size": _COUNT, "epochs": _COUNT, "num_workers": _COUNT0,
+    "seed": Rule(int, 0, SEED_MAX, why="a non-negative 64-bit integer"),
+    "lr": Rule(float, 0.0, math.inf, low_open=True),
+    "n_init_labeled": _COUNT, "n_query": _COUNT, "n_round": _COUNT0,
+    "noise_rate": _FRACTION,
+    "mc_samples": _COUNT,  # the memory this needs is checked against the data by loop.check_budget
+    "momentum": _BELOW_ONE,
+    "weight_decay": Rule(float, -math.inf, math.inf, why="negative means the optimizer's default"),
+    "weight_decay_scaled": _NON_NEGATIVE,
+    "min_steps": _COUNT0, "epoch_samples": Rule(int, 0, EPOCH_SAMPLES_MAX), "early_stopping": _COUNT0,
+    "dropout": Rule(float, 0.0, 1.0, high_open=True, why="1 would drop every unit"),
+    "noise_std": _NON_NEGATIVE,
+    "sp_fraction": _FRACTION,
+    "pool_subset": _COUNT0, "eval_batch_size": _COUNT,
+    "threads": Rule(int, 0, THREADS_MAX, why="0 = all cores"),
+}
+
+
+def _is_numeric_field(f: dataclasses.Field) -> bool:
+    default = f.default
+    return isinstance(default, (int, float)) and not isinstance(default, bool)
 
 
 DEFAULT_CONFIG: dict = Config().to_dict()
@@ -234,11 +313,6 @@ def parse_config(argv: Sequence[str] | None = None,
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ConfigError(f"unknown --{name} {value!r}; choose one of: {', '.join(sorted(allowed))}")
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ConfigError(f"--{name} must be in [{low:g}, {high:g}], got {value}")
 
 
 def get_logger(name: str = "ProjectLogger", debug: bool = False) -> logging.Logger:

@@ -48,7 +48,14 @@ class StudyData:
 
 
 def check_budget(cfg: Config, n_train: int, num_classes: int) -> None:
-    """The labelling budget and validation size must fit the training split."""
+    """The labelling budget, validation size and query memory must fit the training split and the machine.
+
+    The pool (training images − validation) must hold the initial set plus every round's queries,
+    and the initial set must leave at least one image unlabelled (its seeded draw splits the pool in
+    two non-empty parts; with --n_round ≥ 1 every query round needs --n_query unlabelled images, which
+    the budget already implies). A query that needs predictions must fit in memory for every
+    candidate count it can meet (round 0 has the most: the pool − the initial set, or --pool_subset).
+    """
     if cfg.num_valid < num_classes or cfg.num_valid >= n_train:
         raise ConfigError(f"--num_valid {cfg.num_valid} must be between {num_classes} (one per class) "
                           f"and {n_train - 1} for {cfg.dataset} ({n_train} training images)")
@@ -58,6 +65,26 @@ def check_budget(cfg: Config, n_train: int, num_classes: int) -> None:
         raise ConfigError(f"--n_init_labeled + --n_query × --n_round = {cfg.n_init_labeled} + {cfg.n_query} × "
                           f"{cfg.n_round} = {needed} exceeds the pool of {pool} images ({cfg.dataset}: "
                           f"{n_train} training images − {cfg.num_valid} validation)")
+    if cfg.n_init_labeled >= pool:
+        raise ConfigError(f"--n_init_labeled {cfg.n_init_labeled} must leave at least one of the pool's {pool} "
+                          f"images unlabelled ({cfg.dataset}: {n_train} training images − {cfg.num_valid} "
+                          f"validation); lower it or --num_valid")
+    strategy = get_strategy(cfg.strategy)
+    if cfg.n_round > 0 and strategy.needs_predictions:
+        from data import DATASETS
+        from models import MODELS
+        from train import check_query_memory, memory_limit
+
+        k = cfg.mc_samples if strategy.mc and cfg.mc_samples > 1 else 1
+        channels, size = (DATASETS[cfg.dataset].shape if cfg.dataset in DATASETS else (1, 28))[:2]
+        with torch.device("meta"):  # only the head's sizes are needed: no memory, no random draws
+            head = MODELS[cfg.model](channels, size, num_classes, cfg.dropout).head
+        candidates = pool - cfg.n_init_labeled
+        if cfg.pool_subset:
+            candidates = min(candidates, cfg.pool_subset)
+        device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        check_query_memory(head, k, candidates, joint=strategy.select_batch is not None,
+                           limit=memory_limit(device))
 
 
 def check_strategy(cfg: Config) -> None:

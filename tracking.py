@@ -2,7 +2,10 @@
 
 With an API key (WANDB_API_KEY or a wandb login) it logs online; without one it logs offline into the
 run folder and says how to upload later. Any wandb failure is logged once and tracking stops; the
-run itself goes on, and the run folder stays the record of truth.
+run itself goes on, and the run folder stays the record of truth. A failure to start is remembered for
+the rest of the process: the next runs of an experiment (one per seed) skip wandb at once instead of
+waiting INIT_TIMEOUT_S each. Ctrl-C while wandb starts stops wandb's service process at once, so that
+the program does not wait for that timeout again while it exits.
 """
 from __future__ import annotations
 
@@ -12,6 +15,9 @@ import os
 from pathlib import Path
 
 INIT_TIMEOUT_S = 20  # online without network: give up after this, run on
+
+# Why wandb could not start in this process (None: it has not failed). Set by start_tracker.
+_start_failure: str | None = None
 
 
 class NullTracker:
@@ -65,23 +71,61 @@ def has_api_key() -> bool:
 
 
 def start_tracker(enabled: bool, project: str, name: str, config: dict, run_dir: Path,
-                  log: logging.Logger):
-    """A tracker for one run: WandbTracker when enabled and wandb starts, else NullTracker."""
+                  log: logging.Logger, *, group: str | None = None, job_type: str | None = None):
+    """A tracker for one run: WandbTracker when enabled and wandb starts, else NullTracker.
+
+    ``group`` (a sweep's name) and ``job_type`` (the strategy) go to wandb.init, where runs can be
+    grouped and filtered by them; empty means none. If wandb failed to start earlier in this process,
+    it is not tried again.
+    """
+    global _start_failure
     if not enabled:
+        return NullTracker()
+    if _start_failure is not None:
+        log.warning("wandb is off for this run: it could not start earlier in this process (%s)", _start_failure)
         return NullTracker()
     mode = os.environ.get("WANDB_MODE") or ("online" if has_api_key() else "offline")
     try:
         import wandb
 
         run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode,
-                         reinit="finish_previous",
+                         group=group or None, job_type=job_type or None, reinit="finish_previous",
                          settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S, console="off", silent=True))
         run.define_metric("n_labeled")
         run.define_metric("*", step_metric="round")
+    except KeyboardInterrupt:
+        _stop_wandb_service()
+        raise
     except Exception as err:  # no network, bad key, broken install: the run goes on without wandb
-        log.warning("wandb could not start (%s); continuing without it", str(err).splitlines()[0] if str(err) else err)
+        _start_failure = str(err).splitlines()[0] if str(err) else type(err).__name__
+        log.warning("wandb could not start (%s); continuing without it, and without wandb for the rest of "
+                    "this process", _start_failure)
         return NullTracker()
     if mode == "offline":
         offline_dir = Path(run.dir).parent
         log.info("wandb offline run in %s; upload later with: wandb sync %s", offline_dir, offline_dir)
     return WandbTracker(run, log)
+
+
+def _stop_wandb_service() -> None:
+    """After Ctrl-C in wandb.init: end wandb's service process now, then wandb's own teardown.
+
+    Otherwise wandb's exit hook sends the service a teardown and waits for it, and the service first
+    waits out its pending init (up to INIT_TIMEOUT_S without network): Ctrl-C took 17 s to exit.
+    The service process is reached through wandb's private setup object; if that changes in a later
+    wandb, nothing is stopped here and the exit is only slow, as before.
+    """
+    try:
+        from wandb.sdk import wandb_setup
+
+        process = wandb_setup._singleton._connection._proc._process  # a subprocess.Popen
+        process.terminate()
+        process.wait(timeout=5)
+    except Exception:
+        pass
+    try:
+        import wandb
+
+        wandb.teardown()  # unregisters wandb's exit hook; the service is gone, so this returns at once
+    except Exception:
+        pass

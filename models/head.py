@@ -110,6 +110,19 @@ class DropoutHead(nn.Module):
             x = y.relu_() if i < len(self.linears) - 1 else y
         return x
 
+    def mask_bytes(self, k: int, itemsize: int = 4) -> int:
+        """Bytes of the K masks that draw_masks returns: K × in_features per linear layer."""
+        return k * sum(lin.in_features for lin in self.linears) * itemsize
+
+    def sample_row_bytes(self, k: int, itemsize: int = 4) -> int:
+        """Bytes that sample() holds per input row, beyond the masks and its SAMPLE_TEMP_BYTES groups.
+
+        A layer's K×n×O output, the previous layer's (still alive while it is computed) and, in the
+        folded first layer, the n×(K·O) matmul result before it is transposed into place: counted as
+        three K×O buffers per layer, an upper bound on what is alive at once.
+        """
+        return 3 * k * sum(lin.out_features for lin in self.linears) * itemsize
+
     def draw_masks(self, k: int, generator: torch.Generator | None, device) -> list:
         """K inverted-dropout masks per linear layer (K×D_in, scaled by 1/(1-p)), first layer first."""
         return [self._mask(k, lin.in_features, p, generator, device) for lin, p in zip(self.linears, self.rates)]

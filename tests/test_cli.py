@@ -21,6 +21,21 @@ BAD = [
     pytest.param(OK + ["--strategy", "bald", "--mc_samples", "1"], "mc_samples", id="bald-one-sample"),
     pytest.param(OK + ["--epochs", "ten"], "invalid int value", id="not-a-number"),
     pytest.param(OK + ["--device", "cuda"], "not available", id="missing-device"),
+    # numbers that are not finite or out of range, for several fields (every field: test_config.py)
+    pytest.param(OK + ["--lr", "nan"], "--lr must be a finite number", id="lr-nan"),
+    pytest.param(OK + ["--lr", "inf"], "--lr must be a finite number", id="lr-inf"),
+    pytest.param(OK + ["--noise_std", "nan"], "--noise_std must be a finite number", id="noise-std-nan"),
+    pytest.param(OK + ["--weight_decay", "nan"], "--weight_decay must be a finite number", id="weight-decay-nan"),
+    pytest.param(OK + ["--weight_decay_scaled=-inf"], "--weight_decay_scaled", id="weight-decay-scaled-inf"),
+    pytest.param(OK + ["--momentum", "-1"], "--momentum must be in [0, 1)", id="momentum-negative"),
+    pytest.param(OK + ["--momentum", "1"], "--momentum must be in [0, 1)", id="momentum-one"),
+    pytest.param(OK + ["--seed", str(2**64)], "--seed must be in", id="seed-too-large"),
+    pytest.param(OK + ["--threads", "100000"], "--threads must be in", id="threads-too-many"),
+    # budgets that passed the check but failed later
+    pytest.param(OK[:3] + ["--n_init_labeled", "3000", "--n_round", "0"], "must leave at least one",
+                 id="initial-set-is-the-whole-pool"),
+    pytest.param(OK[:3] + ["--n_init_labeled", "1", "--n_round", "0", "--num_valid", "3999"],
+                 "must leave at least one", id="pool-of-one"),
     pytest.param(["--dataset", "mnist", "--no-wandb", "--data_dir", "{tmp}/empty"], "mnist_5k",
                  id="mnist-missing-offline"),
     pytest.param(["--dataset", "cifar10", "--no-wandb", "--data_dir", "{tmp}/empty"], "cifar-10-batches-py",
@@ -86,3 +101,67 @@ def test_without_debug_a_bug_is_not_swallowed(tmp_path, monkeypatch):
     monkeypatch.setattr(main, "run_study", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug")))
     with pytest.raises(RuntimeError, match="bug"):
         main.main([*SMALL, "--output_dir", str(tmp_path / "runs")])
+
+
+MEMORY = [
+    pytest.param(["--strategy", "bald", "--mc_samples", "100000000"], "to score even one pool image", id="bald-k-1e8"),
+    pytest.param(["--strategy", "entropy", "--mc_samples", "1000000", "--model", "cnn"],
+                 "to score even one pool image", id="cnn-entropy-k-1e6"),
+    pytest.param(["--strategy", "batchbald", "--mc_samples", "100000"], "K × N × C = 100000 × 3970 × 10",
+                 id="batchbald-k-1e5"),
+    pytest.param(["--strategy", "batchbald", "--mc_samples", "20000", "--pool_subset", "3000"],
+                 "K × N × C = 20000 × 3000 × 10", id="batchbald-subset"),
+]
+
+
+@pytest.mark.parametrize("argv, message", MEMORY)
+def test_queries_too_large_for_memory_exit_2_before_a_folder(cli, tmp_path, monkeypatch, argv, message):
+    import train
+    monkeypatch.setattr(train, "memory_limit", lambda device=None: 8 * 2**30)  # the same on every machine
+    rc, out, err, runs = cli(*OK, "--num_valid", "10", *argv)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
+    assert "GiB" in lines[0] and "Traceback" not in err and out == ""
+    assert not (tmp_path / "runs").exists()
+
+
+TINY = ["--dataset", "mnist_5k", "--no-wandb", "--epochs", "1", "--min_steps", "1", "--num_valid", "3960"]
+
+
+@pytest.mark.parametrize("argv, n_init, n_query, n_round", [
+    pytest.param(["--n_init_labeled", "20", "--n_query", "10", "--n_round", "2"], 20, 10, 2,
+                 id="budget-fills-the-pool"),
+    pytest.param(["--n_init_labeled", "39", "--n_query", "1", "--n_round", "0"], 39, 1, 0, id="all-but-one-no-query"),
+    pytest.param(["--n_init_labeled", "3", "--n_query", "5", "--n_round", "1", "--strategy", "bald",
+                  "--mc_samples", "2"], 3, 5, 1, id="fewer-initial-labels-than-classes"),
+    pytest.param(["--n_init_labeled", "30", "--n_query", "10", "--n_round", "1", "--strategy", "batchbald",
+                  "--mc_samples", "3"], 30, 10, 1, id="batchbald-takes-the-last-images"),
+    pytest.param(["--n_init_labeled", "20", "--n_query", "10", "--n_round", "2", "--strategy", "entropy",
+                  "--pool_subset", "1000"], 20, 10, 2, id="subset-larger-than-the-pool"),
+])
+def test_edge_budgets_run(cli, argv, n_init, n_query, n_round):
+    """A pool of 40 images (4000 − 3960): budgets at its edges run to the end."""
+    rc, out, err, runs = cli(*TINY, *argv)
+    assert rc == 0, err
+    [run] = runs
+    assert run.rounds["n_labeled"].tolist() == [n_init + n_query * r for r in range(n_round + 1)]
+    assert run.acquired["pool_position"].is_unique and len(run.acquired) == n_init + n_query * n_round
+
+
+@pytest.mark.parametrize("damage, words", [("truncated", "truncated"), ("label-200", "label 200 at position 3"),
+                                           ("not-idx", "not an IDX file")])
+def test_damaged_dataset_file_exits_2_naming_the_file(cli, tmp_path, damage, words):
+    from test_data import IDX_NAMES, damage_idx, fake_idx_splits, write_idx_files
+
+    arrays = fake_idx_splits(40, n_train=300, n_test=50)
+    write_idx_files(tmp_path / "data" / "MNIST" / "raw", arrays)
+    key = ("train", "labels") if damage != "truncated" else ("train", "images")
+    path = tmp_path / "data" / "MNIST" / "raw" / IDX_NAMES[key]
+    damage_idx(path, damage)
+    rc, out, err, runs = cli("--dataset", "mnist", "--data_dir", tmp_path / "data", "--no-wandb",
+                             "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--num_valid", "50")
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and f"{path} is damaged" in lines[0] and words in lines[0]
+    assert "Traceback" not in err and out == "" and not (tmp_path / "runs").exists()

