@@ -166,7 +166,8 @@ def run_single(cfg: Config, dataset: Dataset, device: torch.device, log: logging
     status, tracker = "failed", NullTracker()
     try:
         run_dir.write_summary(run_dir.summary("running"))
-        tracker = start_tracker(cfg.wandb, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir.path, log)
+        tracker = start_tracker(cfg.wandb, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir.path, log,
+                                group=cfg.wandb_group, job_type=cfg.strategy)
         run_study(cfg, data, run_dir, tracker, log)
         status = "complete"
     except (KeyboardInterrupt, SystemExit):
