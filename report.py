@@ -101,22 +101,30 @@ def load_rounds(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+NOISE_PARAMETERS = ("noise_rate", "noise_std", "sp_fraction")
+
+
 def group_key(config: dict) -> str:
-    """What must be equal for runs to be compared: every field but strategy, seed and operational ones."""
-    return json.dumps({k: v for k, v in config.items() if k not in NOT_GROUPING}, sort_keys=True)
+    """What must be equal for runs to be compared: every field but strategy, seed and operational ones.
+
+    Without noise, the noise parameters change nothing, so they do not split groups."""
+    noiseless = config.get("noise", "none") == "none"
+    return json.dumps({k: v for k, v in config.items()
+                       if k not in NOT_GROUPING and not (noiseless and k in NOISE_PARAMETERS)}, sort_keys=True)
 
 
 def group_names(keys) -> dict:
     """A readable, unique name per group key: dataset, model, noise, then the fields that vary."""
     configs = {key: json.loads(key) for key in pd.unique(pd.Series(keys))}
     fields = sorted({f for c in configs.values() for f in c} - set(NAME_FIELDS))
-    varying = [f for f in fields if len({json.dumps(c.get(f)) for c in configs.values()}) > 1]
+    varying = [f for f in fields if len({json.dumps(c[f]) for c in configs.values() if f in c}) > 1]
     names = {}
     for key, c in configs.items():
         noise = c.get("noise", "none")
         rate = c.get("noise_rate") or 0
-        parts = [str(c.get("dataset")), str(c.get("model")), f"{noise} {rate:g}" if rate else str(noise)]
-        names[key] = ", ".join(parts + [f"{f}={c.get(f)}" for f in varying])
+        parts = [str(c.get("dataset")), str(c.get("model")),
+                 f"{noise} {rate:g}" if rate and noise != "none" else "no noise"]
+        names[key] = ", ".join(parts + [f"{f}={c[f]}" for f in varying if f in c])
     return names
 
 

@@ -66,7 +66,7 @@ def loaded(root):
     return report.load_runs(report.find_runs([root]))
 
 
-NONE, GAUSS = "mnist_5k, lenet, none", "mnist_5k, lenet, gaussian 0.1"
+NONE, GAUSS = "mnist_5k, lenet, no noise", "mnist_5k, lenet, gaussian 0.1"
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -193,14 +193,15 @@ def test_groups_are_split_by_noise_setting_and_by_other_differing_fields(tmp_pat
         make_run(tmp_path / "c", strategy, 1, [0.5, 0.9], noise="gaussian", noise_rate=0.2)
         make_run(tmp_path / "d", strategy, 1, [0.5, 0.9], noise="gaussian", noise_rate=0.2, n_query=5)
         make_run(tmp_path / "e", strategy, 1, [0.5, 0.9], threads=4, output_dir="elsewhere")  # operational
+        make_run(tmp_path / "f", strategy, 2, [0.5, 0.9], noise_rate=0.3)  # no noise: the rate changes nothing
     runs = loaded(tmp_path)
     assert sorted(runs.group.unique()) == ["mnist_5k, lenet, gaussian 0.1, n_query=10",
                                            "mnist_5k, lenet, gaussian 0.2, n_query=10",
                                            "mnist_5k, lenet, gaussian 0.2, n_query=5",
-                                           "mnist_5k, lenet, none, n_query=10"]
-    assert runs.groupby("group").size().tolist() == [2, 2, 2, 4]  # a and e share a group
+                                           "mnist_5k, lenet, no noise, n_query=10"]
+    assert runs.groupby("group").size().tolist() == [2, 2, 2, 6]  # a, e and f share a group
     assert report.group_names([report.group_key({**DEFAULT_CONFIG, "strategy": "bald"})]) == {
-        report.group_key(DEFAULT_CONFIG): "mnist, lenet, none"}  # strategy is not part of the key
+        report.group_key(DEFAULT_CONFIG): "mnist, lenet, no noise"}  # strategy is not part of the key
 
 
 def test_find_runs_skips_the_experiment_folder_and_searches_recursively(tmp_path):
@@ -223,7 +224,7 @@ def test_report_writes_pngs_csvs_and_markdown_whose_links_exist(study, tmp_path)
     path = report.write_report(runs, tmp_path / "out", [0.8, 0.9, 0.95], "random", sources=[str(study)])
     out = path.parent
     pngs = sorted(out.glob("*.png"))
-    assert [p.name for p in pngs] == ["curve_mnist_5k_lenet_gaussian_0.1.png", "curve_mnist_5k_lenet_none.png"]
+    assert [p.name for p in pngs] == ["curve_mnist_5k_lenet_gaussian_0.1.png", "curve_mnist_5k_lenet_no_noise.png"]
     for png in pngs:
         data = png.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
@@ -314,7 +315,7 @@ def test_end_to_end_on_real_runs(tmp_path):
     assert "entropy needs as many labels as random to reach 5% test accuracy (mean 20 vs 20)" in text
     assert "too few seeds to test the difference in final accuracy (1 pair with random" in text
     assert "| entropy | not reached |" not in text and "| random | 20 (20–20) | not reached |" in text
-    assert (out / "curve_mnist_5k_lenet_none.png").read_bytes().startswith(PNG_MAGIC)
+    assert (out / "curve_mnist_5k_lenet_no_noise.png").read_bytes().startswith(PNG_MAGIC)
     table = pd.read_csv(out / "runs.csv")  # the experiment folder itself is not a run
     assert table.strategy.tolist() == ["entropy", "random", "random"] and table.seed.tolist() == [1, 1, 2]
     assert table.included.all() and table.final_n_labeled.tolist() == [30] * 3
