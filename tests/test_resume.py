@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, Run, run_dirs, run_process
+from conftest import ROOT, Run, closed_port, run_dirs, run_process
 from results import TIMING_COLUMNS, RunDir, prepare_run_folder, read_run, run_status
 
-# Rounds long enough (200 steps) that a kill lands in the middle of training; 1 thread for bitwise
+# Rounds long enough (120 steps) that a kill lands in the middle of a round; 1 thread for bitwise
 # reproducibility between processes.
 ARGS = ["--dataset", "mnist_5k", "--no-wandb", "--num_valid", "100", "--n_init_labeled", "20", "--n_query", "10",
-        "--n_round", "5", "--epochs", "1", "--min_steps", "200", "--threads", "1", "--strategy", "bald",
+        "--n_round", "5", "--epochs", "1", "--min_steps", "120", "--threads", "1", "--strategy", "bald",
         "--mc_samples", "5", "--noise", "gaussian", "--noise_rate", "0.2"]
 
 
@@ -154,14 +154,17 @@ def test_prepared_folder_starts_on_resume_and_refuses_another_config(tmp_path):
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "bad\nname", "x" * 300, ".hidden", ""],
                          ids=["dotdot", "slash", "control", "long", "dot", "empty-ok"])
-def test_run_name_never_leaves_output_dir(tmp_path, name):
+def test_run_name_never_leaves_output_dir(tmp_path, capsys, name):
+    import main
+
     out = tmp_path / "out" / "runs"
-    proc = run_process(*ARGS[:-8], "--n_round", "0", "--min_steps", "5", "--run_name", name, "--output_dir", out)
+    rc = main.main([*ARGS[:-8], "--n_round", "0", "--min_steps", "5", "--run_name", name, "--output_dir", str(out)])
+    err = capsys.readouterr().err
     if name == "":  # the default name
-        assert proc.returncode == 0, proc.stderr
-        assert [p.parent for p in run_dirs(out)][0] == out
+        assert rc == 0, err
+        assert [p.parent for p in run_dirs(out)] == [out]
         return
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--run_name" in proc.stderr, proc.stderr
+    assert rc == 2 and err.count("\n") == 1 and "--run_name" in err, err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -224,18 +227,21 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_an_already_full_disk_is_refused_before_any_folder(small_disk):
+def test_an_already_full_disk_is_refused_before_any_folder(small_disk, capsys):
+    import main
+
     (small_disk / "runs").mkdir()
     _fill(small_disk)
-    proc = run_process(*ARGS, "--output_dir", small_disk / "runs")
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "cannot write" in proc.stderr and "No space left" in proc.stderr
+    rc = main.main([*ARGS, "--output_dir", str(small_disk / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "cannot write" in err and "No space left" in err
     assert list((small_disk / "runs").iterdir()) == []
 
 
 def test_a_disk_that_fills_during_the_run(small_disk):
     out = small_disk / "runs"
-    proc = _popen(*ARGS, "--n_round", "8", "--output_dir", out)
+    proc = _popen(*ARGS, "--n_round", "6", "--min_steps", "60", "--output_dir", out)
     folder = _wait_rounds(out, 2, proc)
     _fill(small_disk)
     _, err = proc.communicate(timeout=120)
@@ -251,4 +257,30 @@ def test_a_disk_that_fills_during_the_run(small_disk):
     assert resumed.returncode == 2 and "another configuration" in resumed.stderr  # n_round differs
     resumed = run_process("--resume", folder)
     assert resumed.returncode == 0, resumed.stderr
-    assert len(read_run(folder)[0]) == 9
+    assert len(read_run(folder)[0]) == 7
+
+
+def test_ctrl_c_during_wandb_start_up_keeps_an_honest_summary(tmp_path):
+    """main.py with wandb online but unreachable: Ctrl-C while wandb starts exits 130 at once, and the
+    run folder's summary.json says interrupted."""
+    env = {**os.environ, "WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "PYTHONUNBUFFERED": "1",
+           "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}", "HOME": str(tmp_path),
+           "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
+    argv = [a for a in ARGS if a != "--no-wandb"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv, "--output_dir", str(tmp_path / "runs")],
+                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while not list((tmp_path / "runs").rglob("debug-internal.log")):  # wandb's service is up, init pending
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert time.perf_counter() - sent < 8.0
+    [folder] = run_dirs(tmp_path / "runs")
+    summary = Run(folder).summary if (folder / "rounds.csv").exists() else json.loads(
+        (folder / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["rounds_completed"] == 0

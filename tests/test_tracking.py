@@ -2,7 +2,6 @@
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,7 @@ import time
 import pytest
 
 import tracking
-from conftest import ROOT
+from conftest import ROOT, closed_port
 
 
 @pytest.fixture(autouse=True)
@@ -120,12 +119,6 @@ def test_keyboard_interrupt_in_wandb_init_propagates_and_is_not_a_failure(tmp_pa
 
 
 # --- real processes, wandb online against a closed local port: what a user without network meets ------
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again on leaving: connections are refused
-
 
 SCRIPT = textwrap.dedent("""
     import sys, time
