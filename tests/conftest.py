@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -61,3 +63,24 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]  # closed again on leaving: connections are refused
+
+
+def unreachable_wandb_env(tmp_path: Path) -> dict:
+    """Environment for a process whose wandb is online, with a key, but cannot reach its server."""
+    return {**os.environ, "WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "PYTHONUNBUFFERED": "1",
+            "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}", "HOME": str(tmp_path),
+            "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
+
+
+def interrupt_during_wandb_start(proc: subprocess.Popen, folder: Path) -> tuple:
+    """Send SIGINT once wandb's service is up under ``folder`` and init is pending: (out, err, seconds
+    from the signal to the exit)."""
+    deadline = time.time() + 90
+    while not list(Path(folder).rglob("debug-internal.log")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return out, err, time.perf_counter() - sent

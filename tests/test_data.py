@@ -77,6 +77,16 @@ def md5(path):
     return hashlib.md5(open(path, "rb").read()).hexdigest()
 
 
+def pin_cifar_checksums(monkeypatch, folder) -> None:
+    """Make torchvision's CIFAR10 accept the batches written in ``folder`` (their own md5 sums)."""
+    cls = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[f"data_batch_{i}", md5(folder / f"data_batch_{i}")]
+                                            for i in range(1, 6)])
+    monkeypatch.setattr(cls, "test_list", [["test_batch", md5(folder / "test_batch")]])
+    monkeypatch.setattr(cls, "meta", {"filename": "batches.meta", "key": "label_names",
+                                      "md5": md5(folder / "batches.meta")})
+
+
 def assert_one_line_unavailable(err, folder):
     message = str(err.value)
     assert "\n" not in message
@@ -155,12 +165,7 @@ def test_cifar10_reads_the_written_pickles_in_channel_order(tmp_path, monkeypatc
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
 
-    cls = torchvision.datasets.CIFAR10
-    monkeypatch.setattr(cls, "train_list", [[f"data_batch_{i}", md5(folder / f"data_batch_{i}")]
-                                            for i in range(1, 6)])
-    monkeypatch.setattr(cls, "test_list", [["test_batch", md5(folder / "test_batch")]])
-    monkeypatch.setattr(cls, "meta", {"filename": "batches.meta", "key": "label_names",
-                                      "md5": md5(folder / "batches.meta")})
+    pin_cifar_checksums(monkeypatch, folder)
     ds = load_dataset("cifar10", str(tmp_path))
 
     assert ds.train_x.shape == (10, 3, 32, 32) and ds.train_x.dtype == torch.uint8
@@ -577,12 +582,7 @@ def write_cifar(folder, monkeypatch, damage=None, patch_md5=True, seed=30):
         blob = (folder / "test_batch").read_bytes()
         (folder / "test_batch").write_bytes(blob[:len(blob) // 2])
     if patch_md5:
-        cls = torchvision.datasets.CIFAR10
-        monkeypatch.setattr(cls, "train_list", [[f"data_batch_{i}", md5(folder / f"data_batch_{i}")]
-                                                for i in range(1, 6)])
-        monkeypatch.setattr(cls, "test_list", [["test_batch", md5(folder / "test_batch")]])
-        monkeypatch.setattr(cls, "meta", {"filename": "batches.meta", "key": "label_names",
-                                          "md5": md5(folder / "batches.meta")})
+        pin_cifar_checksums(monkeypatch, folder)
 
 
 @pytest.mark.parametrize("damage, file, words", [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, Run, closed_port, run_dirs, run_process
+from conftest import ROOT, Run, interrupt_during_wandb_start, run_dirs, run_process, unreachable_wandb_env
 from results import TIMING_COLUMNS, RunDir, prepare_run_folder, read_run, run_status
 
 # Rounds long enough (120 steps) that a kill lands in the middle of a round; 1 thread for bitwise
@@ -263,23 +263,13 @@ def test_a_disk_that_fills_during_the_run(small_disk):
 def test_ctrl_c_during_wandb_start_up_keeps_an_honest_summary(tmp_path):
     """main.py with wandb online but unreachable: Ctrl-C while wandb starts exits 130 at once, and the
     run folder's summary.json says interrupted."""
-    env = {**os.environ, "WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "PYTHONUNBUFFERED": "1",
-           "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}", "HOME": str(tmp_path),
-           "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
     argv = [a for a in ARGS if a != "--no-wandb"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv, "--output_dir", str(tmp_path / "runs")],
-                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 90
-    while not list((tmp_path / "runs").rglob("debug-internal.log")):  # wandb's service is up, init pending
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.1)
-    time.sleep(1.0)
-    sent = time.perf_counter()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+                            cwd=ROOT, env=unreachable_wandb_env(tmp_path), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err, elapsed = interrupt_during_wandb_start(proc, tmp_path / "runs")
     assert proc.returncode == 130 and "Traceback" not in err, err
-    assert time.perf_counter() - sent < 8.0
+    assert elapsed < 8.0
     [folder] = run_dirs(tmp_path / "runs")
     summary = Run(folder).summary if (folder / "rounds.csv").exists() else json.loads(
         (folder / "summary.json").read_text())

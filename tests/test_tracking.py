@@ -1,16 +1,13 @@
 """tracking.py: wandb group and job type, a start-up failure remembered per process, prompt Ctrl-C."""
 import logging
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 import tracking
-from conftest import ROOT, closed_port
+from conftest import ROOT, interrupt_during_wandb_start, unreachable_wandb_env
 
 
 @pytest.fixture(autouse=True)
@@ -139,9 +136,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def start_process(tmp_path, runs, timeout):
-    env = {**os.environ, "WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40,
-           "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}", "HOME": str(tmp_path),
-           "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "PYTHONUNBUFFERED": "1"}
+    env = unreachable_wandb_env(tmp_path)
     code = SCRIPT.format(root=str(ROOT), timeout=timeout, runs=runs, run_dir=str(tmp_path / "run"))
     (tmp_path / "run").mkdir()
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -162,15 +157,7 @@ def test_unreachable_wandb_costs_its_timeout_once_per_process(tmp_path):
 def test_ctrl_c_during_wandb_start_up_exits_promptly(tmp_path):
     """Measured before the fix: 17 s from SIGINT to exit (wandb's exit hook waited out the init timeout)."""
     proc = start_process(tmp_path, runs=1, timeout=tracking.INIT_TIMEOUT_S)
-    deadline = time.time() + 60
-    while not list((tmp_path / "run").rglob("debug-internal.log")):  # the service is up and init is pending
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.1)
-    time.sleep(1.0)
-    sent = time.perf_counter()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    elapsed = time.perf_counter() - sent
+    out, err, elapsed = interrupt_during_wandb_start(proc, tmp_path / "run")
     assert proc.returncode == 130 and "interrupted" in out, out + err
     assert elapsed < 5.0, f"{elapsed:.1f} s from SIGINT to exit"
     assert "Exception ignored" not in err and "Traceback" not in err, err
