@@ -18,6 +18,7 @@ LOG_LEVEL = logging.INFO
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 NOISES = ("none", "gaussian", "salt_and_pepper")
+LABEL_NOISES = ("none", "symmetric", "pair", "adversarial")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRESET_NAMES = ("", *PRESETS)  # "" = no preset
@@ -73,6 +74,12 @@ class Config:
     preset: str = ""
     resume: str = ""
     wandb_group: str = ""
+    # The oracle and the user's own images (issue 8).
+    label_noise: str = "none"
+    label_noise_rate: float = 0.0
+    label_noise_initial: bool = False
+    image_size: int = 32
+    test_fraction: float = 0.2
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed (the config itself is frozen)."""
@@ -122,7 +129,8 @@ class Config:
                 raise TypeError(f"config field {f.name!r} is numeric but has no rule in NUMERIC_RULES")
         for seed in self.seeds:
             NUMERIC_RULES["seed"].check("seeds", seed)
-        fixed = {"noise": NOISES, "optimizer": OPTIMIZERS, "device": DEVICES, "preset": PRESET_NAMES}
+        fixed = {"noise": NOISES, "optimizer": OPTIMIZERS, "device": DEVICES, "preset": PRESET_NAMES,
+                 "label_noise": LABEL_NOISES}
         for name, allowed in {**fixed, **(choices or {})}.items():
             _check_choice(name, getattr(self, name), allowed)
         if not self.seeds:
@@ -210,6 +218,9 @@ NUMERIC_RULES: dict[str, Rule] = {
     "sp_fraction": _FRACTION,
     "pool_subset": _COUNT0, "eval_batch_size": _COUNT,
     "threads": Rule(int, 0, THREADS_MAX, why="0 = all cores"),
+    "label_noise_rate": _FRACTION,
+    "image_size": Rule(int, 8, 512, why="images are resized to this many pixels a side"),
+    "test_fraction": Rule(float, 0.0, 1.0, low_open=True, high_open=True),
 }
 
 
@@ -262,6 +273,11 @@ HELP = {
     "preset": "a published protocol's settings as defaults; explicit flags override them",
     "resume": "continue the run in this folder from its last finished round (its config.json must match)",
     "wandb_group": "Weights & Biases group of the run (a sweep sets it to the sweep's name)",
+    "label_noise": "how the oracle answers: none, symmetric, pair or adversarial wrong labels",
+    "label_noise_rate": "fraction of the queried images whose label comes back wrong",
+    "label_noise_initial": "the initial labelled set gets label noise too",
+    "image_size": "--dataset folder: images are resized to this many pixels a side",
+    "test_fraction": "--dataset folder without test/: fraction of train held out as a stratified test split",
 }
 
 # Fields that say how a run is executed or tracked, not what it computes: they may differ when a run
@@ -282,7 +298,7 @@ def build_parser(choices: Mapping[str, Sequence[str]] | None = None) -> argparse
     parser = _OneLineParser(description="Active-learning experiment runner.",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     choices = dict(choices or {})
-    choices.update(noise=NOISES, optimizer=OPTIMIZERS, device=DEVICES, preset=PRESET_NAMES)
+    choices.update(noise=NOISES, optimizer=OPTIMIZERS, device=DEVICES, preset=PRESET_NAMES, label_noise=LABEL_NOISES)
     for f in dataclasses.fields(Config):
         default = getattr(Config(), f.name)
         flag, help_ = f"--{f.name}", HELP[f.name]
