@@ -55,6 +55,7 @@ def check_budget(cfg: Config, n_train: int, num_classes: int) -> None:
     two non-empty parts; with --n_round ≥ 1 every query round needs --n_query unlabelled images, which
     the budget already implies). A query that needs predictions must fit in memory for every
     candidate count it can meet (round 0 has the most: the pool − the initial set, or --pool_subset).
+    The model must take the dataset's image size (lenet: 28 or 32 pixels; ``folder``: --image_size).
     """
     if cfg.num_valid < num_classes or cfg.num_valid >= n_train:
         raise ConfigError(f"--num_valid {cfg.num_valid} must be between {num_classes} (one per class) "
@@ -69,16 +70,25 @@ def check_budget(cfg: Config, n_train: int, num_classes: int) -> None:
         raise ConfigError(f"--n_init_labeled {cfg.n_init_labeled} must leave at least one of the pool's {pool} "
                           f"images unlabelled ({cfg.dataset}: {n_train} training images − {cfg.num_valid} "
                           f"validation); lower it or --num_valid")
+    from data import DATASETS
+    from models import MODELS
+
+    # A dataset sized by its data (folder) has --image_size pixels a side; its channels do not change
+    # the head's sizes, and every model takes 1 or 3.
+    shape = DATASETS[cfg.dataset].shape if cfg.dataset in DATASETS else (1, 28)
+    channels, size = shape[:2] if shape is not None else (1, cfg.image_size)
+    try:
+        with torch.device("meta"):  # only sizes are needed: no memory, no random draws
+            head = MODELS[cfg.model](channels, size, num_classes, cfg.dropout).head
+    except ValueError as err:  # e.g. lenet takes 28 or 32 pixels only
+        hint = " (set --image_size)" if shape is None else ""
+        raise ConfigError(f"--model {cfg.model} cannot take the {size}-pixel images of {cfg.dataset}: {err}"
+                          f"{hint}") from None
     strategy = get_strategy(cfg.strategy)
     if cfg.n_round > 0 and strategy.needs_predictions:
-        from data import DATASETS
-        from models import MODELS
         from train import check_query_memory, memory_limit
 
         k = cfg.mc_samples if strategy.mc and cfg.mc_samples > 1 else 1
-        channels, size = (DATASETS[cfg.dataset].shape if cfg.dataset in DATASETS else (1, 28))[:2]
-        with torch.device("meta"):  # only the head's sizes are needed: no memory, no random draws
-            head = MODELS[cfg.model](channels, size, num_classes, cfg.dropout).head
         candidates = pool - cfg.n_init_labeled
         if cfg.pool_subset:
             candidates = min(candidates, cfg.pool_subset)

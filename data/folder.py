@@ -1,0 +1,162 @@
+"""``--dataset folder``: the user's own images in an ImageFolder layout, read once into uint8 tensors.
+
+    PATH/train/<class>/<image files>     required; class names are the sorted subfolder names
+    PATH/test/<class>/<image files>      optional; the same class folders as train/
+
+Without test/, a stratified ``test_fraction`` of train is held out with the fixed FOLDER_SPLIT_SEED, so
+that every run of a study (every seed, every strategy) tests on the same images; the run's seed then
+only draws validation, pool and initial set, as for the other datasets.
+
+Every image is decoded with PIL once, at load time, resized to image_size × image_size (aspect ratio
+not kept, bilinear), and stacked N×C×H×W uint8: one channel when every image is grey (PIL modes 1, L,
+LA), else RGB (alpha dropped). Files whose extension is not an image extension of torchvision's
+ImageFolder, and hidden files and folders (names starting with "."), are ignored.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+from tqdm import tqdm
+
+from data.datasets import DataUnavailable, Dataset
+
+FOLDER_SPLIT_SEED = 0  # a fixed split, like an official one: every run tests on the same images
+GREY_MODES = ("1", "L", "LA")
+LAYOUT = "PATH/train/<class>/<images> (and optionally PATH/test/<class>/<images>)"
+SHOWN_UNREADABLE = 3  # unreadable files named in the error; the count says how many in all
+
+
+def _fail(message: str) -> DataUnavailable:
+    return DataUnavailable(f"dataset 'folder': {message}")
+
+
+def class_names(split_dir: str) -> list:
+    """Sorted names of the visible subfolders of ``split_dir``."""
+    with os.scandir(split_dir) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def image_files(class_dir: str) -> list:
+    """Image files under ``class_dir`` (subfolders included, links followed), sorted by path."""
+    found = []
+    for folder, dirs, files in os.walk(class_dir, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [os.path.join(folder, f) for f in files
+                  if not f.startswith(".") and has_file_allowed_extension(f, IMG_EXTENSIONS)]
+    return sorted(found)
+
+
+def list_split(root: str, split: str, classes: list | None = None) -> tuple:
+    """(class names, [(path, label)]) of root/split; DataUnavailable for no images, one class, empty classes."""
+    split_dir = os.path.join(root, split)
+    names = class_names(split_dir)
+    if classes is not None and names != classes:
+        only_train, only_test = sorted(set(classes) - set(names)), sorted(set(names) - set(classes))
+        raise _fail(f"{split_dir} must hold the same class folders as {os.path.join(root, 'train')}: "
+                    f"only in train/: {', '.join(only_train) or '-'}; only in {split}/: {', '.join(only_test) or '-'}")
+    if not names:
+        raise _fail(f"{split_dir} has no class folders; expected {LAYOUT}")
+    files = {name: image_files(os.path.join(split_dir, name)) for name in names}
+    if not any(files.values()):
+        raise _fail(f"no images in {split_dir}/<class>/ (looked for {', '.join(IMG_EXTENSIONS)})")
+    if classes is None and len(names) == 1:
+        raise _fail(f"{split_dir} has only one class ({names[0]!r}); classification needs at least 2 class folders")
+    empty = [name for name in names if not files[name]]
+    if empty:
+        shown = ", ".join(repr(n) for n in empty)
+        raise _fail(f"class {shown} in {split_dir} has no images" if len(empty) == 1
+                    else f"classes {shown} in {split_dir} have no images")
+    return names, [(path, label) for label, name in enumerate(names) for path in files[name]]
+
+
+def read_image(path: str, size: int) -> tuple:
+    """(uint8 array H×W (grey) or H×W×3, None) resized to size × size, or (None, reason) when unreadable."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = img.convert("L" if img.mode in GREY_MODES else "RGB")
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8), None
+    except Exception as err:  # PIL raises UnidentifiedImageError, OSError, ValueError, SyntaxError, …
+        return None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+
+
+def read_images(root: str, paths: list, size: int) -> np.ndarray:
+    """Every image of ``paths`` as one uint8 N×C×size×size array; DataUnavailable names unreadable ones."""
+    workers = max(1, min(8, len(os.sched_getaffinity(0))))
+    with ThreadPoolExecutor(workers) as pool, \
+            tqdm(total=len(paths), desc="reading images", unit="img", disable=not sys.stderr.isatty()) as bar:
+        results = []
+        for result in pool.map(lambda p: read_image(p, size), paths):
+            results.append(result)
+            bar.update()
+    bad = [(path, why) for path, (_, why) in zip(paths, results) if why is not None]
+    if bad:
+        shown = "; ".join(f"{os.path.relpath(p, root)} ({why})" for p, why in bad[:SHOWN_UNREADABLE])
+        more = f" and {len(bad) - SHOWN_UNREADABLE} more" if len(bad) > SHOWN_UNREADABLE else ""
+        raise _fail(f"{len(bad)} of {len(paths)} image files in {root} cannot be read: {shown}{more}; "
+                    f"remove or replace them")
+    arrays = [a for a, _ in results]
+    if all(a.ndim == 2 for a in arrays):
+        return np.stack(arrays)[:, None]
+    # Some image is in colour: grey ones get their value in all three channels (as PIL's L → RGB).
+    return np.stack([np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]).transpose(0, 3, 1, 2)
+
+
+def channel_stats(x: torch.Tensor) -> tuple:
+    """(mean, std) per channel of pixel/255 over all of ``x`` (N×C×H×W uint8), from exact value counts."""
+    values = np.arange(256, dtype=np.float64) / 255
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        counts = np.bincount(x[:, c].numpy().ravel(), minlength=256).astype(np.float64)
+        mean = float(counts @ values / counts.sum())
+        std = float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum()))
+        means.append(mean)
+        stds.append(std if std > 0 else 1.0)  # constant images: normalising only shifts them
+    return tuple(means), tuple(stds)
+
+
+def held_out_split(y: np.ndarray, test_fraction: float, classes: list, where: str) -> tuple:
+    """Sorted (train, test) positions: a stratified test_fraction with the fixed FOLDER_SPLIT_SEED."""
+    counts = np.bincount(y, minlength=len(classes))
+    n_test = int(np.ceil(test_fraction * len(y)))  # as scikit-learn rounds a fractional test size
+    if counts.min() < 2 or n_test < len(classes) or len(y) - n_test < len(classes):
+        small = classes[int(counts.argmin())]
+        raise _fail(f"{where} has too few images to hold out a stratified --test_fraction {test_fraction:g} "
+                    f"({len(y)} images, {n_test} for test, class {small!r} has {counts.min()}): every class "
+                    f"needs images on both sides; add images, change --test_fraction, or provide a test/ folder")
+    train_i, test_i = train_test_split(np.arange(len(y)), test_size=test_fraction, stratify=y,
+                                       random_state=FOLDER_SPLIT_SEED)
+    return np.sort(train_i), np.sort(test_i)
+
+
+def load_image_folder(data_dir: str, image_size: int = 32, test_fraction: float = 0.2) -> Dataset:
+    """The images in ``data_dir`` (see the module's docstring) as a Dataset."""
+    root = os.path.abspath(data_dir)
+    if not os.path.isdir(root):
+        raise _fail(f"--data_dir {root} does not exist; expected {LAYOUT}")
+    if not os.path.isdir(os.path.join(root, "train")):
+        raise _fail(f"{root} has no train/ folder; expected {LAYOUT}")
+    classes, train_items = list_split(root, "train")
+    test_items = []
+    if os.path.isdir(os.path.join(root, "test")):
+        _, test_items = list_split(root, "test", classes)
+    items = train_items + test_items
+    x = torch.from_numpy(np.ascontiguousarray(read_images(root, [p for p, _ in items], image_size)))
+    y = torch.tensor([label for _, label in items], dtype=torch.int64)
+    if test_items:
+        train_i, test_i = torch.arange(len(train_items)), torch.arange(len(train_items), len(items))
+    else:
+        train_i, test_i = map(torch.as_tensor, held_out_split(y.numpy(), test_fraction, classes,
+                                                               os.path.join(root, "train")))
+    train_x, test_x = x[train_i].contiguous(), x[test_i].contiguous()
+    mean, std = channel_stats(train_x)
+    return Dataset("folder", train_x, y[train_i], test_x, y[test_i], len(classes), mean, std,
+                   classes=tuple(classes))

@@ -1,0 +1,221 @@
+"""--dataset folder: the user's own images in an ImageFolder layout (data/folder.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from config import Config
+from data import DataUnavailable, load_dataset
+from data.folder import FOLDER_SPLIT_SEED, held_out_split
+from loop import check_budget, prepare_data
+
+CLASSES = ["circle", "cross", "square"]  # sorted: labels 0, 1, 2
+
+
+def pattern(label: int, i: int, size: int = 20, noise: float = 20.0) -> np.ndarray:
+    """A grey size×size uint8 image: a class-dependent shape at a jittered place, with noise."""
+    rng = np.random.default_rng(1000 * label + i)
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = size / 2 + rng.integers(-2, 3), size / 2 + rng.integers(-2, 3)
+    r = size * 0.3
+    if label == 0:
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+    elif label == 1:
+        mask = (np.abs(yy - cy) <= 1.5) | (np.abs(xx - cx) <= 1.5)
+    else:
+        mask = (np.abs(yy - cy) <= r) & (np.abs(xx - cx) <= r)
+    img = 40 + 170 * mask + rng.normal(0, noise, (size, size))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_folder(root: Path, per_class: int = 30, split: str = "train", classes=CLASSES, size: int = 20,
+                start: int = 0) -> Path:
+    """root/split/<class>/NNN.png grey images; returns root."""
+    for label, name in enumerate(classes):
+        d = root / split / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(start, start + per_class):
+            Image.fromarray(pattern(label, i, size)).save(d / f"{i:03d}.png")
+    return root
+
+
+def stack_pngs(root: Path, split: str, classes=CLASSES) -> tuple:
+    """(pixels N×1×H×W, labels) read back with PIL in sorted file order, as the loader orders them."""
+    xs, ys = [], []
+    for label, name in enumerate(classes):
+        for f in sorted((root / split / name).iterdir()):
+            xs.append(np.asarray(Image.open(f)))
+            ys.append(label)
+    return np.stack(xs)[:, None], np.array(ys)
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+def test_train_and_test_folders_give_uint8_images_labels_classes_and_train_statistics(tmp_path):
+    make_folder(tmp_path, 30, "train")
+    make_folder(tmp_path, 5, "test", start=100)
+    ds = load_dataset("folder", str(tmp_path), image_size=20)  # 20 = the files' size: pixels unchanged
+    assert ds.name == "folder" and ds.classes == tuple(CLASSES) and ds.num_classes == 3
+    assert ds.train_x.dtype == torch.uint8 and tuple(ds.train_x.shape) == (90, 1, 20, 20)
+    assert tuple(ds.test_x.shape) == (15, 1, 20, 20) and ds.shape == (1, 20, 20)
+    x, y = stack_pngs(tmp_path, "train")
+    assert np.array_equal(ds.train_x.numpy(), x) and np.array_equal(ds.train_y.numpy(), y)
+    tx, ty = stack_pngs(tmp_path, "test")
+    assert np.array_equal(ds.test_x.numpy(), tx) and np.array_equal(ds.test_y.numpy(), ty)
+    pixels = x.astype(np.float64) / 255  # train images only
+    assert ds.mean == pytest.approx((pixels.mean(),), abs=1e-12)
+    assert ds.std == pytest.approx((pixels.std(),), abs=1e-12)
+
+
+def test_images_are_resized_to_image_size(tmp_path):
+    make_folder(tmp_path, 10, "train")
+    make_folder(tmp_path, 2, "test", start=50)  # no held-out split: train keeps the files' order
+    ds = load_dataset("folder", str(tmp_path), image_size=28)
+    assert tuple(ds.train_x.shape[1:]) == (1, 28, 28) and ds.train_x.dtype == torch.uint8
+    expected = np.asarray(Image.fromarray(pattern(0, 0)).resize((28, 28), Image.Resampling.BILINEAR))
+    assert np.array_equal(ds.train_x[0, 0].numpy(), expected)  # circle/000.png: first in sorted order
+
+
+def test_colour_images_of_other_sizes_make_rgb_and_grey_ones_get_three_equal_channels(tmp_path):
+    make_folder(tmp_path, 6, "train")
+    rng = np.random.default_rng(0)
+    for k, (w, h) in enumerate([(40, 30), (17, 50), (64, 64)]):
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(tmp_path / "train" / CLASSES[k] / f"photo{k}.jpg", quality=95)
+    Image.fromarray(rng.integers(0, 256, (12, 12, 4), dtype=np.uint8), "RGBA").save(
+        tmp_path / "train" / "cross" / "alpha.png")
+    ds = load_dataset("folder", str(tmp_path), image_size=16, test_fraction=0.25)
+    n = ds.train_y.numel() + ds.test_y.numel()
+    assert n == 3 * 6 + 4 and ds.train_x.shape[1:] == (3, 16, 16) and ds.test_x.shape[1:] == (3, 16, 16)
+    assert len(ds.mean) == len(ds.std) == 3
+    everything = torch.cat([ds.train_x, ds.test_x])
+    grey = (everything[:, 0] == everything[:, 1]).flatten(1).all(1) & (everything[:, 1] == everything[:, 2]).flatten(1).all(1)
+    assert int(grey.sum()) == 3 * 6  # the PNG patterns: one value in every channel; the photos are colour
+    pixels = ds.train_x.numpy().astype(np.float64) / 255
+    assert ds.mean == pytest.approx(tuple(pixels.mean(axis=(0, 2, 3))), abs=1e-12)
+    assert ds.std == pytest.approx(tuple(pixels.std(axis=(0, 2, 3))), abs=1e-12)
+
+
+def test_without_test_folder_a_fixed_stratified_split_independent_of_the_run_seed(tmp_path):
+    make_folder(tmp_path, 30, "train")
+    a = load_dataset("folder", str(tmp_path), image_size=20)  # test_fraction 0.2 of 90
+    b = load_dataset("folder", str(tmp_path), image_size=20)
+    assert a.test_y.numel() == 18 and a.train_y.numel() == 72
+    assert np.bincount(a.test_y.numpy()).tolist() == [6, 6, 6]  # stratified
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    # Train and test are a partition of the files, and the held-out ones are those of the fixed seed.
+    x, y = stack_pngs(tmp_path, "train")
+    train_i, test_i = held_out_split(y, 0.2, CLASSES, "here")
+    assert np.array_equal(a.test_x.numpy(), x[test_i]) and np.array_equal(a.train_x.numpy(), x[train_i])
+    assert sorted([*train_i, *test_i]) == list(range(90)) and FOLDER_SPLIT_SEED == 0
+    # The run's seed draws validation and pool from train only: the test images stay the same.
+    cfg = Config(dataset="folder", num_valid=9, n_init_labeled=6, n_query=3, n_round=1, image_size=20)
+    data1 = prepare_data(cfg.replace(seed=1), a, torch.device("cpu"))
+    data2 = prepare_data(cfg.replace(seed=2), a, torch.device("cpu"))
+    assert torch.equal(data1.test.x, data2.test.x) and not torch.equal(data1.val_idx, data2.val_idx)
+    c = load_dataset("folder", str(tmp_path), image_size=20, test_fraction=0.5)
+    assert c.test_y.numel() == 45 and np.bincount(c.test_y.numpy()).tolist() == [15, 15, 15]
+
+
+def test_other_datasets_ignore_the_folder_options_and_keep_class_names():
+    ds = load_dataset("mnist_5k", "data", image_size=64, test_fraction=0.5)
+    assert ds.shape == (1, 28, 28) and ds.test_y.numel() == 1000
+    assert ds.classes == tuple("0123456789")
+
+
+def test_check_budget_sizes_the_model_from_image_size(tmp_path):
+    cfg = Config(dataset="folder", num_valid=10, n_init_labeled=10, n_query=5, n_round=1, strategy="bald",
+                 image_size=28)
+    check_budget(cfg, n_train=100, num_classes=3)
+    for model in ("cnn", "resnet18", "batchbald_cnn"):
+        check_budget(cfg.replace(model=model, image_size=48), n_train=100, num_classes=3)
+    from config import ConfigError
+    with pytest.raises(ConfigError, match=r"lenet.*28 or 32.*--image_size"):
+        check_budget(cfg.replace(image_size=48), n_train=100, num_classes=3)
+
+
+# --- refusals: one error line, exit code 2, no run folder ------------------------------------------
+
+def expect_refusal(cli, data_dir, *needles, extra=()):
+    rc, out, err, runs = cli("--dataset", "folder", "--data_dir", data_dir, "--no-wandb", "--num_valid", "6",
+                             "--n_init_labeled", "6", "--n_query", "3", "--n_round", "1", *extra)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: dataset 'folder': "), err
+    assert "Traceback" not in err and runs == []
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_folder_or_missing_train_is_refused(tmp_path, cli):
+    expect_refusal(cli, tmp_path / "nowhere", "does not exist", "train/<class>")
+    (tmp_path / "photos").mkdir()
+    expect_refusal(cli, tmp_path / "photos", "has no train/ folder")
+
+
+def test_folder_without_images_is_refused(tmp_path, cli):
+    for name in CLASSES:
+        (tmp_path / "train" / name).mkdir(parents=True)
+    (tmp_path / "train" / "circle" / "notes.txt").write_text("not an image")
+    expect_refusal(cli, tmp_path, "no images")
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    expect_refusal(cli, tmp_path / "empty", "no class folders")
+
+
+def test_single_class_is_refused(tmp_path, cli):
+    make_folder(tmp_path, 10, classes=["only"])
+    expect_refusal(cli, tmp_path, "only one class", "'only'")
+
+
+def test_empty_class_is_named(tmp_path, cli):
+    make_folder(tmp_path, 10)
+    (tmp_path / "train" / "zebra").mkdir()
+    expect_refusal(cli, tmp_path, "class 'zebra'", "has no images")
+
+
+def test_unreadable_images_are_named_first_few_with_the_count(tmp_path, cli):
+    make_folder(tmp_path, 10)
+    for i in range(5):
+        (tmp_path / "train" / "cross" / f"bad{i}.png").write_bytes(b"garbage, not a PNG " * 3)
+    line = expect_refusal(cli, tmp_path, "5 of 35 image files", "cannot be read", "and 2 more",
+                          "train/cross/bad0.png", "train/cross/bad1.png", "train/cross/bad2.png")
+    assert "bad3.png" not in line
+
+
+def test_test_classes_must_match_train(tmp_path, cli):
+    make_folder(tmp_path, 10)
+    make_folder(tmp_path, 3, "test", classes=["circle", "cross", "triangle"])
+    expect_refusal(cli, tmp_path, "same class folders", "only in train/: square", "only in test/: triangle")
+
+
+def test_too_few_images_for_the_held_out_split_is_refused(tmp_path):
+    make_folder(tmp_path, 1)
+    with pytest.raises(DataUnavailable, match="too few images"):
+        load_dataset("folder", str(tmp_path), image_size=20)
+
+
+def test_lenet_with_another_image_size_is_refused_before_any_run_folder(tmp_path, cli):
+    make_folder(tmp_path / "d", 10)
+    rc, out, err, runs = cli("--dataset", "folder", "--data_dir", tmp_path / "d", "--no-wandb", "--image_size",
+                             "20", "--num_valid", "6", "--n_init_labeled", "6", "--n_query", "3", "--n_round", "1")
+    assert rc == 2 and err.strip().startswith("error: --model lenet") and "--image_size" in err and runs == []
+
+
+# --- end to end ------------------------------------------------------------------------------------
+
+def test_a_study_on_own_images_learns(tmp_path, cli):
+    make_folder(tmp_path / "shapes", 40, size=24)
+    rc, out, err, runs = cli("--dataset", "folder", "--data_dir", tmp_path / "shapes", "--image_size", "28",
+                             "--n_init_labeled", "9", "--n_query", "6", "--n_round", "2", "--num_valid", "15",
+                             "--epochs", "2", "--min_steps", "60", "--no-wandb", "--threads", "1",
+                             "--strategy", "entropy", "--mc_samples", "1")
+    assert rc == 0, err
+    (run,) = runs
+    assert run.config["dataset"] == "folder" and run.config["image_size"] == 28
+    assert len(run.rounds) == 3 and run.rounds["n_labeled"].tolist() == [9, 15, 21]
+    assert run.rounds["test_acc"].iloc[-1] >= 0.7  # chance is 1/3
