@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from tqdm import tqdm
@@ -84,8 +84,11 @@ def read_image(path: str, size: int) -> tuple:
             img = img.convert("L" if img.mode in GREY_MODES else "RGB")
             img = img.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8), None
-    except Exception as err:  # PIL raises UnidentifiedImageError, OSError, ValueError, SyntaxError, …
-        return None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+    except UnidentifiedImageError:
+        return None, "not an image PIL can read"
+    except Exception as err:  # PIL raises OSError (truncated), ValueError, SyntaxError, DecompressionBombError…
+        text = (str(err).splitlines() or [""])[0].replace(repr(path), "").replace(path, "").strip(" :")
+        return None, f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def read_images(root: str, paths: list, size: int) -> np.ndarray:
@@ -100,7 +103,7 @@ def read_images(root: str, paths: list, size: int) -> np.ndarray:
     bad = [(path, why) for path, (_, why) in zip(paths, results) if why is not None]
     if bad:
         shown = "; ".join(f"{os.path.relpath(p, root)} ({why})" for p, why in bad[:SHOWN_UNREADABLE])
-        more = f" and {len(bad) - SHOWN_UNREADABLE} more" if len(bad) > SHOWN_UNREADABLE else ""
+        more = f"; and {len(bad) - SHOWN_UNREADABLE} more" if len(bad) > SHOWN_UNREADABLE else ""
         raise _fail(f"{len(bad)} of {len(paths)} image files in {root} cannot be read: {shown}{more}; "
                     f"remove or replace them")
     arrays = [a for a, _ in results]

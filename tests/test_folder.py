@@ -182,9 +182,12 @@ def test_unreadable_images_are_named_first_few_with_the_count(tmp_path, cli):
     make_folder(tmp_path, 10)
     for i in range(5):
         (tmp_path / "train" / "cross" / f"bad{i}.png").write_bytes(b"garbage, not a PNG " * 3)
-    line = expect_refusal(cli, tmp_path, "5 of 35 image files", "cannot be read", "and 2 more",
-                          "train/cross/bad0.png", "train/cross/bad1.png", "train/cross/bad2.png")
-    assert "bad3.png" not in line
+    whole = (tmp_path / "train" / "circle" / "000.png").read_bytes()
+    (tmp_path / "train" / "circle" / "000.png").write_bytes(whole[: len(whole) // 2])  # truncated
+    line = expect_refusal(cli, tmp_path, "6 of 35 image files", "cannot be read", "and 3 more",
+                          "train/circle/000.png (OSError", "train/cross/bad0.png (not an image",
+                          "train/cross/bad1.png")
+    assert "bad2.png" not in line
 
 
 def test_test_classes_must_match_train(tmp_path, cli):
