@@ -312,7 +312,8 @@ class Sweep:
                 check_strategy(cfg)
                 if local:
                     main.resolve_device(cfg.device)
-                size = _dataset_size(cfg.dataset, cfg.data_dir, required=local)
+                size = _dataset_size(cfg.dataset, cfg.data_dir, required=local, image_size=cfg.image_size,
+                                     test_fraction=cfg.test_fraction)
                 if size:
                     check_budget(cfg, *size)
             except (ConfigError, DataUnavailable) as err:
@@ -397,17 +398,20 @@ class Sweep:
         return not self.cells[0].config["wandb"]
 
 
-_DATASET_SIZES: dict = {}  # (dataset, data_dir) -> (training images, classes) or None, once per process
+_DATASET_SIZES: dict = {}  # (dataset, data_dir, options) -> (training images, classes) or None, once per process
 
 
-def _dataset_size(name: str, data_dir: str, required: bool):
-    """(training images, classes) of a dataset; None when it cannot be loaded here and is not required."""
+def _dataset_size(name: str, data_dir: str, required: bool, **options):
+    """(training images, classes) of a dataset; None when it cannot be loaded here and is not required.
+
+    ``options`` are load_dataset's (image_size, test_fraction: ``folder``'s train size depends on them).
+    """
     from data import DataUnavailable, load_dataset
 
-    key = (name, data_dir)
+    key = (name, data_dir, *sorted(options.items()))
     if key not in _DATASET_SIZES or (required and _DATASET_SIZES[key] is None):
         try:
-            data = load_dataset(name, data_dir)
+            data = load_dataset(name, data_dir, **options)
             _DATASET_SIZES[key] = (data.train_y.numel(), data.num_classes)
         except DataUnavailable as err:
             if required:

@@ -222,3 +222,11 @@ def test_a_study_on_own_images_learns(tmp_path, cli):
     assert run.config["dataset"] == "folder" and run.config["image_size"] == 28
     assert len(run.rounds) == 3 and run.rounds["n_labeled"].tolist() == [9, 15, 21]
     assert run.rounds["test_acc"].iloc[-1] >= 0.7  # chance is 1/3
+
+
+def test_sweep_checks_budgets_against_the_folder_as_its_cells_will_load_it(tmp_path):
+    import sweep
+
+    make_folder(tmp_path, 20)  # 60 images
+    assert sweep._dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.2) == (48, 3)
+    assert sweep._dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.5) == (30, 3)
