@@ -244,3 +244,56 @@ def test_resume_with_adversarial_noise_reproduces_the_uninterrupted_run(cli, tmp
                                   full.rounds.drop(columns=TIMING_COLUMNS))
     assert (cut / "acquired.csv").read_text() == (full.path / "acquired.csv").read_text()
     assert json.loads((cut / "config.json").read_text())["label_noise"] == "adversarial"
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def _fake_run(parent, strategy, seed, acc, n_corrupted, **config):
+    """A finished run folder written by hand: 20 then 30 labels, the final model trained on n_corrupted
+    wrong labels."""
+    from config import DEFAULT_CONFIG
+    from results import ROUND_COLUMNS
+    folder = parent / f"{strategy}_{config.get('label_noise', 'none')}_{config.get('label_noise_rate', 0)}_{seed}"
+    folder.mkdir(parents=True)
+    cfg = {**DEFAULT_CONFIG, "dataset": "mnist_5k", "strategy": strategy, "seed": seed, "n_init_labeled": 20,
+           "n_query": 10, "n_round": 1, **config}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    rows = [{**{c: 0.0 for c in ROUND_COLUMNS}, "round": r, "n_labeled": 20 + 10 * r, "test_acc": a,
+             "n_corrupted": n, "n_scored": 100 * (1 - r)} for r, (a, n) in enumerate([(0.5, 0), (acc, n_corrupted)])]
+    pd.DataFrame(rows, columns=ROUND_COLUMNS).to_csv(folder / "rounds.csv", index=False)
+    (folder / "summary.json").write_text(json.dumps({"status": "complete"}))
+
+
+def test_report_groups_by_label_noise_and_plots_accuracy_against_corrupted_labels(tmp_path):
+    import report
+    runs_dir = tmp_path / "runs"
+    for strategy in ("random", "bald"):
+        for seed in (1, 2):
+            _fake_run(runs_dir, strategy, seed, 0.9, 0)
+            _fake_run(runs_dir, strategy, seed, 0.8 - 0.01 * seed, 3, label_noise="symmetric", label_noise_rate=0.1)
+            _fake_run(runs_dir, strategy, seed, 0.6, 9, label_noise="pair", label_noise_rate=0.3)
+            # clean labels, whatever the rate says: the same group as the first
+            _fake_run(runs_dir, strategy, seed + 10, 0.9, 0, label_noise="none", label_noise_rate=0.4)
+    runs = report.load_runs(report.find_runs([runs_dir]))
+    assert sorted(runs.group.unique()) == ["mnist_5k, lenet, no noise, clean labels",
+                                           "mnist_5k, lenet, no noise, labels pair 0.3",
+                                           "mnist_5k, lenet, no noise, labels symmetric 0.1"]
+    path = report.write_report(runs, tmp_path / "out")
+    table = pd.read_csv(path.parent / "label_noise.csv").set_index(["label_noise", "strategy"])
+    assert table.loc[("symmetric", "bald"), "n_corrupted_mean"] == 3
+    assert table.loc[("pair", "random"), "corrupted_fraction_mean"] == pytest.approx(9 / 30)
+    assert table.loc[("none", "random"), "n_seeds"] == 4
+    assert table.loc[("symmetric", "random"), "final_test_acc_mean"] == pytest.approx(0.785)
+    assert (path.parent / "label_noise.png").read_bytes().startswith(b"\x89PNG")
+    text = path.read_text()
+    assert "## Label noise" in text and "(label_noise.png)" in text and "(label_noise.csv)" in text
+
+
+def test_report_without_label_noise_has_no_label_noise_section(tmp_path):
+    import report
+    for seed in (1, 2):
+        _fake_run(tmp_path / "runs", "random", seed, 0.9, 0)
+    runs = report.load_runs(report.find_runs([tmp_path / "runs"]))
+    assert list(runs.group.unique()) == ["mnist_5k, lenet, no noise"]
+    path = report.write_report(runs, tmp_path / "out")
+    assert not (path.parent / "label_noise.csv").exists() and "Label noise" not in path.read_text()
