@@ -136,6 +136,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
         run_dir.reset_acquired(acquired_rows(data, -1, first, first_labels,
                                              torch.full((first.numel(),), float("nan"))))
     else:
+        complete_old_records(data, run_dir)
         restore_labeled(state, data, run_dir.acquired, first, oracle)
         run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
         log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
@@ -147,6 +148,16 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
         log.info(format_row(row))
         rows.append(row)
     return rows
+
+
+def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
+    """A folder written before label noise existed (clean labels only) lacks acquired.csv's true_label and
+    rounds.csv's n_corrupted: fill them in (the dataset's label; 0), so the rewritten files stay whole."""
+    for row in run_dir.acquired:
+        if "true_label" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
+            row["true_label"] = int(data.pool_y[row["pool_position"]])
+    for row in run_dir.rounds:
+        row.setdefault("n_corrupted", 0)
 
 
 def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: torch.Tensor, oracle=None) -> None:
@@ -164,6 +175,9 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
             or not torch.equal(initial, first.sort().values)):
         raise ConfigError("the run folder's acquired.csv does not match this dataset, split and seed: "
                           "it cannot be resumed")
+    true = [row["true_label"] for row in acquired if "true_label" in row]  # folders before label noise: none
+    if true and not torch.equal(torch.tensor(true, dtype=torch.int64), data.pool_y.cpu()[positions]):
+        raise ConfigError("the run folder's acquired.csv does not match this dataset's labels: it cannot be resumed")
     labels = torch.tensor([row["label"] for row in acquired], dtype=torch.int64)
     if oracle is not None:
         oracle.remember(positions, labels)

@@ -297,3 +297,20 @@ def test_report_without_label_noise_has_no_label_noise_section(tmp_path):
     assert list(runs.group.unique()) == ["mnist_5k, lenet, no noise"]
     path = report.write_report(runs, tmp_path / "out")
     assert not (path.parent / "label_noise.csv").exists() and "Label noise" not in path.read_text()
+
+
+def test_resume_of_a_folder_written_before_label_noise(cli, tmp_path):
+    """acquired.csv without true_label and rounds.csv without n_corrupted (clean labels): filled in."""
+    rc, _, err, [full] = cli(*E2E, output_dir=tmp_path / "full")
+    assert rc == 0, err
+    old = tmp_path / "old" / "run"
+    old.mkdir(parents=True)
+    shutil.copy(full.path / "config.json", old / "config.json")
+    full.acquired.drop(columns="true_label").to_csv(old / "acquired.csv", index=False, na_rep="nan")
+    full.rounds.head(1).drop(columns="n_corrupted").to_csv(old / "rounds.csv", index=False)
+    rc, _, err, _ = cli("--resume", old, output_dir=tmp_path / "old")
+    assert rc == 0, err
+    resumed = Run(old)
+    pd.testing.assert_frame_equal(resumed.rounds.drop(columns=TIMING_COLUMNS),
+                                  full.rounds.drop(columns=TIMING_COLUMNS))
+    assert (old / "acquired.csv").read_text() == (full.path / "acquired.csv").read_text()
