@@ -137,6 +137,9 @@ class Config:
             raise ConfigError("--seeds needs one or more non-negative integers")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"--seeds has repeated values: {list(self.seeds)}")
+        if self.label_noise == "adversarial" and self.label_noise_initial and self.label_noise_rate > 0:
+            raise ConfigError("--label_noise adversarial cannot corrupt the initial set (no model exists yet to "
+                              "follow): use --no-label_noise_initial or another --label_noise")
         if self.pool_subset and self.pool_subset < self.n_query:
             raise ConfigError(f"--pool_subset {self.pool_subset} is smaller than --n_query {self.n_query}")
         return self

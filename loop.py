@@ -17,7 +17,7 @@ from config import Config, ConfigError
 from data import Dataset, Images, PoolState, initial_positions, split_train
 from models import build_model
 from noise import apply_noise
-from oracle import CleanOracle
+from oracle import make_oracle
 from results import RunDir
 from rng import torch_generator
 from strategies import Strategy, get_strategy, random_scores, select_top_k
@@ -135,10 +135,10 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     (seed, purpose, round), so a resumed run continues exactly as an uninterrupted one would have.
     """
     strategy = get_strategy(cfg.strategy)
-    oracle = CleanOracle(data.pool_y)
     state = PoolState(data.pool_idx.numel())
-    # Label the initial, class-balanced set
+    # Label the initial, class-balanced set (no model yet: the oracle gets no predictions)
     first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
+    oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first)
     start = len(run_dir.rounds)
     if start == 0:
         first_labels = oracle(first)
@@ -146,7 +146,8 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
         run_dir.reset_acquired(acquired_rows(data, -1, first, first_labels,
                                              torch.full((first.numel(),), float("nan"))))
     else:
-        restore_labeled(state, data, run_dir.acquired, first)
+        complete_old_records(data, run_dir)
+        restore_labeled(state, data, run_dir.acquired, first, oracle)
         run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
         log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
     rows = list(run_dir.rounds)
@@ -159,8 +160,22 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     return rows
 
 
-def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: torch.Tensor) -> None:
-    """Rebuild the labelled set from acquired.csv rows, checking they belong to this data and seed."""
+def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
+    """A folder written before label noise existed (clean labels only) lacks acquired.csv's true_label and
+    rounds.csv's n_corrupted: fill them in (the dataset's label; 0), so the rewritten files stay whole."""
+    for row in run_dir.acquired:
+        if "true_label" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
+            row["true_label"] = int(data.pool_y[row["pool_position"]])
+    for row in run_dir.rounds:
+        row.setdefault("n_corrupted", 0)
+
+
+def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: torch.Tensor, oracle=None) -> None:
+    """Rebuild the labelled set from acquired.csv rows, checking they belong to this data and seed.
+
+    The given ``label`` is what training used; the oracle (when given) remembers those answers, so an
+    oracle that decides when asked (adversarial) answers as it did before the interruption.
+    """
     positions = torch.tensor([row["pool_position"] for row in acquired], dtype=torch.int64)
     dataset_idx = torch.tensor([row["dataset_index"] for row in acquired], dtype=torch.int64)
     rounds = torch.tensor([row["round"] for row in acquired], dtype=torch.int64)
@@ -170,7 +185,12 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
             or not torch.equal(initial, first.sort().values)):
         raise ConfigError("the run folder's acquired.csv does not match this dataset, split and seed: "
                           "it cannot be resumed")
+    true = [row["true_label"] for row in acquired if "true_label" in row]  # folders before label noise: none
+    if true and not torch.equal(torch.tensor(true, dtype=torch.int64), data.pool_y.cpu()[positions]):
+        raise ConfigError("the run folder's acquired.csv does not match this dataset's labels: it cannot be resumed")
     labels = torch.tensor([row["label"] for row in acquired], dtype=torch.int64)
+    if oracle is not None:
+        oracle.remember(positions, labels)
     for r in rounds.unique().tolist():
         chosen = rounds == r
         state.label(positions[chosen], labels[chosen], round_=r + 1)
@@ -182,6 +202,7 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     # Train a freshly initialised model on the labelled set
     t = time.perf_counter()
     model, trained = train_model(cfg, data, state, r)
+    n_corrupted = count_corrupted(data, state)
     train_s = _elapsed(t, data.device)
     # Evaluate on validation and test
     t = time.perf_counter()
@@ -194,11 +215,13 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     acquired, n_scored = [], 0
     if r < cfg.n_round:
         picked, picked_scores, n_scored = query(cfg, data, state, strategy, model, r)
-        labels = oracle(picked)
+        probs = predict_probs(cfg, data, model, picked) if oracle.needs_predictions else None
+        labels = oracle(picked, probs)
         state.label(picked, labels, round_=r + 1)
         acquired = acquired_rows(data, r, picked, labels, picked_scores)
     query_s = _elapsed(t, data.device)
-    row = {"round": r, "n_labeled": state.n_labeled - len(acquired), "train_loss": trained["loss"],
+    row = {"round": r, "n_labeled": state.n_labeled - len(acquired), "n_corrupted": n_corrupted,
+           "train_loss": trained["loss"],
            "train_epochs": trained["epochs"], "train_steps": trained["steps"],
            "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
            "test_error": 1.0 - test["acc"], "n_scored": n_scored, "train_s": train_s, "eval_s": eval_s,
@@ -208,10 +231,25 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
 
 def acquired_rows(data: StudyData, r: int, positions: torch.Tensor, labels: torch.Tensor,
                   scores: torch.Tensor) -> list:
-    """Rows of acquired.csv: queried after round r (-1: the initial set), pool and dataset indices."""
+    """Rows of acquired.csv: queried after round r (-1: the initial set), pool and dataset indices, the
+    label the oracle gave (``label``, what training uses) and the dataset's (``true_label``)."""
     dataset_idx = data.pool_idx[positions.to(data.device)].tolist()
-    return [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "score": s}
-            for p, d, lab, s in zip(positions.tolist(), dataset_idx, labels.tolist(), scores.tolist())]
+    true = data.pool_y[positions.to(data.device)].tolist()
+    return [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "true_label": t, "score": s}
+            for p, d, lab, t, s in zip(positions.tolist(), dataset_idx, labels.tolist(), true, scores.tolist())]
+
+
+def count_corrupted(data: StudyData, state: PoolState) -> int:
+    """Labelled items whose given label differs from the dataset's: the wrong labels a model trains on."""
+    labeled = state.labeled_positions()
+    true = data.pool_y[labeled.to(data.device)].cpu()
+    return int((state.labels_of(labeled) != true).sum())
+
+
+def predict_probs(cfg: Config, data: StudyData, model, positions: torch.Tensor) -> torch.Tensor:
+    """probs_N_C of the deterministic (dropout-off) model for pool positions, on the CPU."""
+    idx = data.pool_idx[positions.to(data.device)]
+    return pool_log_probs(model, data.train, idx, 1, False, None, cfg.eval_batch_size)[0].exp()
 
 
 def train_model(cfg: Config, data: StudyData, state: PoolState, r: int) -> tuple:

@@ -1,15 +1,127 @@
-"""The oracle answers label queries. Labels reach training only through it and the PoolState."""
+"""The oracle answers label queries. Labels reach training only through it and the PoolState.
+
+An oracle is built by ``make_oracle`` and has one interface whatever its kind, so the loop never asks
+which kind it holds:
+
+- ``needs_predictions``: when True, the loop passes the deterministic model's class probabilities of
+  the queried items (``probs_N_C``) to each call after a model exists (as strategies declare theirs);
+- ``oracle(positions, probs=None)``: the given labels of those pool positions;
+- ``true_labels(positions)`` and ``is_corrupted(positions)``: what the records need;
+- ``remember(positions, labels)``: answers given earlier (read back from acquired.csv on --resume), so
+  that asking again gives the same answer.
+
+Label noise (``--label_noise``, ``--label_noise_rate r``):
+
+- Which pool positions lie is fixed per position before any query: exactly ``round(r × pool size)``
+  positions are marked, the first ones of a seeded permutation of the pool (stream
+  ``(seed, "label_noise", "marked")``). "Exact" means this count over the whole pool; the fraction among
+  the queried items is then r up to sampling error (a hypergeometric draw), whatever the strategy.
+- With ``--no-label_noise_initial`` (the default) the initial set is exempt: its marked positions answer
+  truthfully, and the marks of the rest of the pool do not change, so the queried items lie in the same
+  way with the flag on or off.
+- ``symmetric``: a marked position's wrong label is drawn once, uniformly from the other classes.
+- ``pair``: a fixed, seeded derangement of the classes (a permutation with no fixed point): class c is
+  always answered as ``pair[c]``, a consistent confusion.
+- ``adversarial``: a malicious annotator answers with the wrong class the current model finds most
+  plausible (highest probability among the classes other than the true one; ties: the lowest class).
+  The first answer for a position is remembered. It has no model to follow for the initial set, so
+  ``--label_noise adversarial --label_noise_initial`` is refused by Config.validate.
+"""
 from __future__ import annotations
 
 import torch
+
+from rng import torch_generator
 
 
 class CleanOracle:
     """Reveals the true label of each queried pool item."""
 
+    needs_predictions = False
+
     def __init__(self, pool_y: torch.Tensor):
         self.pool_y = pool_y.cpu()
 
-    def __call__(self, positions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, positions: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
         """Labels for pool positions."""
-        return self.pool_y[positions]
+        return self.pool_y[torch.as_tensor(positions, dtype=torch.int64)]
+
+    def true_labels(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.pool_y[torch.as_tensor(positions, dtype=torch.int64)]
+
+    def is_corrupted(self, positions: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(torch.as_tensor(positions).numel(), dtype=torch.bool)
+
+    def remember(self, positions: torch.Tensor, labels: torch.Tensor) -> None:
+        """Nothing to remember: the answer is always the true label."""
+
+
+class NoisyOracle(CleanOracle):
+    """Answers a fixed, seeded set of pool positions with a wrong label (see the module docstring)."""
+
+    def __init__(self, pool_y: torch.Tensor, num_classes: int, kind: str, rate: float, seed: int,
+                 exempt: torch.Tensor | None = None):
+        super().__init__(pool_y)
+        if kind not in ("symmetric", "pair", "adversarial"):
+            raise ValueError(f"unknown label noise {kind!r}")
+        if num_classes < 2:
+            raise ValueError("label noise needs at least two classes")
+        n = self.pool_y.numel()
+        self.kind, self.num_classes = kind, num_classes
+        self.needs_predictions = kind == "adversarial"
+        order = torch.randperm(n, generator=torch_generator(seed, "label_noise", "marked"))
+        self.marked_P = torch.zeros(n, dtype=torch.bool)
+        self.marked_P[order[:round(rate * n)]] = True
+        if exempt is not None:
+            self.marked_P[torch.as_tensor(exempt, dtype=torch.int64)] = False
+        # The answer of every position: the true label, a precomputed wrong one, or -1 (adversarial, not
+        # asked yet).
+        self.answer_P = self.pool_y.clone()
+        if kind == "symmetric":
+            offset = torch.randint(1, num_classes, (n,), generator=torch_generator(seed, "label_noise", "symmetric"))
+            wrong = (self.pool_y + offset) % num_classes
+            self.answer_P[self.marked_P] = wrong[self.marked_P]
+        elif kind == "pair":
+            self.pair = derangement(num_classes, torch_generator(seed, "label_noise", "pair"))
+            self.answer_P[self.marked_P] = self.pair[self.pool_y[self.marked_P]]
+        else:
+            self.answer_P[self.marked_P] = -1
+
+    def __call__(self, positions: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+        positions = torch.as_tensor(positions, dtype=torch.int64)
+        new = self.answer_P[positions] < 0
+        if new.any():
+            if probs is None:
+                raise ValueError("the adversarial oracle needs the model's probabilities of the queried items")
+            probs = torch.as_tensor(probs, dtype=torch.float64).cpu()[new]
+            true = self.pool_y[positions[new]]
+            probs = probs.scatter(1, true.unsqueeze(1), -torch.inf)  # never the true class
+            self.answer_P[positions[new]] = probs.argmax(1)
+        return self.answer_P[positions].clone()
+
+    def is_corrupted(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.marked_P[torch.as_tensor(positions, dtype=torch.int64)].clone()
+
+    def remember(self, positions: torch.Tensor, labels: torch.Tensor) -> None:
+        """Take back answers given before (acquired.csv on --resume): a position keeps its first answer."""
+        positions = torch.as_tensor(positions, dtype=torch.int64)
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        unknown = self.answer_P[positions] < 0
+        self.answer_P[positions[unknown]] = labels[unknown]
+
+
+def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A uniformly drawn permutation of 0..n-1 with no fixed point (rejection sampling; n ≥ 2)."""
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        if not (perm == torch.arange(n)).any():
+            return perm
+
+
+def make_oracle(cfg, pool_y: torch.Tensor, num_classes: int, initial: torch.Tensor | None = None):
+    """The oracle a configuration asks for; ``initial``: the initial set's pool positions (exempt from
+    label noise unless --label_noise_initial)."""
+    if cfg.label_noise == "none" or cfg.label_noise_rate == 0:
+        return CleanOracle(pool_y)
+    exempt = None if cfg.label_noise_initial else initial
+    return NoisyOracle(pool_y, num_classes, cfg.label_noise, cfg.label_noise_rate, cfg.seed, exempt=exempt)

@@ -15,6 +15,8 @@ listed with their status. Written into --out:
 - ``paired.csv``: each strategy minus the baseline on the same seeds (final accuracy and AULC), with a
   Wilcoxon signed-rank test (6 pairs or more) or a paired t-test (3 to 5), Holm-corrected per group;
 - ``cost.csv``: median seconds per round of training and of querying;
+- with label noise in any run: ``label_noise.csv`` and ``label_noise.png``, final test accuracy against
+  the corrupted labels of the final labelled set (count and fraction), per group and strategy;
 - ``curves.csv``, ``runs.csv``, and ``report.md``, which links and shows all of them.
 
 Exit codes: 0 written (the path of report.md is printed), 2 bad input (one ``error:`` line on stderr).
@@ -86,6 +88,7 @@ def load_runs(folders) -> pd.DataFrame:
         rows.append({**config, "run": str(folder), "status": run_status(folder), "group_key": group_key(config),
                      "n_rounds": len(rounds), "final_n_labeled": last.get("n_labeled", math.nan),
                      "final_test_acc": last.get("test_acc", math.nan),
+                     "final_n_corrupted": last.get("n_corrupted", math.nan),  # older runs: no column
                      "aulc": aulc(rounds["n_labeled"], rounds["test_acc"])})
     runs = pd.DataFrame(rows)
     runs["group"] = runs["group_key"].map(group_names(runs["group_key"]))
@@ -102,30 +105,51 @@ def load_rounds(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 NOISE_PARAMETERS = ("noise_rate", "noise_std", "sp_fraction")
+LABEL_NOISE_FIELDS = ("label_noise", "label_noise_rate", "label_noise_initial")
+
+
+def has_label_noise(config) -> bool:
+    """Whether the oracle of a run (a config dict or a runs row) gave wrong labels."""
+    return config.get("label_noise", "none") != "none" and (config.get("label_noise_rate") or 0) > 0
 
 
 def group_key(config: dict) -> str:
     """What must be equal for runs to be compared: every field but strategy, seed and operational ones.
 
-    Without noise, the noise parameters change nothing, so they do not split groups."""
+    Without noise, the noise parameters change nothing, so they do not split groups; the same for label
+    noise (clean labels: no label_noise fields in the key)."""
     noiseless = config.get("noise", "none") == "none"
+    clean = not has_label_noise(config)
     return json.dumps({k: v for k, v in config.items()
-                       if k not in NOT_GROUPING and not (noiseless and k in NOISE_PARAMETERS)}, sort_keys=True)
+                       if k not in NOT_GROUPING and not (noiseless and k in NOISE_PARAMETERS)
+                       and not (clean and k in LABEL_NOISE_FIELDS)}, sort_keys=True)
 
 
 def group_names(keys) -> dict:
-    """A readable, unique name per group key: dataset, model, noise, then the fields that vary."""
+    """A readable, unique name per group key: dataset, model, noise, label noise (when any group has
+    some, e.g. "labels symmetric 0.2" or "clean labels"), then the other fields that vary."""
     configs = {key: json.loads(key) for key in pd.unique(pd.Series(keys))}
-    fields = sorted({f for c in configs.values() for f in c} - set(NAME_FIELDS))
+    fields = sorted({f for c in configs.values() for f in c} - set(NAME_FIELDS) - set(LABEL_NOISE_FIELDS))
     varying = [f for f in fields if len({json.dumps(c[f]) for c in configs.values() if f in c}) > 1]
+    label_noises = {json.dumps([c.get(f) for f in LABEL_NOISE_FIELDS]) for c in configs.values()}
+    any_label_noise = any(has_label_noise(c) for c in configs.values())
     names = {}
     for key, c in configs.items():
         noise = c.get("noise", "none")
         rate = c.get("noise_rate") or 0
         parts = [str(c.get("dataset")), str(c.get("model")),
                  f"{noise} {rate:g}" if rate and noise != "none" else "no noise"]
+        if any_label_noise and len(label_noises) > 1:
+            parts.append(_label_noise_name(c))
         names[key] = ", ".join(parts + [f"{f}={c[f]}" for f in varying if f in c])
     return names
+
+
+def _label_noise_name(config: dict) -> str:
+    if not has_label_noise(config):
+        return "clean labels"
+    initial = " incl. initial set" if config.get("label_noise_initial") else ""
+    return f"labels {config['label_noise']} {config['label_noise_rate']:g}{initial}"
 
 
 def mark_included(runs: pd.DataFrame) -> pd.DataFrame:
@@ -223,6 +247,27 @@ def cost_table(rounds: pd.DataFrame) -> pd.DataFrame:
                                        "train_rounds", "query_rounds"])
 
 
+def label_noise_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per group and strategy: final test accuracy against the corrupted labels of the final labelled set
+    (count and fraction of it), mean and standard error over seeds."""
+    rows = []
+    for (group, strategy), g in runs.groupby(["group", "strategy"], sort=False):
+        first = g.iloc[0]
+        fraction = g["final_n_corrupted"] / g["final_n_labeled"]
+        acc_mean, acc_sem = mean_sem(g["final_test_acc"])
+        rows.append({"group": group, "strategy": strategy,
+                     "label_noise": first["label_noise"] if has_label_noise(first) else "none",
+                     "label_noise_rate": first["label_noise_rate"] if has_label_noise(first) else 0.0,
+                     "n_seeds": len(g), "final_n_labeled": g["final_n_labeled"].mean(),
+                     "n_corrupted_mean": g["final_n_corrupted"].mean(), "corrupted_fraction_mean": fraction.mean(),
+                     "final_test_acc_mean": acc_mean, "final_test_acc_sem": acc_sem})
+    return pd.DataFrame(rows, columns=LABEL_NOISE_COLUMNS)
+
+
+LABEL_NOISE_COLUMNS = ["group", "strategy", "label_noise", "label_noise_rate", "n_seeds", "final_n_labeled",
+                       "n_corrupted_mean", "corrupted_fraction_mean", "final_test_acc_mean", "final_test_acc_sem"]
+
+
 def paired_test(x, y) -> tuple:
     """(test name, two-sided p) for paired samples: none below MIN_PAIRS pairs, Wilcoxon signed-rank from
     WILCOXON_MIN_PAIRS, a paired t-test in between. NaN p when the test gives none (e.g. no variation)."""
@@ -300,11 +345,32 @@ def plot_curves(curves: pd.DataFrame, title: str, path: Path, colors: dict, base
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
+def plot_label_noise(table: pd.DataFrame, path: Path, colors: dict, baseline: str) -> None:
+    """Final test accuracy (mean ± s.e. over seeds) against the fraction of corrupted labels in the final
+    labelled set: one line per strategy through its groups, in order of that fraction."""
+    fig = Figure(figsize=(6.4, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for strategy in ordered_strategies(table["strategy"], baseline):
+        t = table[table["strategy"] == strategy].sort_values("corrupted_fraction_mean")
+        ax.errorbar(t["corrupted_fraction_mean"], t["final_test_acc_mean"], yerr=t["final_test_acc_sem"].fillna(0),
+                    marker="o", markersize=4, capsize=3, color=colors[strategy], label=strategy)
+    ax.set_xlabel("corrupted labels in the final labelled set (fraction)")
+    ax.set_ylabel("final test accuracy (mean ± s.e. over seeds)")
+    ax.set_title("label noise", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
 def build_tables(runs: pd.DataFrame, rounds: pd.DataFrame, targets, baseline: str) -> dict:
     """Every table of the report, from the runs (all) and the rounds of the included runs."""
     used = runs[runs["included"]]
-    return {"runs": runs, "curves": curves_table(rounds), "labels_needed": labels_table(rounds, targets),
-            "aulc": aulc_table(used), "paired": paired_tests(used, baseline), "cost": cost_table(rounds)}
+    tables = {"runs": runs, "curves": curves_table(rounds), "labels_needed": labels_table(rounds, targets),
+              "aulc": aulc_table(used), "paired": paired_tests(used, baseline), "cost": cost_table(rounds)}
+    if any(has_label_noise(r) for r in runs.to_dict("records")):
+        tables["label_noise"] = label_noise_table(used)
+    return tables
 
 
 RUN_CSV_COLUMNS = ["group", "strategy", "seed", "status", "included", "note", "n_rounds", "final_n_labeled",
@@ -332,9 +398,14 @@ def write_report(runs: pd.DataFrame, out, targets=DEFAULT_TARGETS, baseline: str
         if len(curves):
             pngs[group] = f"curve_{_slug(group, set(pngs.values()))}.png"
             plot_curves(curves, group, out / pngs[group], colors, baseline)
+    if "label_noise" in tables and len(tables["label_noise"]):
+        plot_label_noise(tables["label_noise"], out / LABEL_NOISE_PNG, colors, baseline)
     text = markdown(tables, groups, pngs, targets, baseline, sources)
     (out / "report.md").write_text(text, encoding="utf-8")
     return out / "report.md"
+
+
+LABEL_NOISE_PNG = "label_noise.png"
 
 
 def _slug(name: str, taken: set) -> str:
@@ -370,10 +441,28 @@ def markdown(tables: dict, groups: list, pngs: dict, targets, baseline: str, sou
              "images divided by the labelled-set span (1 = a perfect classifier).", ""]
     for i, group in enumerate(groups, 1):
         lines += group_section(i, group, tables, pngs.get(group), targets, baseline)
+    noise_png = "label_noise" in tables and len(tables["label_noise"]) > 0
+    if "label_noise" in tables:
+        lines += label_noise_section(tables["label_noise"], noise_png)
     lines += ["## Runs", "", _md(_runs_display(runs)), "", "## Files", "",
               *[f"- [{name}.csv]({name}.csv)" for name in tables],
-              *[f"- [{png}]({png})" for png in pngs.values()], ""]
+              *[f"- [{png}]({png})" for png in [*pngs.values(), *([LABEL_NOISE_PNG] if noise_png else [])]], ""]
     return "\n".join(lines)
+
+
+def label_noise_section(table: pd.DataFrame, png: bool) -> list:
+    """Final test accuracy against the corrupted labels the final model trained on, across groups."""
+    lines = ["## Label noise", "",
+             "Final test accuracy (on the clean test labels) against the corrupted labels of the final labelled "
+             "set: their mean count and fraction over seeds, per group and strategy.", ""]
+    if png:
+        lines += [f"![Final test accuracy against corrupted labels]({LABEL_NOISE_PNG})", ""]
+    display = pd.DataFrame({"group": table["group"], "strategy": table["strategy"], "seeds": table["n_seeds"],
+                            "corrupted labels": table["n_corrupted_mean"].map(lambda v: _num(v, ".1f")),
+                            "of labelled": table["corrupted_fraction_mean"].map(lambda v: _num(v, ".3f")),
+                            "final test acc": [_pm(m, s) for m, s in zip(table["final_test_acc_mean"],
+                                                                          table["final_test_acc_sem"])]})
+    return lines + [_md(display) if len(display) else "No complete runs.", ""]
 
 
 def group_section(i: int, group: str, tables: dict, png: str | None, targets, baseline: str) -> list:

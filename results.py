@@ -31,9 +31,10 @@ import pandas as pd
 
 from config import OPERATIONAL_FIELDS
 
-ROUND_COLUMNS = ["round", "n_labeled", "train_loss", "train_epochs", "train_steps", "val_acc", "val_loss",
-                 "test_acc", "test_loss", "test_error", "n_scored", "train_s", "eval_s", "query_s", "round_s"]
-ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "score"]
+ROUND_COLUMNS = ["round", "n_labeled", "n_corrupted", "train_loss", "train_epochs", "train_steps", "val_acc",
+                 "val_loss", "test_acc", "test_loss", "test_error", "n_scored", "train_s", "eval_s", "query_s", "round_s"]
+# label: the label the oracle gave (training uses it); true_label: the dataset's (differs under label noise).
+ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score"]
 TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "round_s"]
 # summary.json "status": pending (prepared, never started), running, complete, failed, interrupted
 # (Ctrl-C, SIGTERM, or a process that died: see run_status).
