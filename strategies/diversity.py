@@ -161,6 +161,7 @@ def badge_sq_dists_to(q_N_C: torch.Tensor, h_N_D: torch.Tensor, g_sq_N: torch.Te
 
 TYPICALITY_NEIGHBOURS = 20
 MINIBATCH_ABOVE = 10_000  # points; MiniBatchKMeans beyond this, KMeans up to it
+RANDOM_INIT_ABOVE = 200  # clusters; MiniBatchKMeans seeds at random beyond this, else k-means++
 
 
 def typicality(x_M_D: torch.Tensor, k: int = TYPICALITY_NEIGHBOURS, chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> torch.Tensor:
@@ -189,12 +190,14 @@ def typicality(x_M_D: torch.Tensor, k: int = TYPICALITY_NEIGHBOURS, chunk_elems:
 
 def kmeans_labels(x_N_D: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     """Cluster index per point: KMeans (k-means++ init, n_init=1) up to MINIBATCH_ABOVE points, else
-    MiniBatchKMeans with random init: k-means++ seeding of ~1,000 centres dominated the time (41,000
-    × 128 points, 1,100 clusters, 2 CPU cores: 31 s with k-means++ on a 3,000-point sample, 76 s for
-    the default, 9 s with random init)."""
+    MiniBatchKMeans, with random init beyond RANDOM_INIT_ABOVE clusters: k-means++ seeding of ~1,000
+    centres dominated the time (41,000 × 128 points, 1,100 clusters, 2 busy CPU cores: 31 s with
+    k-means++ on a 3,000-point sample, 76 s for the default, 9 s with random init). With few clusters
+    k-means++ is cheap, and random init can put two centres in one blob."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
     if x_N_D.shape[0] > MINIBATCH_ABOVE:
-        km = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=1, batch_size=4096, init="random")
+        init = "random" if n_clusters > RANDOM_INIT_ABOVE else "k-means++"
+        km = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=1, batch_size=4096, init=init)
     else:
         km = KMeans(n_clusters=n_clusters, random_state=seed, n_init=1)
     return km.fit_predict(x_N_D)
