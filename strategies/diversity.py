@@ -168,13 +168,13 @@ def typicality(x_M_D: torch.Tensor, k: int = TYPICALITY_NEIGHBOURS, chunk_elems:
     """1 / mean Euclidean distance to the k nearest other points of the set (k capped at M − 1).
 
     Hacohen et al. 2022 (arXiv 2202.02794). Rows go in chunks so that at most ``chunk_elems``
-    distances exist at once. A set of one point has typicality +inf (nothing to compare with);
-    +inf also when the k neighbours coincide with the point.
+    distances exist at once. A lone point has typicality 0 (no neighbours, no evidence of density;
+    it is then its cluster's only choice anyway); +inf when the k neighbours coincide with the point.
     """
     m = x_M_D.shape[0]
     k = min(k, m - 1)
     if k <= 0:
-        return torch.full((m,), float("inf"))
+        return torch.zeros(m)
     x = x_M_D.float()
     x_sq = x.pow(2).sum(1)
     rows = max(1, chunk_elems // m)
