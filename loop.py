@@ -292,6 +292,17 @@ def query(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, mo
         mc = strategy.mc and cfg.mc_samples > 1
         k = cfg.mc_samples if mc else 1
         idx = data.pool_idx[candidates.to(data.device)]
+        if strategy.needs_embeddings:
+            # The strategy chooses the batch from one deterministic pass's penultimate features and
+            # probabilities of the candidates, plus the features of every labelled image.
+            from strategies import Embeddings  # (imported here: only query() of loop.py changes)
+            from train import pool_embeddings
+            labeled_idx = data.pool_idx[state.labeled_positions().to(data.device)]
+            h, p = pool_embeddings(model, data.train, idx, cfg.eval_batch_size)
+            labeled_h, _ = pool_embeddings(model, data.train, labeled_idx, cfg.eval_batch_size)
+            picked, picked_scores = strategy.select_embeddings(Embeddings(h, p, labeled_h), cfg.n_query,
+                                                               torch_generator(cfg.seed, strategy.name, r))
+            return candidates[picked.cpu()], picked_scores.cpu(), candidates.numel()
         mc_gen = torch_generator(cfg.seed, "mc_dropout", r, device=data.device)
         if strategy.select_batch is not None:
             # The strategy chooses the batch jointly, from all K predictions of every candidate.

@@ -289,3 +289,23 @@ def pool_log_probs(model: TrunkHeadModel, images, idx: torch.Tensor, k: int, mc:
     if out_K_N_C is None:
         raise ValueError("no pool items to predict")
     return out_K_N_C
+
+
+@torch.inference_mode()
+def pool_embeddings(model: TrunkHeadModel, images, idx: torch.Tensor, chunk: int) -> tuple:
+    """(h_N_D float32, p_N_C) of images[idx]: one deterministic pass (eval mode, dropout off) in chunks.
+
+    h is the input of the head's last Linear layer (the trunk's features for a one-layer head, else
+    the last hidden activation) and p the softmax of the logits from that same pass. Both stay on
+    the images' device. An empty ``idx`` gives 0 × D and 0 × C.
+    """
+    model.eval()
+    last = model.head.linears[-1]
+    n = idx.numel()
+    h_N_D = torch.empty(n, last.in_features, dtype=torch.float32, device=idx.device)
+    p_N_C = torch.empty(n, last.out_features, dtype=torch.float32, device=idx.device)
+    for start in range(0, n, chunk):
+        h = model.head.penultimate(model.trunk(images.batch(idx[start:start + chunk])))
+        h_N_D[start:start + h.shape[0]] = h
+        p_N_C[start:start + h.shape[0]] = torch.softmax(last(h), dim=-1)
+    return h_N_D, p_N_C

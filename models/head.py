@@ -70,6 +70,15 @@ class DropoutHead(nn.Module):
                 x = torch.relu(x)
         return x
 
+    def penultimate(self, h_N_D: torch.Tensor) -> torch.Tensor:
+        """The input of the last Linear layer with dropout off: the hidden activation after the last
+        ReLU, or h_N_D itself for a single-layer head. ``linears[-1](penultimate(h))`` is the eval-mode
+        forward."""
+        x = h_N_D
+        for lin in self.linears[:-1]:
+            x = torch.relu(lin(x))
+        return x
+
     def sample(self, h_N_D: torch.Tensor, k: int, generator: torch.Generator | None = None,
                masks: list | None = None) -> torch.Tensor:
         """Logits K×N×C under K dropout masks, each mask shared by all N items.

@@ -420,13 +420,20 @@ def test_strategy_declaration_is_consistent(name):
     if not s.needs_predictions:
         assert not s.mc  # no predictions needed, so no MC samples either
         return
-    assert (s.score is None) != (s.select_batch is None)  # exactly one way to choose
+    # exactly one way to choose
+    assert [s.score is not None, s.select_batch is not None, s.select_embeddings is not None].count(True) == 1
     if name in ("bald", "batchbald", "var_ratios", "mean_std"):
         assert s.mc and s.min_mc_samples >= 2  # 0 with one sample
     k = max(s.min_mc_samples, 2) if s.mc else 1
     gen = torch.Generator().manual_seed(3)
     lp_K_N_C = torch.log_softmax(torch.randn(k, 7, 4, generator=gen), dim=-1)
-    if s.select_batch is not None:
+    if s.select_embeddings is not None:
+        from strategies import Embeddings
+        emb = Embeddings(torch.randn(7, 5, generator=gen), lp_K_N_C[0].exp(), torch.randn(2, 5, generator=gen))
+        positions, scores = s.select_embeddings(emb, 3, torch.Generator().manual_seed(4))
+        assert positions.shape == scores.shape == (3,)
+        assert positions.unique().numel() == 3 and 0 <= int(positions.min()) and int(positions.max()) < 7
+    elif s.select_batch is not None:
         positions, scores = s.select_batch(lp_K_N_C, 3, torch.Generator().manual_seed(4))
         assert positions.shape == scores.shape == (3,)
         assert positions.unique().numel() == 3 and 0 <= int(positions.min()) and int(positions.max()) < 7
