@@ -84,3 +84,20 @@ def interrupt_during_wandb_start(proc: subprocess.Popen, folder: Path) -> tuple:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     return out, err, time.perf_counter() - sent
+
+
+def probe_study_data(x, n_pool: int, num_classes: int):
+    """A StudyData over the images ``x`` (N×1×H×W floats, used as they are): labels index % 10, a pool of
+    ``n_pool`` in seeded shuffled dataset order, the rest validation, test = train."""
+    import torch
+
+    from data import Images
+    from loop import StudyData
+
+    n_train = x.shape[0]
+    pool_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(1))[:n_pool]
+    val_idx = torch.tensor(sorted(set(range(n_train)) - set(pool_idx.tolist())))
+    y = torch.arange(n_train) % 10
+    images = Images(x, (0.0,), (1.0,)).replaced(x)
+    return StudyData(train=images, train_y=y, test=images, test_y=y, val_idx=val_idx, pool_idx=pool_idx,
+                     num_classes=num_classes)

@@ -6,9 +6,9 @@ import torch
 
 import strategies.diversity as dv
 from config import Config
-from conftest import SMALL
+from conftest import SMALL, probe_study_data
 from data import Images, PoolState
-from loop import StudyData, candidate_positions, query
+from loop import candidate_positions, query
 from models import MODELS, build_model
 from rng import torch_generator
 from strategies import STRATEGIES, Embeddings, badge_select, coreset_select, get_strategy, typiclust_select
@@ -259,14 +259,8 @@ def test_pool_embeddings_are_the_last_linear_layers_input(model_name):
 
 
 def probe_study(n_train=60, n_pool=40):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n_train, 1, 28, 28, generator=g)
-    pool_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(1))[:n_pool]
-    val_idx = torch.tensor(sorted(set(range(n_train)) - set(pool_idx.tolist())))
-    y = torch.arange(n_train) % 10
-    images = Images(x, (0.0,), (1.0,)).replaced(x)
-    return StudyData(train=images, train_y=y, test=images, test_y=y, val_idx=val_idx, pool_idx=pool_idx,
-                     num_classes=10)
+    x = torch.randn(n_train, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    return probe_study_data(x, n_pool, num_classes=10)
 
 
 @pytest.mark.parametrize("name", ["coreset", "badge", "typiclust"])

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from config import Config, ConfigError
+from conftest import probe_study_data
 from data import Images, PoolState, load_dataset
-from loop import StudyData, candidate_positions, check_budget, prepare_data, query
+from loop import candidate_positions, check_budget, prepare_data, query
 from models import DropoutHead, TrunkHeadModel
 from rng import torch_generator
 from strategies import Strategy, batchbald_select, get_strategy
@@ -17,12 +18,7 @@ from train import pool_log_probs
 def probe_study(n_train=60, n_pool=40):
     """Images whose every pixel is dataset_index/10, and a pool in shuffled dataset order."""
     x = (torch.arange(n_train, dtype=torch.float32) / 10).view(-1, 1, 1, 1).expand(-1, 1, 28, 28).contiguous()
-    pool_idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(1))[:n_pool]
-    val_idx = torch.tensor(sorted(set(range(n_train)) - set(pool_idx.tolist())))
-    y = torch.arange(n_train) % 10
-    images = Images(x, (0.0,), (1.0,)).replaced(x)
-    return StudyData(train=images, train_y=y, test=images, test_y=y, val_idx=val_idx, pool_idx=pool_idx,
-                     num_classes=2)
+    return probe_study_data(x, n_pool, num_classes=2)
 
 
 def probe_model():

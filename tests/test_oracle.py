@@ -226,6 +226,15 @@ def test_end_to_end_test_accuracy_uses_clean_labels(cli, tmp_path, monkeypatch):
     assert run.rounds["test_acc"].iloc[-1] < 0.2
 
 
+def assert_resume_reproduces(cli, folder, full):
+    """--resume of ``folder`` finishes with the uninterrupted run's metrics and acquired.csv."""
+    rc, _, err, _ = cli("--resume", folder, output_dir=folder.parent)
+    assert rc == 0, err
+    pd.testing.assert_frame_equal(Run(folder).rounds.drop(columns=TIMING_COLUMNS),
+                                  full.rounds.drop(columns=TIMING_COLUMNS))
+    assert (folder / "acquired.csv").read_text() == (full.path / "acquired.csv").read_text()
+
+
 def test_resume_with_adversarial_noise_reproduces_the_uninterrupted_run(cli, tmp_path):
     args = [*E2E, "--strategy", "entropy", "--mc_samples", "2", "--label_noise", "adversarial",
             "--label_noise_rate", "0.5", "--n_round", "3"]
@@ -237,12 +246,7 @@ def test_resume_with_adversarial_noise_reproduces_the_uninterrupted_run(cli, tmp
     for name in ("config.json", "acquired.csv"):
         shutil.copy(full.path / name, cut / name)
     full.rounds.head(2).to_csv(cut / "rounds.csv", index=False)
-    rc, _, err, _ = cli("--resume", cut, output_dir=tmp_path / "cut")
-    assert rc == 0, err
-    resumed = Run(cut)
-    pd.testing.assert_frame_equal(resumed.rounds.drop(columns=TIMING_COLUMNS),
-                                  full.rounds.drop(columns=TIMING_COLUMNS))
-    assert (cut / "acquired.csv").read_text() == (full.path / "acquired.csv").read_text()
+    assert_resume_reproduces(cli, cut, full)
     assert json.loads((cut / "config.json").read_text())["label_noise"] == "adversarial"
 
 
@@ -308,9 +312,4 @@ def test_resume_of_a_folder_written_before_label_noise(cli, tmp_path):
     shutil.copy(full.path / "config.json", old / "config.json")
     full.acquired.drop(columns="true_label").to_csv(old / "acquired.csv", index=False, na_rep="nan")
     full.rounds.head(1).drop(columns="n_corrupted").to_csv(old / "rounds.csv", index=False)
-    rc, _, err, _ = cli("--resume", old, output_dir=tmp_path / "old")
-    assert rc == 0, err
-    resumed = Run(old)
-    pd.testing.assert_frame_equal(resumed.rounds.drop(columns=TIMING_COLUMNS),
-                                  full.rounds.drop(columns=TIMING_COLUMNS))
-    assert (old / "acquired.csv").read_text() == (full.path / "acquired.csv").read_text()
+    assert_resume_reproduces(cli, old, full)
