@@ -234,6 +234,8 @@ def environment(device: torch.device) -> dict:
 def default_run_name(cfg: Config, seed: bool = True) -> str:
     noise = cfg.noise if cfg.noise == "none" else f"{cfg.noise}{cfg.noise_rate:g}"
     name = f"{cfg.dataset}_{cfg.model}_{cfg.strategy}_{noise}"
+    if cfg.label_noise != "none":
+        name += f"_labels-{cfg.label_noise}{cfg.label_noise_rate:g}"
     return f"{name}_seed{cfg.seed}" if seed else name
 
 

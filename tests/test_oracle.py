@@ -313,3 +313,15 @@ def test_resume_of_a_folder_written_before_label_noise(cli, tmp_path):
     full.acquired.drop(columns="true_label").to_csv(old / "acquired.csv", index=False, na_rep="nan")
     full.rounds.head(1).drop(columns="n_corrupted").to_csv(old / "rounds.csv", index=False)
     assert_resume_reproduces(cli, old, full)
+
+
+def test_default_run_name_names_the_label_noise():
+    import main
+    from config import parse_config
+
+    def name(*argv):
+        return main.default_run_name(parse_config(["--dataset", "mnist_5k", *argv], main.CHOICES))
+
+    assert name() == "mnist_5k_lenet_random_none_seed42"
+    assert name("--label_noise", "pair", "--label_noise_rate", "0.3") == \
+        "mnist_5k_lenet_random_none_labels-pair0.3_seed42"
