@@ -14,14 +14,15 @@ import torch
 from tqdm import tqdm
 
 from config import Config, ConfigError
-from data import Dataset, Images, PoolState, initial_positions, split_train
-from models import build_model
+from data import DATASETS, Dataset, Images, PoolState, initial_positions, split_train
+from models import MODELS, build_model
 from noise import apply_noise
 from oracle import make_oracle
 from results import RunDir
 from rng import torch_generator
-from strategies import Strategy, get_strategy, random_scores, select_top_k
-from train import Schedule, evaluate, fit, make_optimizer, pool_log_probs, score_pool
+from strategies import Embeddings, Strategy, get_strategy, random_scores, select_top_k
+from train import (Schedule, check_query_memory, evaluate, fit, make_optimizer, memory_limit, pool_embeddings,
+                   pool_log_probs, score_pool)
 
 
 @dataclass
@@ -70,9 +71,6 @@ def check_budget(cfg: Config, n_train: int, num_classes: int) -> None:
         raise ConfigError(f"--n_init_labeled {cfg.n_init_labeled} must leave at least one of the pool's {pool} "
                           f"images unlabelled ({cfg.dataset}: {n_train} training images − {cfg.num_valid} "
                           f"validation); lower it or --num_valid")
-    from data import DATASETS
-    from models import MODELS
-
     # A dataset sized by its data (folder) has --image_size pixels a side; its channels do not change
     # the head's sizes, and every model takes 1 or 3.
     shape = DATASETS[cfg.dataset].shape if cfg.dataset in DATASETS else (1, 28)
@@ -86,8 +84,6 @@ def check_budget(cfg: Config, n_train: int, num_classes: int) -> None:
                           f"{hint}") from None
     strategy = get_strategy(cfg.strategy)
     if cfg.n_round > 0 and strategy.needs_predictions:
-        from train import check_query_memory, memory_limit
-
         k = cfg.mc_samples if strategy.mc and cfg.mc_samples > 1 else 1
         candidates = pool - cfg.n_init_labeled
         if cfg.pool_subset:
@@ -295,8 +291,6 @@ def query(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, mo
         if strategy.needs_embeddings:
             # The strategy chooses the batch from one deterministic pass's penultimate features and
             # probabilities of the candidates, plus the features of every labelled image.
-            from strategies import Embeddings  # (imported here: only query() of loop.py changes)
-            from train import pool_embeddings
             labeled_idx = data.pool_idx[state.labeled_positions().to(data.device)]
             h, p = pool_embeddings(model, data.train, idx, cfg.eval_batch_size)
             labeled_h, _ = pool_embeddings(model, data.train, labeled_idx, cfg.eval_batch_size)
