@@ -41,8 +41,10 @@ RC[torch]=$?
 
 export WANDB_MODE=offline PYTHONUNBUFFERED=1
 
-sep "pytest (timeout 270s) -> \$OUT/pytest.log"
-timeout 270 python3 -m pytest -q -p no:cacheprovider --durations=15 2>&1 | tee "$OUT/pytest.log"
+# pytest-xdist is in the device image: 12 workers (16 cores); each test owns its tmp_path.
+XDIST=""; python3 -c 'import xdist' 2>/dev/null && XDIST="-n 12"
+sep "pytest $XDIST (timeout 300s) -> \$OUT/pytest.log"
+timeout 300 python3 -m pytest -q -p no:cacheprovider $XDIST --durations=15 2>&1 | tee "$OUT/pytest.log"
 RC[pytest]=${PIPESTATUS[0]}
 
 sep "bench_round cuda (timeout 150s) -> \$OUT/bench_cuda.jsonl"
