@@ -18,6 +18,8 @@ LOG_LEVEL = logging.INFO
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 NOISES = ("none", "gaussian", "salt_and_pepper")
+ORACLES = ("simulated", "human")
+DONT_KNOW = ("out", "pool")
 LABEL_NOISES = ("none", "symmetric", "pair", "adversarial")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -80,6 +82,11 @@ class Config:
     label_noise_initial: bool = False
     image_size: int = 32
     test_fraction: float = 0.2
+    # A person as the oracle (issue 9): the labelling page's address and what "I don't know" does.
+    oracle: str = "simulated"
+    dont_know: str = "out"
+    human_host: str = "127.0.0.1"
+    human_port: int = 0
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed (the config itself is frozen)."""
@@ -130,7 +137,7 @@ class Config:
         for seed in self.seeds:
             NUMERIC_RULES["seed"].check("seeds", seed)
         fixed = {"noise": NOISES, "optimizer": OPTIMIZERS, "device": DEVICES, "preset": PRESET_NAMES,
-                 "label_noise": LABEL_NOISES}
+                 "label_noise": LABEL_NOISES, "oracle": ORACLES, "dont_know": DONT_KNOW}
         for name, allowed in {**fixed, **(choices or {})}.items():
             _check_choice(name, getattr(self, name), allowed)
         if not self.seeds:
@@ -140,6 +147,9 @@ class Config:
         if self.label_noise == "adversarial" and self.label_noise_initial and self.label_noise_rate > 0:
             raise ConfigError("--label_noise adversarial cannot corrupt the initial set (no model exists yet to "
                               "follow): use --no-label_noise_initial or another --label_noise")
+        if self.oracle == "human" and self.label_noise != "none" and self.label_noise_rate > 0:
+            raise ConfigError("--label_noise simulates a wrong annotator; with --oracle human the person's answers "
+                              "are the labels: drop --label_noise")
         if self.pool_subset and self.pool_subset < self.n_query:
             raise ConfigError(f"--pool_subset {self.pool_subset} is smaller than --n_query {self.n_query}")
         return self
@@ -224,6 +234,7 @@ NUMERIC_RULES: dict[str, Rule] = {
     "label_noise_rate": _FRACTION,
     "image_size": Rule(int, 8, 512, why="images are resized to this many pixels a side"),
     "test_fraction": Rule(float, 0.0, 1.0, low_open=True, high_open=True),
+    "human_port": Rule(int, 0, 65535, why="a TCP port; 0 = any free port"),
 }
 
 
@@ -281,12 +292,18 @@ HELP = {
     "label_noise_initial": "the initial labelled set gets label noise too",
     "image_size": "--dataset folder: images are resized to this many pixels a side",
     "test_fraction": "--dataset folder without test/: fraction of train held out as a stratified test split",
+    "oracle": "who labels the queried images: simulated (the dataset's labels, with --label_noise) or human "
+              "(a person, in a local web page whose address the run prints)",
+    "dont_know": "--oracle human: an image answered \"I don't know\" leaves the pool (out) or goes back to it (pool)",
+    "human_host": "--oracle human: address the labelling page listens on (127.0.0.1: this machine only)",
+    "human_port": "--oracle human: port of the labelling page (0 = any free port)",
 }
 
 # Fields that say how a run is executed or tracked, not what it computes: they may differ when a run
 # folder is resumed (on another machine, with other threads or without wandb).
 OPERATIONAL_FIELDS = frozenset({"debug", "wandb", "wandb_project", "wandb_group", "threads", "num_workers",
-                                "output_dir", "run_name", "resume", "experiment", "seeds"})
+                                "output_dir", "run_name", "resume", "experiment", "seeds", "human_host",
+                                "human_port"})
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -301,7 +318,8 @@ def build_parser(choices: Mapping[str, Sequence[str]] | None = None) -> argparse
     parser = _OneLineParser(description="Active-learning experiment runner.",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     choices = dict(choices or {})
-    choices.update(noise=NOISES, optimizer=OPTIMIZERS, device=DEVICES, preset=PRESET_NAMES, label_noise=LABEL_NOISES)
+    choices.update(noise=NOISES, optimizer=OPTIMIZERS, device=DEVICES, preset=PRESET_NAMES, label_noise=LABEL_NOISES,
+                   oracle=ORACLES, dont_know=DONT_KNOW)
     for f in dataclasses.fields(Config):
         default = getattr(Config(), f.name)
         flag, help_ = f"--{f.name}", HELP[f.name]

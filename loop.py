@@ -38,6 +38,7 @@ class StudyData:
     num_classes: int
     noisy_train: int = 0
     noisy_test: int = 0
+    classes: tuple | None = None  # class names by label, when the dataset has them
 
     @property
     def device(self) -> torch.device:
@@ -111,7 +112,8 @@ def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyDa
     return StudyData(train=train.to(device), train_y=dataset.train_y.to(device),
                      test=test.to(device), test_y=dataset.test_y.to(device),
                      val_idx=splits.val_idx.to(device), pool_idx=splits.pool_idx.to(device),
-                     num_classes=dataset.num_classes, noisy_train=n_train_noisy, noisy_test=n_test_noisy)
+                     num_classes=dataset.num_classes, noisy_train=n_train_noisy, noisy_test=n_test_noisy,
+                     classes=tuple(dataset.classes) if dataset.classes else None)
 
 
 def _noisy(x_uint8: torch.Tensor, dataset: Dataset, cfg: Config, split: str) -> tuple:
@@ -134,26 +136,42 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     state = PoolState(data.pool_idx.numel())
     # Label the initial, class-balanced set (no model yet: the oracle gets no predictions)
     first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
-    oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first)
-    start = len(run_dir.rounds)
-    if start == 0:
-        first_labels = oracle(first)
-        state.label(first, first_labels, round_=0)
-        run_dir.reset_acquired(acquired_rows(data, -1, first, first_labels,
-                                             torch.full((first.numel(),), float("nan"))))
-    else:
-        complete_old_records(data, run_dir)
-        restore_labeled(state, data, run_dir.acquired, first, oracle)
-        run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
-        log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
-    rows = list(run_dir.rounds)
-    for r in tqdm(range(start, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
-        row, acquired = run_round(cfg, data, state, strategy, oracle, r)
-        run_dir.append_round(row, acquired)
-        tracker.log(row)
-        log.info(format_row(row))
-        rows.append(row)
+    oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first,
+                         study=OracleContext(data, state, run_dir, log))
+    try:
+        start = len(run_dir.rounds)
+        if start == 0:
+            first_labels = oracle(first)
+            state.label(first, first_labels, round_=0)
+            run_dir.reset_acquired(acquired_rows(data, -1, first, first_labels,
+                                                 torch.full((first.numel(),), float("nan"))))
+        else:
+            complete_old_records(data, run_dir)
+            restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
+            run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
+            log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
+        rows = list(run_dir.rounds)
+        for r in tqdm(range(start, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
+            row, acquired = run_round(cfg, data, state, strategy, oracle, r)
+            run_dir.append_round(row, acquired)
+            tracker.log(row)
+            log.info(format_row(row))
+            rows.append(row)
+        oracle.close(finished=True)
+    finally:
+        oracle.close()
     return rows
+
+
+@dataclass
+class OracleContext:
+    """What an oracle may look at besides the labels: the images, the labelled set and the records
+    (the human oracle shows the queried images and the learning curve; simulated ones ignore it)."""
+
+    data: StudyData
+    state: PoolState
+    run_dir: RunDir
+    log: logging.Logger
 
 
 def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
@@ -164,13 +182,18 @@ def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
             row["true_label"] = int(data.pool_y[row["pool_position"]])
     for row in run_dir.rounds:
         row.setdefault("n_corrupted", 0)
+        row.setdefault("n_skipped", 0)  # folders before the human oracle: nothing was skipped
+        row.setdefault("label_s", 0.0)
 
 
-def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: torch.Tensor, oracle=None) -> None:
+def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: torch.Tensor, oracle=None,
+                    set_aside: bool = True) -> None:
     """Rebuild the labelled set from acquired.csv rows, checking they belong to this data and seed.
 
     The given ``label`` is what training used; the oracle (when given) remembers those answers, so an
-    oracle that decides when asked (adversarial) answers as it did before the interruption.
+    oracle that decides when asked (adversarial) answers as it did before the interruption. A row with
+    label -1 is a query the oracle did not answer ("I don't know"): the item is set aside when
+    ``set_aside`` (--dont_know out), else it stayed in the pool.
     """
     positions = torch.tensor([row["pool_position"] for row in acquired], dtype=torch.int64)
     dataset_idx = torch.tensor([row["dataset_index"] for row in acquired], dtype=torch.int64)
@@ -185,11 +208,15 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
     if true and not torch.equal(torch.tensor(true, dtype=torch.int64), data.pool_y.cpu()[positions]):
         raise ConfigError("the run folder's acquired.csv does not match this dataset's labels: it cannot be resumed")
     labels = torch.tensor([row["label"] for row in acquired], dtype=torch.int64)
+    answered = labels >= 0
     if oracle is not None:
-        oracle.remember(positions, labels)
+        oracle.remember(positions[answered], labels[answered])
     for r in rounds.unique().tolist():
-        chosen = rounds == r
+        chosen = (rounds == r) & answered
         state.label(positions[chosen], labels[chosen], round_=r + 1)
+    if set_aside:
+        skipped = positions[~answered]
+        state.set_aside(skipped[state.round_P[skipped] < 0])
 
 
 def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int) -> tuple:
@@ -206,22 +233,29 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
                     cfg.eval_batch_size)
     eval_s = _elapsed(t, data.device)
-    # Query the pool and reveal the chosen labels (no query after the last round)
+    # Query the pool and reveal the chosen labels (no query after the last round). The oracle may not
+    # answer an item (label -1, "I don't know"): it is recorded, and set aside or left in the pool.
     t = time.perf_counter()
-    acquired, n_scored = [], 0
+    acquired, n_scored, n_answered, n_skipped, label_s = [], 0, 0, 0, 0.0
     if r < cfg.n_round:
         picked, picked_scores, n_scored = query(cfg, data, state, strategy, model, r)
         probs = predict_probs(cfg, data, model, picked) if oracle.needs_predictions else None
+        t_label = time.perf_counter()
         labels = oracle(picked, probs)
-        state.label(picked, labels, round_=r + 1)
+        label_s = time.perf_counter() - t_label
+        answered = labels >= 0
+        state.label(picked[answered], labels[answered], round_=r + 1)
+        if cfg.dont_know == "out":
+            state.set_aside(picked[~answered])
+        n_answered, n_skipped = int(answered.sum()), int((~answered).sum())
         acquired = acquired_rows(data, r, picked, labels, picked_scores)
-    query_s = _elapsed(t, data.device)
-    row = {"round": r, "n_labeled": state.n_labeled - len(acquired), "n_corrupted": n_corrupted,
+    query_s = _elapsed(t, data.device) - label_s
+    row = {"round": r, "n_labeled": state.n_labeled - n_answered, "n_corrupted": n_corrupted, "n_skipped": n_skipped,
            "train_loss": trained["loss"],
            "train_epochs": trained["epochs"], "train_steps": trained["steps"],
            "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
            "test_error": 1.0 - test["acc"], "n_scored": n_scored, "train_s": train_s, "eval_s": eval_s,
-           "query_s": query_s, "round_s": time.perf_counter() - t_round}
+           "query_s": query_s, "label_s": label_s, "round_s": time.perf_counter() - t_round}
     return row, acquired
 
 
@@ -236,10 +270,11 @@ def acquired_rows(data: StudyData, r: int, positions: torch.Tensor, labels: torc
 
 
 def count_corrupted(data: StudyData, state: PoolState) -> int:
-    """Labelled items whose given label differs from the dataset's: the wrong labels a model trains on."""
+    """Labelled items whose given label differs from the dataset's: the wrong labels a model trains on
+    (items the dataset has no label for, -1, are not counted)."""
     labeled = state.labeled_positions()
     true = data.pool_y[labeled.to(data.device)].cpu()
-    return int((state.labels_of(labeled) != true).sum())
+    return int(((state.labels_of(labeled) != true) & (true >= 0)).sum())
 
 
 def predict_probs(cfg: Config, data: StudyData, model, positions: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,12 @@ which kind it holds:
 - ``oracle(positions, probs=None)``: the given labels of those pool positions;
 - ``true_labels(positions)`` and ``is_corrupted(positions)``: what the records need;
 - ``remember(positions, labels)``: answers given earlier (read back from acquired.csv on --resume), so
-  that asking again gives the same answer.
+  that asking again gives the same answer;
+- ``close(finished=False)``: the study has ended (finished, or stopped by an error or Ctrl-C).
+
+An oracle may answer -1 for an item: "I don't know". The loop records it and sets the item aside or
+leaves it in the pool (--dont_know). Simulated oracles always answer; a person may not
+(``--oracle human``: labelling/, a local web page).
 
 Label noise (``--label_noise``, ``--label_noise_rate r``):
 
@@ -54,6 +59,9 @@ class CleanOracle:
 
     def remember(self, positions: torch.Tensor, labels: torch.Tensor) -> None:
         """Nothing to remember: the answer is always the true label."""
+
+    def close(self, finished: bool = False) -> None:
+        """Nothing to release."""
 
 
 class NoisyOracle(CleanOracle):
@@ -118,9 +126,15 @@ def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
             return perm
 
 
-def make_oracle(cfg, pool_y: torch.Tensor, num_classes: int, initial: torch.Tensor | None = None):
+def make_oracle(cfg, pool_y: torch.Tensor, num_classes: int, initial: torch.Tensor | None = None, study=None):
     """The oracle a configuration asks for; ``initial``: the initial set's pool positions (exempt from
-    label noise unless --label_noise_initial)."""
+    label noise unless --label_noise_initial; a person is not asked for them). ``study``
+    (loop.OracleContext): the images, labelled set and records, which the human oracle shows."""
+    if cfg.oracle == "human":
+        from labelling import HumanOracle  # the web stack is imported only when a person labels
+        return HumanOracle(cfg, pool_y, initial, study)
+    if (pool_y < 0).any():
+        raise ValueError("the pool holds images without labels: only --oracle human can label them")
     if cfg.label_noise == "none" or cfg.label_noise_rate == 0:
         return CleanOracle(pool_y)
     exempt = None if cfg.label_noise_initial else initial

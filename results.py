@@ -31,11 +31,15 @@ import pandas as pd
 
 from config import OPERATIONAL_FIELDS
 
-ROUND_COLUMNS = ["round", "n_labeled", "n_corrupted", "train_loss", "train_epochs", "train_steps", "val_acc",
-                 "val_loss", "test_acc", "test_loss", "test_error", "n_scored", "train_s", "eval_s", "query_s", "round_s"]
-# label: the label the oracle gave (training uses it); true_label: the dataset's (differs under label noise).
+# n_skipped: queried images the oracle did not label ("I don't know"); label_s: seconds the oracle took to
+# answer (a person labelling; ~0 when simulated), not counted in query_s.
+ROUND_COLUMNS = ["round", "n_labeled", "n_corrupted", "n_skipped", "train_loss", "train_epochs", "train_steps",
+                 "val_acc", "val_loss", "test_acc", "test_loss", "test_error", "n_scored", "train_s", "eval_s",
+                 "query_s", "label_s", "round_s"]
+# label: the label the oracle gave (training uses it; -1: not answered, "I don't know"); true_label: the
+# dataset's (differs under label noise; -1 for an image the dataset has no label for).
 ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score"]
-TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "round_s"]
+TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "label_s", "round_s"]
 # summary.json "status": pending (prepared, never started), running, complete, failed, interrupted
 # (Ctrl-C, SIGTERM, or a process that died: see run_status).
 STATUSES = ("pending", "running", "complete", "failed", "interrupted")

@@ -12,11 +12,15 @@ class PoolState:
 
     Revealed labels are stored here rather than read from the dataset, so that an oracle which
     lies (label noise) changes what the model trains on and nothing else.
+
+    ``aside_P[p]`` marks items taken out of the pool without a label (a person answered "I don't
+    know" with --dont_know out): neither labelled nor candidates for a query.
     """
 
     def __init__(self, n_pool: int):
         self.round_P = torch.full((n_pool,), -1, dtype=torch.int64)
         self.label_P = torch.full((n_pool,), -1, dtype=torch.int64)
+        self.aside_P = torch.zeros(n_pool, dtype=torch.bool)
 
     def __len__(self) -> int:
         return self.round_P.numel()
@@ -29,7 +33,19 @@ class PoolState:
         return torch.nonzero(self.round_P >= 0).flatten()
 
     def unlabeled_positions(self) -> torch.Tensor:
-        return torch.nonzero(self.round_P < 0).flatten()
+        """Positions a query may choose: unlabelled and not set aside."""
+        return torch.nonzero((self.round_P < 0) & ~self.aside_P).flatten()
+
+    @property
+    def n_aside(self) -> int:
+        return int(self.aside_P.sum())
+
+    def set_aside(self, positions: torch.Tensor) -> None:
+        """Take unlabelled pool positions out of the pool (they are never queried again)."""
+        positions = torch.as_tensor(positions, dtype=torch.int64)
+        if (self.round_P[positions] >= 0).any():
+            raise ValueError("a labelled pool item cannot be set aside")
+        self.aside_P[positions] = True
 
     def labels_of(self, positions: torch.Tensor) -> torch.Tensor:
         return self.label_P[positions]
@@ -45,8 +61,9 @@ class PoolState:
         self.label_P[positions] = torch.as_tensor(labels, dtype=torch.int64)
 
     def state_dict(self) -> dict:
-        return {"round_P": self.round_P.clone(), "label_P": self.label_P.clone()}
+        return {"round_P": self.round_P.clone(), "label_P": self.label_P.clone(), "aside_P": self.aside_P.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.round_P = state["round_P"].clone()
         self.label_P = state["label_P"].clone()
+        self.aside_P = state.get("aside_P", torch.zeros_like(self.round_P, dtype=torch.bool)).clone()

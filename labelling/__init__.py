@@ -1,0 +1,11 @@
+"""A person as the oracle (``--oracle human``): a local web page shows each round's queried images and
+takes the labels while the study runs.
+
+- ``oracle.py``: HumanOracle, the oracle the loop asks; it opens a batch, saves every answer in the run
+  folder (``human_batch.json``) and waits until the batch is submitted.
+- ``web.py``: the Flask application and the server thread (127.0.0.1, a random token).
+- ``templates/``: the page (server-rendered HTML with a little JavaScript, no build step).
+"""
+from labelling.oracle import BATCH_FILE, HumanOracle, Refused
+
+__all__ = ["BATCH_FILE", "HumanOracle", "Refused"]

@@ -1,0 +1,282 @@
+"""HumanOracle: the loop's oracle when a person labels (``--oracle human``).
+
+The loop calls it like any oracle, with the pool positions a round queried. It opens a *batch*, shows
+it in the labelling page (web.py) and blocks until the person submits the batch; then it returns the
+labels, -1 for an image answered "I don't know" (the loop records it and sets it aside or returns it
+to the pool: --dont_know).
+
+Nothing a person answers is lost:
+
+- Every answer is written to ``human_batch.json`` in the run folder (atomically: results.write_json)
+  before the server acknowledges it, so a closed tab, a reload, Ctrl-C or ``kill -9`` keeps it.
+- On ``--resume``, the interrupted round is trained again (the same seeded streams give the same
+  model and the same query on the CPU) and the saved answers of its images are shown again. Answers
+  for images the resumed round did not query again (possible on a GPU, whose kernels need not be
+  deterministic) are kept in the file under ``unused`` and filled in if those images are asked later.
+- A batch submitted but not yet recorded in rounds.csv (a kill in between) is not asked again.
+
+The initial set keeps the dataset's labels (it must be labelled, like the test set); the person is
+asked only for the queried images. Refused answers (an unknown class, an image not in the batch, a
+second submission) raise ``Refused`` and change nothing.
+"""
+from __future__ import annotations
+
+import io
+import secrets
+import threading
+import time
+from datetime import datetime, timezone
+
+import torch
+from PIL import Image
+
+from config import ConfigError
+from results import OutputError, write_json
+
+BATCH_FILE = "human_batch.json"
+SKIP = -1  # the label of an "I don't know" answer
+# Keyboard shortcuts of the class buttons: 0-9 for the first ten classes, then a-z.
+KEYS = "0123456789abcdefghijklmnopqrstuvwxyz"
+SKIP_KEY = "?"  # also "/" (the same key without Shift)
+LINGER_S = 1.5  # after the last round, a page seen this recently gets time to show "finished"
+
+
+class Refused(Exception):
+    """An answer or submission the oracle does not take; nothing changed. ``status``: HTTP code."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class HumanOracle:
+    """Asks a person, through a local web page, for the labels of each round's queried images."""
+
+    needs_predictions = False
+
+    def __init__(self, cfg, pool_y: torch.Tensor, initial: torch.Tensor | None, study):
+        if study is None:
+            raise ValueError("the human oracle needs the study (images, labelled set, run folder)")
+        self.cfg, self.study, self.log = cfg, study, study.log
+        self.pool_y = pool_y.cpu()
+        self.initial = set(torch.as_tensor(initial).tolist()) if initial is not None else set()
+        data = study.data
+        names = data.classes or tuple(str(c) for c in range(data.num_classes))
+        self.classes = tuple(str(n) for n in names)
+        self.path = study.run_dir.path / BATCH_FILE
+        self.token = secrets.token_urlsafe(24)
+        self.lock = threading.Lock()
+        self.version = 0          # bumped on every change the page must show
+        self.batch = None         # the open (or last) batch: see _open
+        self.finished = False
+        self.last_seen = 0.0      # monotonic time of the last request with the token
+        self._submitted = threading.Event()
+        self._png: dict = {}
+        self.saved = self._read_saved()
+        from labelling.web import start_server  # Flask is imported only for --oracle human
+        try:
+            self.server, self.url = start_server(self, cfg.human_host, cfg.human_port)
+        except OSError as err:
+            raise ConfigError(f"--oracle human: cannot listen on {cfg.human_host}:{cfg.human_port} "
+                              f"({err.strerror or err}); choose another --human_port (0 = any free port)") from None
+        self.log.info("label the queried images at %s", self.url)
+
+    # ------------------------------------------------------------------ the oracle interface
+    def __call__(self, positions: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+        positions = torch.as_tensor(positions, dtype=torch.int64).cpu()
+        wanted = positions.tolist()
+        if all(p in self.initial for p in wanted):  # the initial set: the dataset's labels
+            labels = self.pool_y[positions]
+            if (labels < 0).any():
+                raise ValueError("the initial set must be labelled images")
+            return labels.clone()
+        r = len(self.study.run_dir.rounds)
+        answers, unused = self._saved_answers(r, wanted)
+        if self.saved and self.saved.get("round") == r and self.saved.get("submitted") \
+                and sorted(self.saved.get("positions", [])) == sorted(wanted) and len(answers) == len(wanted):
+            self.log.info("round %d: the batch was submitted before the interruption; its answers are kept", r)
+            self.saved = None
+            return torch.tensor([answers[p]["label"] for p in wanted], dtype=torch.int64)
+        with self.lock:
+            self.batch = {"round": r, "positions": wanted, "answers": answers, "submitted": False,
+                          "opened": _now(), "unused": unused}
+            self._png = {}
+            self._write(self.batch)
+            self._submitted.clear()
+            self.version += 1
+        self.saved = None
+        given = f" ({len(answers)} answered before the interruption)" if answers else ""
+        self.log.info("round %d: %d images to label%s at %s", r, len(wanted), given, self.url)
+        while not self._submitted.wait(0.5):  # short waits: Ctrl-C and SIGTERM get through
+            pass
+        with self.lock:
+            return torch.tensor([self.batch["answers"][p]["label"] for p in wanted], dtype=torch.int64)
+
+    def true_labels(self, positions: torch.Tensor) -> torch.Tensor:
+        """The dataset's labels (-1 for an image the dataset has none for)."""
+        return self.pool_y[torch.as_tensor(positions, dtype=torch.int64)]
+
+    def is_corrupted(self, positions: torch.Tensor) -> torch.Tensor:
+        """Unknown in advance: a person's answers are compared with the dataset afterwards (acquired.csv)."""
+        return torch.zeros(torch.as_tensor(positions).numel(), dtype=torch.bool)
+
+    def remember(self, positions: torch.Tensor, labels: torch.Tensor) -> None:
+        """Recorded answers are in acquired.csv, and those rounds are never asked again."""
+
+    def close(self, finished: bool = False) -> None:
+        """Stop the page's server (after a moment when the study finished and a page is watching)."""
+        server = getattr(self, "server", None)
+        if server is None:
+            return
+        if finished:
+            with self.lock:
+                self.finished = True
+                self.version += 1
+            if time.monotonic() - self.last_seen < 3:
+                time.sleep(LINGER_S)
+        self.server = None
+        server.shutdown()
+        server.server_close()
+
+    # ------------------------------------------------------------------ what the page does
+    def answer(self, batch_round, position, label) -> str:
+        """Record one answer (a class index, or "skip") for an image of the open batch."""
+        with self.lock:
+            b = self._open_batch(batch_round)
+            if isinstance(position, bool) or not isinstance(position, int) or position not in b["positions"]:
+                raise Refused(f"image {position!r} was not queried in this batch (round {b['round']}); "
+                              "nothing was changed")
+            if label == "skip":
+                label = SKIP
+            elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(self.classes):
+                raise Refused(f"unknown class {label!r}: the classes are 0..{len(self.classes) - 1} "
+                              f"({', '.join(self.classes)}) or \"skip\"; nothing was changed")
+            answers = {**b["answers"], position: {"label": label, "at": _now()}}
+            self._write({**b, "answers": answers})
+            b["answers"] = answers
+            self.version += 1
+            what = "I don't know" if label == SKIP else self.classes[label]
+            return f"image {b['positions'].index(position) + 1}: {what} (saved)"
+
+    def submit(self, batch_round) -> str:
+        """Close the open batch when every image has an answer; the run then trains on it."""
+        with self.lock:
+            b = self._open_batch(batch_round)
+            missing = [i + 1 for i, p in enumerate(b["positions"]) if p not in b["answers"]]
+            if missing:
+                raise Refused(f"{len(missing)} of {len(b['positions'])} images have no answer yet "
+                              f"(image {', '.join(map(str, missing))}); nothing was submitted")
+            self._write({**b, "submitted": True, "submitted_at": _now()})
+            b["submitted"] = True
+            self.version += 1
+            self._submitted.set()
+            skipped = sum(a["label"] == SKIP for a in b["answers"].values())
+            return (f"round {b['round']}: {len(b['positions']) - skipped} labels submitted"
+                    + (f", {skipped} skipped" if skipped else "") + "; the model is training")
+
+    def png(self, position: int) -> bytes | None:
+        """The PNG of a pool image of the open batch, from the in-memory tensor (None: not in the batch)."""
+        with self.lock:
+            if self.batch is None or position not in self.batch["positions"]:
+                return None
+            if position not in self._png:
+                self._png[position] = encode_png(self._image(position))
+            return self._png[position]
+
+    def view(self) -> dict:
+        """Everything the page shows, read under the lock."""
+        data, state, run_dir = self.study.data, self.study.state, self.study.run_dir
+        with self.lock:
+            rows = [dict(row) for row in run_dir.rounds]
+            b = self.batch
+            open_ = b is not None and not b["submitted"]
+            if self.finished:
+                phase = "finished"
+            elif open_:
+                phase = "labelling"
+            else:
+                phase = "training"
+            # The round in progress: a submitted batch's round r is recorded just before round r + 1 trains.
+            round_ = len(rows) + (1 if b is not None and b["submitted"] and b["round"] == len(rows) else 0)
+            items = [{"index": i + 1, "position": p, "answer": b["answers"].get(p, {}).get("label")}
+                     for i, p in enumerate(b["positions"])] if open_ else []
+            return {
+                "version": self.version, "phase": phase, "round": min(round_, self.cfg.n_round),
+                "n_round": self.cfg.n_round, "n_labeled": state.n_labeled, "n_aside": state.n_aside,
+                "rows": rows, "batch_round": b["round"] if open_ else None, "items": items,
+                "answered": sum(item["answer"] is not None for item in items),
+                "classes": self.classes, "keys": KEYS[:len(self.classes)], "skip_key": SKIP_KEY,
+                "token": self.token, "run_name": run_dir.name, "dataset": self.cfg.dataset,
+                "strategy": self.cfg.strategy, "model": self.cfg.model, "pool": int(data.pool_idx.numel()),
+            }
+
+    # ------------------------------------------------------------------ internals
+    def _open_batch(self, batch_round) -> dict:
+        b = self.batch
+        if self.finished or b is None:
+            raise Refused("no batch is waiting for labels: the model is training; the page shows the next "
+                          "batch when it is chosen", 409)
+        if batch_round != b["round"]:
+            raise Refused(f"this page shows the batch of round {batch_round!r}, but the open one is round "
+                          f"{b['round']}'s: the page reloads it; nothing was changed", 409)
+        if b["submitted"]:
+            raise Refused(f"the batch of round {b['round']} was already submitted; nothing was changed", 409)
+        return b
+
+    def _write(self, batch: dict) -> None:
+        """Save a batch (atomically) before the change is taken; a failed write refuses it."""
+        record = {**batch, "answers": {str(p): a for p, a in batch["answers"].items()},
+                  "unused": {str(p): a for p, a in batch.get("unused", {}).items()},
+                  "classes": list(self.classes), "updated": _now()}
+        try:
+            write_json(self.path, record)
+        except OutputError as err:
+            raise Refused(f"the answer could not be saved, so it was not taken: {err}", 500) from None
+
+    def _read_saved(self) -> dict | None:
+        """The batch file a previous process left (None when there is none or it cannot be read)."""
+        if not self.path.exists():
+            return None
+        import json
+        try:
+            saved = json.loads(self.path.read_text())
+            for key in ("answers", "unused"):
+                saved[key] = {int(p): a for p, a in saved.get(key, {}).items()}
+            return saved
+        except (OSError, ValueError, AttributeError) as err:
+            self.log.warning("%s cannot be read (%s): its answers are not shown again", self.path, err)
+            return None
+
+    def _saved_answers(self, r: int, wanted: list) -> tuple:
+        """(answers to show again for the images ``wanted`` in round r, answers kept for other images)."""
+        if not self.saved or self.saved.get("round") != r:
+            return {}, {}
+        known = {**self.saved.get("unused", {}), **self.saved.get("answers", {})}
+        answers = {p: known[p] for p in wanted if p in known}
+        unused = {p: a for p, a in known.items() if p not in answers}
+        if unused:
+            self.log.warning("round %d: %d saved answers are for images this round did not query again; "
+                             "they stay in %s under 'unused'", r, len(unused), self.path)
+        return answers, unused
+
+    def _image(self, position: int):
+        """H×W or H×W×3 uint8 array of a pool image as the model sees it (noise included)."""
+        data = self.study.data
+        images = data.train
+        x = images.x[data.pool_idx[position]].cpu()
+        if x.dtype != torch.uint8:  # stored normalised (input noise): back to pixels
+            mean, std = images.mean.cpu()[0], images.std.cpu()[0]
+            x = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
+        x = x.permute(1, 2, 0)
+        return (x[:, :, 0] if x.shape[2] == 1 else x).numpy()
+
+
+def encode_png(array) -> bytes:
+    """PNG bytes of an H×W (grey) or H×W×3 (RGB) uint8 array."""
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG")
+    return out.getvalue()

@@ -1,0 +1,148 @@
+"""The labelling page: a small Flask application served from a thread of the run.
+
+Routes (every one needs the run's token; without it: 403):
+
+- ``GET /?token=T``: the page (server-rendered; its script polls ``/state`` and swaps in ``/view``);
+- ``GET /view?token=T``: the page's main part (progress, learning curve, the open batch);
+- ``GET /state?token=T``: ``{"version", "phase"}``: the page refreshes when the version changes;
+- ``GET /image/<pool position>.png?token=T``: an image of the open batch, PNG-encoded from memory;
+- ``POST /answer``, ``POST /submit``: JSON bodies, the token in the ``X-Token`` header (a cross-site
+  form cannot set it, nor send JSON without a preflight), refused answers as ``{"error": ...}``.
+
+The server listens on --human_host (127.0.0.1 by default: this machine only) at --human_port (0: any
+free port). Responses are not cached and send no referrer (the token is in the address).
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import threading
+import time
+
+from flask import Flask, Response, g, jsonify, render_template, request
+from markupsafe import Markup
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from labelling.oracle import Refused
+
+CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 190, 44, 12, 12, 34
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Request lines go to the project log at DEBUG (--debug), not to the console."""
+
+    def log_request(self, code="-", size="-"):
+        logging.getLogger("ProjectLogger").debug("labelling page: %s %s", self.requestline.split("?")[0], code)
+
+
+def start_server(desk, host: str, port: int) -> tuple:
+    """(server, url): the page served from a daemon thread; OSError when the address cannot be used."""
+    app = create_app(desk)
+    server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="labelling-page", daemon=True).start()
+    shown = f"[{host}]" if ":" in host else host
+    return server, f"http://{shown}:{server.server_port}/?token={desk.token}"
+
+
+def create_app(desk) -> Flask:
+    """The Flask application of one HumanOracle (``desk``)."""
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+
+    @app.before_request
+    def need_token():
+        given = request.headers.get("X-Token", "") if request.method == "POST" else request.args.get("token", "")
+        if not hmac.compare_digest(given.encode(), desk.token.encode()):
+            return Response("403 Forbidden: this page needs the token of the run (open the address the run "
+                            "printed)\n", 403, mimetype="text/plain")
+        desk.last_seen = time.monotonic()
+        g.nonce = secrets.token_urlsafe(12)
+
+    @app.after_request
+    def headers(response):
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        nonce = g.get("nonce", "none")
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; img-src 'self'; connect-src 'self'; style-src 'nonce-{nonce}'; "
+            f"script-src 'nonce-{nonce}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+        return response
+
+    @app.errorhandler(Refused)
+    def refused(err: Refused):
+        return jsonify(error=err.message), err.status
+
+    @app.get("/")
+    def page():
+        return render_template("page.html", nonce=g.nonce, curve=curve_svg(desk.view()["rows"]), **desk.view())
+
+    @app.get("/view")
+    def view():
+        v = desk.view()
+        return render_template("view.html", curve=curve_svg(v["rows"]), **v)
+
+    @app.get("/state")
+    def state():
+        v = desk.view()
+        return jsonify(version=v["version"], phase=v["phase"], round=v["round"], n_labeled=v["n_labeled"])
+
+    @app.get("/image/<int:position>.png")
+    def image(position: int):
+        png = desk.png(position)
+        if png is None:
+            return Response("not an image of the open batch\n", 404, mimetype="text/plain")
+        return Response(png, mimetype="image/png")
+
+    @app.post("/answer")
+    def answer():
+        body = _json_body()
+        return jsonify(message=desk.answer(body.get("batch"), body.get("position"), body.get("label")))
+
+    @app.post("/submit")
+    def submit():
+        return jsonify(message=desk.submit(_json_body().get("batch")))
+
+    return app
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Refused("the request must be a JSON object (Content-Type: application/json)")
+    return body
+
+
+def curve_svg(rows: list) -> Markup:
+    """An inline SVG of test (solid) and validation (dashed) accuracy against labelled images."""
+    if not rows:
+        return Markup('<p class="nocurve">The learning curve appears after the first round.</p>')
+    xs = [float(r["n_labeled"]) for r in rows]
+    lo, hi = min(xs), max(xs)
+    span = (hi - lo) or 1.0
+    w, h = CURVE_W - PAD_L - PAD_R, CURVE_H - PAD_T - PAD_B
+
+    def point(x, y):
+        return f"{PAD_L + (x - lo) / span * w:.1f},{PAD_T + (1 - y) * h:.1f}"
+
+    parts = [f'<svg id="curve" viewBox="0 0 {CURVE_W} {CURVE_H}" width="{CURVE_W}" height="{CURVE_H}" '
+             'role="img" aria-label="accuracy against labelled images">']
+    for y in (0.0, 0.25, 0.5, 0.75, 1.0):
+        yy = PAD_T + (1 - y) * h
+        parts.append(f'<line x1="{PAD_L}" x2="{CURVE_W - PAD_R}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#ddd"/>'
+                     f'<text x="{PAD_L - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11">{y:.0%}</text>')
+    for x in sorted({lo, hi}):
+        parts.append(f'<text x="{PAD_L + (x - lo) / span * w:.1f}" y="{CURVE_H - 16}" text-anchor="middle" '
+                     f'font-size="11">{x:.0f}</text>')
+    parts.append(f'<text x="{PAD_L + w / 2:.1f}" y="{CURVE_H - 2}" text-anchor="middle" font-size="11">'
+                 'labelled images</text>')
+    for key, dash, colour in (("val_acc", ' stroke-dasharray="4 3"', "#999"), ("test_acc", "", "#1a5fb4")):
+        pts = [point(x, float(r[key])) for x, r in zip(xs, rows)]
+        parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
+        parts.extend(f'<circle cx="{p.split(",")[0]}" cy="{p.split(",")[1]}" r="2.5" fill="{colour}"/>' for p in pts)
+    last = rows[-1]
+    parts.append(f'<text x="{CURVE_W - PAD_R}" y="{PAD_T + 12}" text-anchor="end" font-size="12">test '
+                 f'{float(last["test_acc"]):.1%} at {int(last["n_labeled"])} labels</text></svg>')
+    return Markup("".join(parts))
