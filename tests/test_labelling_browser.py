@@ -1,0 +1,214 @@
+"""The labelling page in a real browser: Debian's Chromium driven by playwright, against a real
+``main.py --oracle human`` run on mnist_5k.
+
+One study of 3 query rounds of 5 images: batch 0 is labelled by clicking (with a reload half-way and
+refused answers through the page), batch 1 by keyboard, batch 2 is half labelled when the run is
+killed with SIGKILL; the resumed run shows the answers again, the rest is labelled and the run
+finishes. acquired.csv must then hold exactly the answers given.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason=f"no {CHROMIUM} (scripts/install_chromium.sh installs it as root)")
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect  # polls from Python: the page's CSP forbids eval, which wait_for_function needs
+
+N_QUERY, N_ROUND = 5, 3
+ARGS = ["--dataset", "mnist_5k", "--oracle", "human", "--n_init_labeled", "20", "--n_query", str(N_QUERY),
+        "--n_round", str(N_ROUND), "--num_valid", "200", "--epochs", "1", "--min_steps", "30", "--no-wandb",
+        "--threads", "1", "--run_name", "human"]
+
+
+class Study:
+    """A main.py process whose stderr goes to a file; ``url`` is the labelling page it printed."""
+
+    def __init__(self, argv: list, log: Path):
+        self.log = log
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(log, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, env=env,
+                                         stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+        self.url = self._wait_for(r"label the queried images at (http://\S+)")
+
+    def _wait_for(self, pattern: str, timeout: float = 120) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = re.search(pattern, self.log.read_text())
+            if found:
+                return found.group(1)
+            assert self.proc.poll() is None, f"main.py exited {self.proc.returncode}:\n{self.log.read_text()}"
+            time.sleep(0.1)
+        raise AssertionError(f"no {pattern!r} in {self.log}:\n{self.log.read_text()}")
+
+    def wait(self, timeout: float = 120) -> int:
+        return self.proc.wait(timeout=timeout)
+
+
+def status_of(url: str, data: bytes | None = None, headers: dict | None = None) -> int:
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def batch_file(folder: Path) -> dict:
+    return json.loads((folder / "human_batch.json").read_text())
+
+
+def saved_answers(folder: Path, round_: int) -> dict:
+    saved = batch_file(folder)
+    assert saved["round"] == round_
+    return {int(p): a["label"] for p, a in saved["answers"].items()}
+
+
+def open_batch(page, round_: int) -> list:
+    """Wait for the page to show round ``round_``'s batch; its pool positions, in page order."""
+    page.wait_for_selector(f'#batch[data-round="{round_}"]', timeout=120_000)
+    return [int(p) for p in page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.position)")]
+
+
+def card(page, position: int):
+    return page.locator(f'.card[data-position="{position}"]')
+
+
+def wait_saved(folder: Path, round_: int, n: int) -> dict:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        answers = saved_answers(folder, round_)
+        if len(answers) >= n:
+            return answers
+        time.sleep(0.05)
+    raise AssertionError(f"human_batch.json has {len(answers)} answers, expected {n}")
+
+
+def test_label_a_study_in_the_browser(tmp_path):
+    out = tmp_path / "runs"
+    study = Study([*ARGS, "--output_dir", str(out)], tmp_path / "run1.log")
+    (folder,) = out.iterdir()  # human_<timestamp>
+    given: dict = {}  # pool position -> label given (-1: I don't know)
+    base = study.url.split("/?token=")[0]
+    token = study.url.split("token=")[1]
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(study.url)
+
+            # No token, a wrong token, or a POST whose token is only in the address: 403.
+            assert status_of(base + "/") == 403
+            assert status_of(base + "/view?token=" + "x" * len(token)) == 403
+            assert status_of(base + "/image/0.png") == 403
+            body = json.dumps({"batch": 0, "position": 0, "label": 1}).encode()
+            assert status_of(f"{base}/answer?token={token}", body, {"Content-Type": "application/json"}) == 403
+            assert status_of(base + "/state?token=" + token) == 200
+
+            # Batch 0, by clicking; a reload half-way keeps the answers.
+            positions = open_batch(page, 0)
+            assert len(positions) == N_QUERY
+            for i, p in enumerate(positions[:2]):
+                card(page, p).locator(f'button[data-label="{i + 3}"]').click()
+                given[p] = i + 3
+            wait_saved(folder, 0, 2)
+            page.reload()
+            assert open_batch(page, 0) == positions
+            for p in positions[:2]:
+                assert card(page, p).locator("button.chosen").get_attribute("data-label") == str(given[p])
+            assert page.locator("#answered").inner_text() == "2"
+            assert page.locator("#submit").is_disabled()
+
+            # Refused through the page: a clear message, and nothing changes.
+            before = (folder / "human_batch.json").read_bytes()
+            page.evaluate(f"sendAnswer({positions[2]}, 10)")
+            page.wait_for_selector("#message.bad")
+            assert "unknown class 10" in page.locator("#message").inner_text()
+            page.evaluate("sendAnswer(999999, 1)")
+            expect(page.locator("#message")).to_contain_text("not queried", timeout=60_000)
+            assert (folder / "human_batch.json").read_bytes() == before
+
+            card(page, positions[2]).locator('button[data-label="skip"]').click()
+            given[positions[2]] = -1
+            for p in positions[3:]:
+                card(page, p).locator('button[data-label="7"]').click()
+                given[p] = 7
+            card(page, positions[3]).locator('button[data-label="1"]').click()  # changed before submitting
+            given[positions[3]] = 1
+            wait_saved(folder, 0, N_QUERY)
+            page.screenshot(path=str(tmp_path / "labelling_batch0.png"), full_page=True)
+            page.locator("#submit").click()
+            expect(page.locator("#message")).to_contain_text("submitted", timeout=60_000)
+            assert batch_file(folder)["submitted"] is True
+            # A second submission of the same batch is refused.
+            second = page.evaluate("async () => { const r = await fetch('/submit', {method: 'POST', headers: "
+                                   "{'Content-Type': 'application/json', 'X-Token': document.body.dataset.token}, "
+                                   "body: JSON.stringify({batch: 0})}); return [r.status, (await r.json()).error]; }")
+            assert second[0] == 409 and "already submitted" in second[1]
+
+            # Batch 1, by keyboard (the page follows by itself, no reload): digits label the highlighted
+            # image and move on; "?" is "I don't know"; Enter submits.
+            positions = open_batch(page, 1)
+            # While round 1 trained, the page showed the progress and round 0's learning curve.
+            assert page.locator("#curve").count() == 1
+            keys = ["2", "?", "5", "5", "9"]
+            for p, key in zip(positions, keys):
+                page.keyboard.press(key)
+                given[p] = -1 if key == "?" else int(key)
+            wait_saved(folder, 1, N_QUERY)
+            page.keyboard.press("Enter")
+            expect(page.locator("#message")).to_contain_text("round 1", timeout=60_000)
+
+            # Batch 2: two answers, then the run is killed (SIGKILL) mid-batch.
+            positions = open_batch(page, 2)
+            page.keyboard.press("4")
+            page.keyboard.press("8")
+            assert wait_saved(folder, 2, 2) == {positions[0]: 4, positions[1]: 8}
+            study.proc.send_signal(signal.SIGKILL)
+            study.wait()
+            page.wait_for_selector("#online.offline", timeout=10_000)
+
+            # Resumed: the page shows the same batch with the two answers; finish it.
+            resumed = Study(["--resume", str(folder)], tmp_path / "run2.log")
+            assert resumed.url != study.url  # a new token
+            page.goto(resumed.url)
+            assert open_batch(page, 2) == positions
+            for p, label in ((positions[0], 4), (positions[1], 8)):
+                assert card(page, p).locator("button.chosen").get_attribute("data-label") == str(label)
+                given[p] = label
+            for p, key in zip(positions[2:], ["0", "?", "6"]):
+                page.keyboard.press(key)
+                given[p] = -1 if key == "?" else int(key)
+            wait_saved(folder, 2, N_QUERY)
+            page.keyboard.press("Enter")
+            assert resumed.wait() == 0, resumed.log.read_text()
+        finally:
+            browser.close()
+
+    acquired = pd.read_csv(folder / "acquired.csv")
+    queried = acquired[acquired["round"] >= 0]
+    assert dict(zip(queried["pool_position"], queried["label"])) == given
+    assert sorted(queried.groupby("round").size().tolist()) == [N_QUERY] * N_ROUND
+    rounds = pd.read_csv(folder / "rounds.csv")
+    assert rounds["round"].tolist() == list(range(N_ROUND + 1))
+    assert rounds["n_skipped"].tolist() == [1, 1, 1, 0]
+    # --dont_know out (the default): skipped images leave the pool; 20 initial + 4 labels a round.
+    assert rounds["n_labeled"].tolist() == [20, 24, 28, 32]
+    assert json.loads((folder / "summary.json").read_text())["status"] == "complete"
+    assert json.loads((folder / "config.json").read_text())["oracle"] == "human"
