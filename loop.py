@@ -49,7 +49,7 @@ class StudyData:
         return self.train_y[self.pool_idx]
 
 
-def check_budget(cfg: Config, n_train: int, num_classes: int) -> None:
+def check_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int = 0) -> None:
     """The labelling budget, validation size and query memory must fit the training split and the machine.
 
     The pool (training images − validation) must hold the initial set plus every round's queries,
@@ -58,16 +58,24 @@ def check_budget(cfg: Config, n_train: int, num_classes: int) -> None:
     the budget already implies). A query that needs predictions must fit in memory for every
     candidate count it can meet (round 0 has the most: the pool − the initial set, or --pool_subset).
     The model must take the dataset's image size (lenet: 28 or 32 pixels; ``folder``: --image_size).
+    ``n_unlabeled``: images without labels that join the pool (``folder``'s unlabeled/ with --oracle
+    human); the initial set must still come from the labelled ones.
     """
     if cfg.num_valid < num_classes or cfg.num_valid >= n_train:
         raise ConfigError(f"--num_valid {cfg.num_valid} must be between {num_classes} (one per class) "
                           f"and {n_train - 1} for {cfg.dataset} ({n_train} training images)")
-    pool = n_train - cfg.num_valid
+    labelled_pool = n_train - cfg.num_valid
+    pool = labelled_pool + n_unlabeled
+    unlabeled = f" + {n_unlabeled} unlabelled" if n_unlabeled else ""
     needed = cfg.n_init_labeled + cfg.n_query * cfg.n_round
     if needed > pool:
         raise ConfigError(f"--n_init_labeled + --n_query × --n_round = {cfg.n_init_labeled} + {cfg.n_query} × "
                           f"{cfg.n_round} = {needed} exceeds the pool of {pool} images ({cfg.dataset}: "
-                          f"{n_train} training images − {cfg.num_valid} validation)")
+                          f"{n_train} training images − {cfg.num_valid} validation{unlabeled})")
+    if n_unlabeled and cfg.n_init_labeled > labelled_pool:
+        raise ConfigError(f"--n_init_labeled {cfg.n_init_labeled} needs labelled images, but train/ holds "
+                          f"{labelled_pool} after --num_valid {cfg.num_valid}; unlabeled/ images cannot be in "
+                          "the initial set: lower --n_init_labeled or --num_valid, or label more images in train/")
     if cfg.n_init_labeled >= pool:
         raise ConfigError(f"--n_init_labeled {cfg.n_init_labeled} must leave at least one of the pool's {pool} "
                           f"images unlabelled ({cfg.dataset}: {n_train} training images − {cfg.num_valid} "
@@ -106,14 +114,28 @@ def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyDa
     """Split, add the run's fixed input noise, and move everything to the device once."""
     # Split train into validation and pool
     splits = split_train(dataset.train_y, cfg.num_valid, cfg.seed)
+    train_x, train_y, pool_idx = dataset.train_x, dataset.train_y, splits.pool_idx
+    extra = unlabeled_in_pool(cfg, dataset)
+    if extra:  # images without labels (label -1) join the pool after the labelled ones
+        n = train_y.numel()
+        train_x = torch.cat([train_x, dataset.unlabeled_x])
+        train_y = torch.cat([train_y, torch.full((extra,), -1, dtype=train_y.dtype)])
+        pool_idx = torch.cat([pool_idx, torch.arange(n, n + extra, dtype=pool_idx.dtype)])
     # Add input noise once per image, seeded by the run
-    train, n_train_noisy = _noisy(dataset.train_x, dataset, cfg, "train")
+    train, n_train_noisy = _noisy(train_x, dataset, cfg, "train")
     test, n_test_noisy = _noisy(dataset.test_x, dataset, cfg, "test")
-    return StudyData(train=train.to(device), train_y=dataset.train_y.to(device),
+    return StudyData(train=train.to(device), train_y=train_y.to(device),
                      test=test.to(device), test_y=dataset.test_y.to(device),
-                     val_idx=splits.val_idx.to(device), pool_idx=splits.pool_idx.to(device),
+                     val_idx=splits.val_idx.to(device), pool_idx=pool_idx.to(device),
                      num_classes=dataset.num_classes, noisy_train=n_train_noisy, noisy_test=n_test_noisy,
                      classes=tuple(dataset.classes) if dataset.classes else None)
+
+
+def unlabeled_in_pool(cfg: Config, dataset: Dataset) -> int:
+    """How many images without labels join the pool: the dataset's unlabelled ones when a person labels."""
+    if dataset.unlabeled_x is None or cfg.oracle != "human":
+        return 0
+    return int(dataset.unlabeled_x.shape[0])
 
 
 def _noisy(x_uint8: torch.Tensor, dataset: Dataset, cfg: Config, split: str) -> tuple:

@@ -24,7 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS, Config, ConfigError, get_logger, parse_config
 from data import DATASETS, DataUnavailable, Dataset, load_dataset
-from loop import check_budget, check_strategy, prepare_data, run_study
+from loop import check_budget, check_strategy, prepare_data, run_study, unlabeled_in_pool
 from models import MODELS
 from results import (OutputError, RunDir, aggregate_runs, atomic_write_text, check_run_name, check_writable,
                      config_differences, mean_sem, prepare_run_folder, run_status)
@@ -121,7 +121,10 @@ def run(cfg: Config, log: logging.Logger) -> int:
     torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
     log.debug("config: %s", cfg.to_dict())
     dataset = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, test_fraction=cfg.test_fraction)
-    check_budget(cfg, dataset.train_y.numel(), dataset.num_classes)
+    check_budget(cfg, dataset.train_y.numel(), dataset.num_classes, n_unlabeled=unlabeled_in_pool(cfg, dataset))
+    if dataset.unlabeled_x is not None and cfg.oracle != "human":
+        log.warning("%d images in unlabeled/ are not used: only a person can label them (--oracle human)",
+                    dataset.unlabeled_x.shape[0])
     resume = Path(cfg.resume) if cfg.resume else None
     check_writable(str(resume) if resume else cfg.output_dir)
     if resume:

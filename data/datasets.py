@@ -52,6 +52,8 @@ class Dataset:
     mean: tuple  # per-channel mean of pixel/255, used for normalisation
     std: tuple
     classes: tuple | None = None  # class names by label (None when the dataset has none)
+    # Images without labels (``folder``'s unlabeled/): only a person (--oracle human) can label them.
+    unlabeled_x: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple:

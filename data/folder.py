@@ -2,6 +2,8 @@
 
     PATH/train/<class>/<image files>     required; class names are the sorted subfolder names
     PATH/test/<class>/<image files>      optional; the same class folders as train/
+    PATH/unlabeled/<image files>         optional, any subfolders: images without labels, which only a
+                                         person can label (--oracle human adds them to the pool)
 
 Without test/, a stratified ``test_fraction`` of train is held out with the fixed FOLDER_SPLIT_SEED, so
 that every run of a study (every seed, every strategy) tests on the same images; the run's seed then
@@ -30,6 +32,7 @@ from data.datasets import DataUnavailable, Dataset
 FOLDER_SPLIT_SEED = 0  # a fixed split, like an official one: every run tests on the same images
 GREY_MODES = ("1", "L", "LA")
 LAYOUT = "PATH/train/<class>/<images> (and optionally PATH/test/<class>/<images>)"
+UNLABELED = "unlabeled"  # PATH/unlabeled/: images without labels (--oracle human)
 SHOWN_UNREADABLE = 3  # unreadable files named in the error; the count says how many in all
 
 
@@ -152,7 +155,11 @@ def load_image_folder(data_dir: str, image_size: int = 32, test_fraction: float 
     if os.path.isdir(os.path.join(root, "test")):
         _, test_items = list_split(root, "test", classes)
     items = train_items + test_items
-    x = torch.from_numpy(np.ascontiguousarray(read_images(root, [p for p, _ in items], image_size)))
+    unlabeled_dir = os.path.join(root, UNLABELED)
+    unlabeled = image_files(unlabeled_dir) if os.path.isdir(unlabeled_dir) else []
+    # Read together, so that one colour image anywhere makes every image RGB.
+    x = torch.from_numpy(np.ascontiguousarray(read_images(root, [p for p, _ in items] + unlabeled, image_size)))
+    x, unlabeled_x = x[:len(items)], x[len(items):].contiguous()
     y = torch.tensor([label for _, label in items], dtype=torch.int64)
     if test_items:
         train_i, test_i = torch.arange(len(train_items)), torch.arange(len(train_items), len(items))
@@ -162,4 +169,4 @@ def load_image_folder(data_dir: str, image_size: int = 32, test_fraction: float 
     train_x, test_x = x[train_i].contiguous(), x[test_i].contiguous()
     mean, std = channel_stats(train_x)
     return Dataset("folder", train_x, y[train_i], test_x, y[test_i], len(classes), mean, std,
-                   classes=tuple(classes))
+                   classes=tuple(classes), unlabeled_x=unlabeled_x if unlabeled else None)

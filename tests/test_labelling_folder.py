@@ -1,0 +1,145 @@
+"""--dataset folder with an unlabeled/ subfolder: its images join the pool only when a person labels
+(--oracle human); the initial, validation and test sets come from the labelled train/ and test/."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from config import Config, ConfigError
+from conftest import ROOT
+from data import load_dataset
+from data.splits import initial_positions
+from loop import check_budget, prepare_data
+from test_folder import make_folder, pattern
+
+N_UNLABELED = 10
+
+
+def add_unlabeled(root: Path, n: int = N_UNLABELED) -> list:
+    """root/unlabeled/ (some in a subfolder) with n grey images; their pixels in the loader's order."""
+    files = []
+    for i in range(n):
+        folder = root / "unlabeled" / ("batch2" if i % 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"u{i:02d}.png"
+        Image.fromarray(pattern(i % 3, 500 + i)).save(path)
+        files.append(path)
+    return [np.asarray(Image.open(f)) for f in sorted(files, key=str)]
+
+
+def test_loader_reads_unlabeled_images_beside_the_labelled_ones(tmp_path):
+    make_folder(tmp_path, 8, "train")
+    make_folder(tmp_path, 3, "test", start=100)
+    pixels = add_unlabeled(tmp_path)
+    ds = load_dataset("folder", str(tmp_path), image_size=20)
+    assert ds.train_x.shape == (24, 1, 20, 20) and ds.test_x.shape == (9, 1, 20, 20)
+    assert ds.unlabeled_x.shape == (N_UNLABELED, 1, 20, 20) and ds.unlabeled_x.dtype == torch.uint8
+    assert torch.equal(ds.unlabeled_x[:, 0], torch.from_numpy(np.stack(pixels)))
+    # Without unlabeled/, there is none.
+    (tmp_path / "other").mkdir()
+    for f in (tmp_path / "unlabeled").rglob("*.png"):
+        f.unlink()
+    assert load_dataset("folder", str(tmp_path), image_size=20).unlabeled_x is None
+
+
+def test_unlabeled_images_join_the_pool_only_for_a_person(tmp_path):
+    make_folder(tmp_path, 8, "train")
+    make_folder(tmp_path, 3, "test", start=100)
+    add_unlabeled(tmp_path)
+    ds = load_dataset("folder", str(tmp_path), image_size=28)
+    common = dict(dataset="folder", data_dir=str(tmp_path), num_valid=6, n_init_labeled=6, image_size=28)
+    simulated = prepare_data(Config(**common), ds, torch.device("cpu"))
+    human = prepare_data(Config(**common, oracle="human"), ds, torch.device("cpu"))
+    assert simulated.pool_idx.numel() == 18 and (simulated.pool_y >= 0).all()
+    assert human.pool_idx.numel() == 18 + N_UNLABELED
+    assert torch.equal(human.pool_y[18:], torch.full((N_UNLABELED,), -1))
+    assert torch.equal(human.pool_idx[:18], simulated.pool_idx)  # the same validation split and labelled pool
+    assert torch.equal(human.val_idx, simulated.val_idx)
+    assert torch.equal(human.train.x[human.pool_idx[18:]], ds.unlabeled_x)
+    # The initial set is drawn from the labelled positions only, as without unlabelled images.
+    first = initial_positions(human.pool_y, 6, seed=42)
+    assert torch.equal(first, initial_positions(simulated.pool_y, 6, seed=42))
+    assert (human.pool_y[first] >= 0).all()
+
+
+def test_budget_counts_unlabeled_images_but_not_for_the_initial_set():
+    cfg = Config(dataset="folder", num_valid=6, n_init_labeled=18, n_query=5, n_round=2, oracle="human",
+                 image_size=28)
+    check_budget(cfg, 24, 3, n_unlabeled=10)  # 18 labelled + 10 unlabelled ≥ 18 + 10
+    with pytest.raises(ConfigError, match="exceeds the pool of 28 images"):
+        check_budget(cfg.replace(n_round=3), 24, 3, n_unlabeled=10)
+    with pytest.raises(ConfigError, match="unlabeled/ images cannot be in the initial set"):
+        check_budget(cfg.replace(n_init_labeled=19, n_round=1), 24, 3, n_unlabeled=10)
+
+
+def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
+    """A real main.py run: the whole labelled pool is the initial set, so every query is an unlabelled
+    image; the answers (over HTTP, as the page sends them) are what acquired.csv records."""
+    data = tmp_path / "images"
+    make_folder(data, 8, "train")
+    make_folder(data, 3, "test", start=100)
+    add_unlabeled(data)
+    out = tmp_path / "runs"
+    log = tmp_path / "run.log"
+    argv = ["--dataset", "folder", "--data_dir", str(data), "--image_size", "28", "--oracle", "human",
+            "--num_valid", "6", "--n_init_labeled", "18", "--n_query", "3", "--n_round", "2", "--epochs", "1",
+            "--min_steps", "5", "--no-wandb", "--threads", "1", "--output_dir", str(out), "--run_name", "mine"]
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, stderr=err,
+                                stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        given = {}
+        for round_ in range(2):
+            url = wait_for(log, rf"round {round_}: 3 images to label at (http://\S+)", proc)
+            base, token = url.split("/?token=")
+            with urllib.request.urlopen(f"{base}/view?token={token}", timeout=10) as r:
+                positions = [int(p) for p in re.findall(r'data-position="(\d+)"', r.read().decode())]
+            for i, p in enumerate(positions):
+                label = "skip" if (round_, i) == (1, 2) else i % 3
+                post(base, token, "answer", {"batch": round_, "position": p, "label": label})
+                given[p] = -1 if label == "skip" else label
+            post(base, token, "submit", {"batch": round_})
+        assert proc.wait(timeout=120) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (folder,) = out.iterdir()
+    acquired = pd.read_csv(folder / "acquired.csv")
+    queried = acquired[acquired["round"] >= 0]
+    assert dict(zip(queried["pool_position"], queried["label"])) == given
+    assert (queried["pool_position"] >= 18).all() and (queried["true_label"] == -1).all()
+    assert (acquired.loc[acquired["round"] == -1, "true_label"] >= 0).all()
+    rounds = pd.read_csv(folder / "rounds.csv")
+    assert rounds["n_labeled"].tolist() == [18, 21, 23] and rounds["n_corrupted"].tolist() == [0, 0, 0]
+    assert json.loads((folder / "summary.json").read_text())["status"] == "complete"
+
+
+def wait_for(log: Path, pattern: str, proc, timeout: float = 120) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = re.search(pattern, log.read_text())
+        if found:
+            return found.group(1)
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.1)
+    raise AssertionError(log.read_text())
+
+
+def post(base: str, token: str, route: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{base}/{route}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "X-Token": token})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
