@@ -309,6 +309,9 @@ class Sweep:
         for cell in self.cells:
             try:
                 cfg = parse_config(cell.argv, main.CHOICES)
+                if cfg.oracle == "human":
+                    raise ConfigError("--oracle human waits for a person at a web page; sweep cells run "
+                                      "unattended: run main.py --oracle human yourself")
                 check_strategy(cfg)
                 if local:
                     main.resolve_device(cfg.device)
