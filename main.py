@@ -125,6 +125,9 @@ def run(cfg: Config, log: logging.Logger) -> int:
     if dataset.unlabeled_x is not None and cfg.oracle != "human":
         log.warning("%d images in unlabeled/ are not used: only a person can label them (--oracle human)",
                     dataset.unlabeled_x.shape[0])
+    if cfg.oracle == "human":
+        from labelling.web import check_address  # before any run folder: a busy port is bad input
+        check_address(cfg.human_host, cfg.human_port)
     resume = Path(cfg.resume) if cfg.resume else None
     check_writable(str(resume) if resume else cfg.output_dir)
     if resume:

@@ -30,7 +30,6 @@ from datetime import datetime, timezone
 import torch
 from PIL import Image
 
-from config import ConfigError
 from results import OutputError, write_json
 
 BATCH_FILE = "human_batch.json"
@@ -77,12 +76,12 @@ class HumanOracle:
         self._submitted = threading.Event()
         self._png: dict = {}
         self.saved = self._read_saved()
-        from labelling.web import start_server  # Flask is imported only for --oracle human
+        from labelling.web import check_address, start_server  # Flask is imported only for --oracle human
         try:
             self.server, self.url = start_server(self, cfg.human_host, cfg.human_port)
-        except OSError as err:
-            raise ConfigError(f"--oracle human: cannot listen on {cfg.human_host}:{cfg.human_port} "
-                              f"({err.strerror or err}); choose another --human_port (0 = any free port)") from None
+        except OSError:
+            check_address(cfg.human_host, cfg.human_port)  # raises ConfigError with the reason
+            raise
         self.log.info("label the queried images at %s", self.url)
 
     # ------------------------------------------------------------------ the oracle interface
@@ -217,6 +216,8 @@ class HumanOracle:
     # ------------------------------------------------------------------ internals
     def _open_batch(self, batch_round) -> dict:
         b = self.batch
+        if isinstance(batch_round, bool) or not isinstance(batch_round, int):
+            raise Refused(f"the batch must be a round number, not {batch_round!r}; nothing was changed")
         if self.finished or b is None:
             raise Refused("no batch is waiting for labels: the model is training; the page shows the next "
                           "batch when it is chosen", 409)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import socket
 import threading
 import time
 
@@ -36,13 +37,37 @@ class _QuietHandler(WSGIRequestHandler):
         logging.getLogger("ProjectLogger").debug("labelling page: %s %s", self.requestline.split("?")[0], code)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket at host:port (port 0: any free one); OSError when the address cannot be used.
+
+    Bound here rather than by werkzeug, whose make_server prints to stderr and exits on a busy port.
+    """
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, port), family=family, backlog=64)
+
+
+def check_address(host: str, port: int) -> None:
+    """ConfigError (one line, before any run folder) when the page could not listen at host:port."""
+    from config import ConfigError
+    try:
+        listen(host, port).close()
+    except OSError as err:
+        raise ConfigError(f"--oracle human: cannot listen on {host}:{port} ({err.strerror or err}); choose "
+                          "another --human_port (0 = any free port) or --human_host") from None
+
+
 def start_server(desk, host: str, port: int) -> tuple:
     """(server, url): the page served from a daemon thread; OSError when the address cannot be used."""
     app = create_app(desk)
-    server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
+    sock = listen(host, port)
+    port = sock.getsockname()[1]  # the free port chosen for port 0
+    try:
+        server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler, fd=sock.fileno())
+    finally:
+        sock.close()  # the server holds its own duplicate of the socket
     threading.Thread(target=server.serve_forever, name="labelling-page", daemon=True).start()
     shown = f"[{host}]" if ":" in host else host
-    return server, f"http://{shown}:{server.server_port}/?token={desk.token}"
+    return server, f"http://{shown}:{port}/?token={desk.token}"
 
 
 def create_app(desk) -> Flask:

@@ -1,0 +1,448 @@
+"""--oracle human: the HumanOracle's batches, its saved answers and their resume, the labelling page's token,
+refusals and PNGs, the loop's "I don't know", the configuration checks, and one run labelled over HTTP."""
+import io
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from config import Config, ConfigError
+from conftest import ROOT, SMALL, probe_study_data, run_dirs
+from data import Images, PoolState
+from labelling.oracle import BATCH_FILE, HumanOracle, encode_png
+from labelling.web import create_app
+from loop import OracleContext, acquired_rows, count_corrupted, restore_labeled
+from results import ROUND_COLUMNS, RunDir
+
+N, N_POOL, C = 60, 40, 10
+INITIAL = torch.tensor([0, 1, 2, 3])
+ASKED = [10, 5, 30]
+MEAN, STD = 0.5, 0.25
+LOG = logging.getLogger("test_labelling")
+
+
+def uint8_data():
+    """A StudyData whose 28×28 images are stored raw (uint8), as without input noise."""
+    x = torch.randint(0, 256, (N, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    data = probe_study_data(x.float(), N_POOL, C)
+    data.train = data.test = Images(x, (MEAN,), (STD,))
+    return data
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    run = RunDir.create(str(tmp_path / "runs"), "human")
+    run.write_config({"oracle": "human"})
+    return run
+
+
+@pytest.fixture
+def make_oracle(run_dir):
+    """HumanOracle(s) over one run folder, each serving on a free port; all closed at the end."""
+    opened = []
+
+    def make(data=None, port=0):
+        data = uint8_data() if data is None else data
+        cfg = Config(oracle="human", human_port=port, n_round=3)
+        oracle = HumanOracle(cfg, data.pool_y, INITIAL, OracleContext(data, PoolState(N_POOL), run_dir, LOG))
+        opened.append(oracle)
+        return oracle
+    yield make
+    for oracle in opened:
+        oracle.close()
+
+
+def ask(oracle, positions):
+    """oracle(positions) in a daemon thread (it blocks until a submission): (thread, result dict)."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(labels=oracle(torch.tensor(positions)).tolist()),
+                              daemon=True)
+    thread.start()
+    return thread, out
+
+
+def open_batch(oracle, positions=ASKED):
+    """Ask for ``positions`` and wait until the batch is open: (thread, result, test client)."""
+    thread, out = ask(oracle, positions)
+    deadline = time.monotonic() + 10
+    while oracle.view()["phase"] != "labelling":
+        assert time.monotonic() < deadline and thread.is_alive(), out
+        time.sleep(0.01)
+    return thread, out, create_app(oracle).test_client()
+
+
+def post(client, oracle, path, body):
+    response = client.post(path, json=body, headers={"X-Token": oracle.token})
+    return response.status_code, response.get_json()
+
+
+def body(position=10, label=3, batch=0):
+    return {"batch": batch, "position": position, "label": label}
+
+
+def give(client, oracle, position, label):
+    """POST one answer to the open batch (round 0): (status, JSON body)."""
+    return post(client, oracle, "/answer", body(position, label))
+
+
+def submit(client, oracle, batch=0):
+    return post(client, oracle, "/submit", {"batch": batch})
+
+
+def saved(oracle, key=None):
+    """human_batch.json, or {position: label} of its ``key`` ("answers" or "unused")."""
+    record = json.loads(oracle.path.read_text())
+    return record if key is None else {p: a["label"] for p, a in record[key].items()}
+
+
+def answers_in_view(oracle):
+    return [item["answer"] for item in oracle.view()["items"]]
+
+
+# ------------------------------------------------------------------------------------------ the token
+
+def test_every_route_needs_the_token_and_posts_take_it_only_from_the_header(make_oracle):
+    oracle = make_oracle()
+    thread, out, client = open_batch(oracle)
+    for path in ("/", "/view", "/state", "/image/10.png"):
+        for query in ("", "?token=wrong", f"?token={oracle.token}x"):
+            assert client.get(path + query).status_code == 403, path + query
+        assert client.get(f"{path}?token={oracle.token}").status_code == 200, path
+    before = oracle.path.read_bytes()
+    in_query = f"?token={oracle.token}"
+    for path, sent in (("/answer", body(10, 7)), ("/submit", {"batch": 0})):
+        assert client.post(path + in_query, json=sent).status_code == 403
+        assert client.post(path, json=sent, headers={"X-Token": "wrong"}).status_code == 403
+    assert oracle.path.read_bytes() == before and answers_in_view(oracle) == [None, None, None]
+    assert client.get(f"/state?token={oracle.token}").get_json() == \
+        {"version": oracle.view()["version"], "phase": "labelling", "round": 0, "n_labeled": 0}
+    # the real server, through its printed address
+    with urllib.request.urlopen(oracle.url) as page:
+        assert page.status == 200 and b"/image/10.png" in page.read()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(oracle.url.split("?")[0])
+    assert err.value.code == 403
+    for position, label in zip(ASKED, (7, 1, 2)):
+        assert give(client, oracle, position, label)[0] == 200
+    assert submit(client, oracle) == (200, {"message": "round 0: 3 labels submitted; the model is training"})
+    thread.join(5)
+    assert out["labels"] == [7, 1, 2]
+
+
+# ------------------------------------------------------------------------------------------ a batch
+
+def test_batch_is_saved_answer_by_answer_and_returned_on_submission(make_oracle):
+    oracle = make_oracle()
+    thread, out, client = open_batch(oracle)
+    assert saved(oracle)["positions"] == ASKED and saved(oracle)["answers"] == {}
+    expected = {}
+    for position, label in ((10, 7), (5, "skip"), (30, 0)):
+        assert give(client, oracle, position, label)[0] == 200
+        expected[str(position)] = -1 if label == "skip" else label
+        record = saved(oracle)
+        assert (record["positions"], record["round"], record["submitted"]) == (ASKED, 0, False)
+        assert saved(oracle, "answers") == expected
+    assert give(client, oracle, 5, "skip")[1] == {"message": "image 2: I don't know (saved)"}
+    assert thread.is_alive() and oracle.view()["answered"] == 3
+    message = "round 0: 2 labels submitted, 1 skipped; the model is training"
+    assert submit(client, oracle) == (200, {"message": message})
+    thread.join(5)
+    assert not thread.is_alive() and out["labels"] == [7, -1, 0]
+    assert saved(oracle)["submitted"] is True and oracle.view()["phase"] == "training"
+    before = oracle.path.read_bytes()
+    for status, refused in (submit(client, oracle), give(client, oracle, 10, 1)):
+        assert status == 409 and "the batch of round 0 was already submitted" in refused["error"]
+    assert oracle.path.read_bytes() == before
+
+
+@pytest.mark.parametrize("path,sent,status,message", [
+    ("/answer", body(label=10), 400, "unknown class 10: the classes are 0..9"),
+    ("/answer", body(label=-1), 400, "unknown class -1"),
+    ("/answer", body(label="3"), 400, "unknown class '3'"),
+    ("/answer", body(label=True), 400, "unknown class True"),
+    ("/answer", body(label=False), 400, "unknown class False"),
+    ("/answer", body(label=2.5), 400, "unknown class 2.5"),
+    ("/answer", body(position=11), 400, "image 11 was not queried in this batch (round 0)"),
+    ("/answer", body(position="10"), 400, "image '10' was not queried"),
+    ("/answer", body(batch=1), 409, "the open one is round 0's"),
+    ("/answer", {"position": 10, "label": 3}, 400, "the batch must be a round number, not None"),
+    ("/answer", body(batch=True), 400, "the batch must be a round number, not True"),
+    ("/submit", {"batch": 0.0}, 400, "the batch must be a round number, not 0.0"),
+    ("/answer", [0, 10, 3], 400, "must be a JSON object"),
+    ("/submit", {"batch": 0}, 400, "2 of 3 images have no answer yet (image 2, 3); nothing was submitted"),
+    ("/submit", {"batch": 2}, 409, "batch of round 2"),
+])
+def test_refused_requests_change_nothing(make_oracle, path, sent, status, message):
+    oracle = make_oracle()
+    thread, _, client = open_batch(oracle)
+    assert give(client, oracle, 10, 4)[0] == 200
+    before, version = oracle.path.read_bytes(), oracle.view()["version"]
+    got_status, got = post(client, oracle, path, sent)
+    assert got_status == status and list(got) == ["error"] and message in got["error"], got
+    assert "nothing was" in got["error"] or sent == [0, 10, 3]
+    assert oracle.path.read_bytes() == before
+    assert answers_in_view(oracle) == [4, None, None] and oracle.view()["version"] == version
+    assert thread.is_alive()
+
+
+def test_an_answer_can_be_changed_before_submission_the_last_one_counts(make_oracle):
+    oracle = make_oracle()
+    thread, out, client = open_batch(oracle)
+    for position, label in ((10, 7), (5, 3), (30, 1), (10, "skip"), (10, 2), (30, "skip")):
+        assert give(client, oracle, position, label)[0] == 200
+    assert answers_in_view(oracle) == [2, 3, -1]
+    assert saved(oracle, "answers") == {"10": 2, "5": 3, "30": -1}
+    assert submit(client, oracle)[0] == 200
+    thread.join(5)
+    assert out["labels"] == [2, 3, -1]
+
+
+def test_initial_set_gets_the_dataset_labels_without_a_batch(make_oracle):
+    oracle = make_oracle()
+    thread, out = ask(oracle, INITIAL.flip(0).tolist())
+    thread.join(5)
+    assert out["labels"] == oracle.pool_y[INITIAL.flip(0)].tolist()
+    view = oracle.view()
+    assert view["phase"] == "training" and view["items"] == [] and view["version"] == 0
+    assert not oracle.path.exists()
+
+
+# ------------------------------------------------------------------------------------------ images
+
+def decoded(png_bytes):
+    return np.array(Image.open(io.BytesIO(png_bytes)))
+
+
+def test_image_of_the_open_batch_is_the_in_memory_pixels(make_oracle):
+    oracle = make_oracle()
+    data, (_, _, client) = oracle.study.data, open_batch(oracle)
+    for position in ASKED:
+        response = client.get(f"/image/{position}.png?token={oracle.token}")
+        assert response.status_code == 200 and response.mimetype == "image/png"
+        expected = data.train.x[data.pool_idx[position], 0].numpy()
+        assert np.array_equal(decoded(response.data), expected)
+    for position in (11, 0, 10_000):
+        assert client.get(f"/image/{position}.png?token={oracle.token}").status_code == 404
+
+
+def test_encode_png_round_trips_grey_and_rgb_exactly():
+    rng = np.random.default_rng(0)
+    for shape, mode in (((5, 7, 3), "RGB"), ((6, 4), "L")):
+        array = rng.integers(0, 256, shape, dtype=np.uint8)
+        image = Image.open(io.BytesIO(encode_png(array)))
+        assert image.mode == mode and np.array_equal(np.array(image), array)
+
+
+def test_normalised_images_are_shown_as_clamped_pixels(make_oracle):
+    # stored x = ((v + 0.3) / 255 - mean) / std shows v; values beyond the pixel range show 0 or 255
+    data = uint8_data()
+    v = data.train.x.double()
+    x = ((v + 0.3) / 255 - MEAN) / STD
+    x[:, :, 0, :5] = -10.0  # below black
+    x[:, :, 1, :5] = 10.0   # above white
+    data.train = data.test = data.train.replaced(x)
+    assert data.train.x.dtype == torch.float32
+    oracle = make_oracle(data)
+    _, _, client = open_batch(oracle)
+    expected = v[data.pool_idx[30], 0].to(torch.uint8)
+    expected[0, :5], expected[1, :5] = 0, 255
+    png = client.get(f"/image/30.png?token={oracle.token}").data
+    assert np.array_equal(decoded(png), expected.numpy())
+
+
+# ------------------------------------------------------------------------------------------ resume
+
+def interrupted(make_oracle, answers=((10, 7), (5, "skip")), submitted=False):
+    """A first process's oracle that got ``answers`` for ASKED in round 0, then stopped."""
+    first = make_oracle()
+    thread, out, client = open_batch(first)
+    for position, label in answers:
+        assert give(client, first, position, label)[0] == 200
+    if submitted:
+        assert submit(client, first)[0] == 200
+        thread.join(5)
+    first.close()
+    return first.path.read_bytes()
+
+
+def test_resume_shows_the_saved_answers_of_the_same_batch(make_oracle):
+    interrupted(make_oracle)
+    second = make_oracle()
+    thread, out, client = open_batch(second)
+    assert answers_in_view(second) == [7, -1, None] and second.view()["answered"] == 2
+    assert give(client, second, 30, 1)[0] == 200
+    assert submit(client, second)[0] == 200
+    thread.join(5)
+    assert out["labels"] == [7, -1, 1]
+
+
+def test_resume_keeps_answers_of_images_not_asked_again_under_unused(make_oracle):
+    interrupted(make_oracle)
+    second = make_oracle()
+    _, _, client = open_batch(second, [10, 30, 33])
+    assert answers_in_view(second) == [7, None, None]
+    assert saved(second, "unused") == {"5": -1}
+    give(client, second, 33, 4)
+    assert saved(second, "unused") == {"5": -1}
+    second.close()
+    third = make_oracle()
+    _, _, client = open_batch(third, [5, 33, 12])
+    assert answers_in_view(third) == [-1, 4, None]
+    assert saved(third, "unused") == {"10": 7} and saved(third, "answers") == {"5": -1, "33": 4}
+
+
+def test_submitted_but_unrecorded_batch_is_not_asked_again(make_oracle, run_dir):
+    before = interrupted(make_oracle, zip(ASKED, (7, "skip", 0)), submitted=True)
+    assert json.loads(before)["submitted"] is True
+    second = make_oracle()
+    thread, out = ask(second, [30, 10, 5])
+    thread.join(5)
+    assert not thread.is_alive() and out["labels"] == [0, 7, -1]
+    assert second.view()["phase"] == "training" and second.path.read_bytes() == before
+    # Once round 0 is recorded, the same images in round 1 make a new, empty batch
+    run_dir.append_round({c: 0 for c in ROUND_COLUMNS}, [])
+    third = make_oracle()
+    open_batch(third, [30, 10, 5])
+    assert third.view()["batch_round"] == 1 and answers_in_view(third) == [None, None, None]
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+def test_set_aside_leaves_the_pool_and_refuses_a_labelled_item():
+    state = PoolState(8)
+    state.label(torch.tensor([0, 1]), torch.tensor([3, 4]), round_=0)
+    state.set_aside(torch.tensor([5, 2]))
+    assert state.unlabeled_positions().tolist() == [3, 4, 6, 7] and state.n_aside == 2
+    with pytest.raises(ValueError, match="a labelled pool item cannot be set aside"):
+        state.set_aside(torch.tensor([6, 1]))
+    assert state.aside_P.nonzero().flatten().tolist() == [2, 5] and state.n_labeled == 2
+
+
+@pytest.mark.parametrize("set_aside", [True, False])
+def test_restore_labeled_never_labels_dont_know_rows(set_aside):
+    data = probe_study_data(torch.zeros(N, 1, 28, 28), N_POOL, C)
+    rows = acquired_rows(data, -1, INITIAL, data.pool_y[INITIAL], torch.full((4,), float("nan")))
+    rows += acquired_rows(data, 0, torch.tensor(ASKED), torch.tensor([7, -1, -1]), torch.zeros(3))
+    rows += acquired_rows(data, 1, torch.tensor([30, 12]), torch.tensor([2, -1]), torch.zeros(2))
+    state = PoolState(N_POOL)
+    restore_labeled(state, data, rows, INITIAL, set_aside=set_aside)
+    assert state.labeled_positions().tolist() == [0, 1, 2, 3, 10, 30]
+    assert state.labels_of(torch.tensor([10, 30])).tolist() == [7, 2]
+    assert state.round_P[[10, 30]].tolist() == [1, 2] and state.label_P[[5, 12]].tolist() == [-1, -1]
+    aside = [5, 12] if set_aside else []  # 30 was answered later: labelled, not aside
+    assert state.aside_P.nonzero().flatten().tolist() == aside
+    expected = [p for p in range(N_POOL) if p not in (0, 1, 2, 3, 10, 30, *aside)]
+    assert state.unlabeled_positions().tolist() == expected
+
+
+def test_count_corrupted_ignores_images_without_a_dataset_label():
+    data = probe_study_data(torch.zeros(N, 1, 28, 28), N_POOL, C)
+    data.train_y[data.pool_idx[5]] = -1
+    true = data.pool_y
+    state = PoolState(N_POOL)
+    state.label(torch.tensor([5, 6, 7]), torch.tensor([3, (int(true[6]) + 1) % C, int(true[7])]), round_=1)
+    assert count_corrupted(data, state) == 1
+
+
+# ------------------------------------------------------------------------------------------ configuration
+
+@pytest.mark.parametrize("argv,message", [
+    (["--oracle", "human", "--label_noise", "symmetric", "--label_noise_rate", "0.2"], "drop --label_noise"),
+    (["--human_port", "70000"], "--human_port"),
+    (["--dont_know", "maybe"], "--dont_know"),
+])
+def test_bad_human_settings_are_refused_with_one_line(cli, argv, message):
+    from config import parse_config
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv)
+    rc, out, err, runs = cli(*SMALL, *argv)
+    assert rc == 2 and err.count("\n") == 1 and message in err and runs == []
+
+
+def test_config_accepts_human_without_noise_and_refuses_it_with_noise():
+    Config(oracle="human", label_noise="symmetric", label_noise_rate=0.0, human_port=65535, dont_know="pool").validate()
+    for bad, message in (({"label_noise": "pair", "label_noise_rate": 0.1}, "with --oracle human"),
+                         ({"human_port": -1}, "--human_port"), ({"dont_know": "maybe"}, "unknown --dont_know")):
+        with pytest.raises(ConfigError, match=message):
+            Config(oracle="human", **bad).validate()
+
+
+def test_port_in_use_is_a_config_error_naming_it(make_oracle):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port} .*--human_port"):
+            make_oracle(port=port)
+
+
+def test_a_busy_port_or_unknown_host_is_refused_before_any_run_folder(cli, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flags, why in ((["--human_port", port], "Address already in use"),
+                           (["--human_host", "no-such-host.invalid"], "no-such-host.invalid:0")):
+            rc, out, err, runs = cli(*SMALL, "--oracle", "human", *flags)
+            assert rc == 2 and err.count("\n") == 1 and err.startswith("error: --oracle human: cannot listen on")
+            assert why in err and runs == [] and not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+def test_a_person_labels_a_run_over_http(tmp_path):
+    # main.py --oracle human: the printed address takes the answers; acquired.csv and rounds.csv record them
+    out_dir = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *SMALL, "--oracle", "human", "--threads", "1",
+                             "--output_dir", str(out_dir)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "label the queried images at " in line:
+                url = line.split(" at ")[-1].strip()
+                break
+        else:
+            pytest.fail(f"no address printed: {proc.communicate()}")
+        base, token = url.split("/?token=")
+        deadline = time.monotonic() + 60
+        while json.loads(urllib.request.urlopen(f"{base}/state?token={token}").read())["phase"] != "labelling":
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        [folder] = run_dirs(out_dir)
+        positions = json.loads((folder / BATCH_FILE).read_text())["positions"]
+        with urllib.request.urlopen(f"{base}/image/{positions[0]}.png?token={token}") as png:
+            assert decoded(png.read()).shape == (28, 28)
+
+        def send(path, sent):
+            req = urllib.request.Request(base + path, data=json.dumps(sent).encode(), method="POST",
+                                         headers={"X-Token": token, "Content-Type": "application/json"})
+            return urllib.request.urlopen(req).status
+        for position, label in zip(positions, ["skip"] * 4 + [3] * 6):
+            assert send("/answer", {"batch": 0, "position": position, "label": label}) == 200
+        assert send("/submit", {"batch": 0}) == 200
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    acquired = pd.read_csv(folder / "acquired.csv")
+    queried = acquired[acquired["round"] == 0]
+    assert queried["pool_position"].tolist() == positions
+    assert queried["label"].tolist() == [-1] * 4 + [3] * 6
+    rounds = pd.read_csv(folder / "rounds.csv")
+    assert rounds["n_skipped"].tolist() == [4, 0] and rounds["n_labeled"].tolist() == [20, 26]
+    wrong = int((queried["label"][4:] != queried["true_label"][4:]).sum())
+    assert rounds["n_corrupted"].tolist() == [0, wrong]
+    assert json.loads((folder / BATCH_FILE).read_text())["submitted"] is True
