@@ -11,6 +11,7 @@
 #             typing_extensions>=4.16).
 #   .devdata/fashion-mnist/   the four IDX .gz files from /usr/share/datasets/fashion-mnist/ (~30 MB).
 # Then: run(command="bash bench/device_check.sh", carry=[".whl", ".devdata"], timeout_s=540).
+# PYTEST_ONLY=1 runs only the install and the suite; SUITE_S and PER_TEST_S set the suite's and a test's limit.
 set -u
 OUT="${OUT:-/tmp/gpu_check_out}"
 mkdir -p "$OUT"
@@ -41,11 +42,20 @@ RC[torch]=$?
 
 export WANDB_MODE=offline PYTHONUNBUFFERED=1
 
-# pytest-xdist is in the device image: 12 workers (16 cores); each test owns its tmp_path.
+# pytest-xdist is in the device image: 12 workers (16 cores); each test owns its tmp_path. -v names
+# every result as it comes (a run cut by the timeout still says which tests failed), and
+# pytest-timeout (also in the image) fails a hung test by name instead of stalling the run.
 XDIST=""; python3 -c 'import xdist' 2>/dev/null && XDIST="-n 12"
-sep "pytest $XDIST (timeout 300s) -> \$OUT/pytest.log"
-timeout 300 python3 -m pytest -q -p no:cacheprovider $XDIST --durations=15 2>&1 | tee "$OUT/pytest.log"
-RC[pytest]=${PIPESTATUS[0]}
+PER_TEST=""; python3 -c 'import pytest_timeout' 2>/dev/null && PER_TEST="--timeout ${PER_TEST_S:-100}"
+SUITE_S=${SUITE_S:-300}
+sep "pytest $XDIST $PER_TEST (timeout ${SUITE_S}s) -> \$OUT/pytest.log"
+timeout "$SUITE_S" python3 -m pytest -v -rfE -p no:cacheprovider $XDIST $PER_TEST --durations=15 2>&1 > "$OUT/pytest.log"
+RC[pytest]=$?
+grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest.log" | grep -vE "PASSED|SKIPPED" | tail -40
+if [ "${PYTEST_ONLY:-0}" = 1 ]; then
+  for k in install imports data torch pytest; do printf '%-8s rc=%s\n' "$k" "${RC[$k]}"; done | tee "$OUT/summary.txt"
+  exit 0
+fi
 
 sep "bench_round cuda (timeout 150s) -> \$OUT/bench_cuda.jsonl"
 timeout 150 python3 bench/bench_round.py --device cuda --rounds 10 --scaling 10000 100000 1000000 2>&1 | tee "$OUT/bench_cuda.jsonl"
