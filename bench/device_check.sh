@@ -49,7 +49,7 @@ XDIST=""; python3 -c 'import xdist' 2>/dev/null && XDIST="-n 12"
 PER_TEST=""; python3 -c 'import pytest_timeout' 2>/dev/null && PER_TEST="--timeout ${PER_TEST_S:-100}"
 SUITE_S=${SUITE_S:-300}
 sep "pytest $XDIST $PER_TEST (timeout ${SUITE_S}s) -> \$OUT/pytest.log"
-timeout "$SUITE_S" python3 -m pytest -v -rfE -p no:cacheprovider $XDIST $PER_TEST --durations=15 2>&1 > "$OUT/pytest.log"
+timeout "$SUITE_S" python3 -m pytest -v -rfE -p no:cacheprovider $XDIST $PER_TEST --durations=15 > "$OUT/pytest.log" 2>&1
 RC[pytest]=$?
 grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest.log" | grep -vE "PASSED|SKIPPED" | tail -40
 if [ "${PYTEST_ONLY:-0}" = 1 ]; then
