@@ -4,7 +4,7 @@
 #
 # Payload to prepare here first (both git-ignored via .git/info/exclude, carried with the call):
 #   .whl/     CPython 3.12 manylinux x86_64 wheels of what the device lacks: wandb, mlxtend, submitit and
-#             their missing dependencies (pip download --no-deps --only-binary=:all: --python-version 3.12
+#             flask (+ blinker, itsdangerous) and their missing dependencies (pip download --no-deps --only-binary=:all: --python-version 3.12
 #             --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 ...): ~25 MB in all
 #             (wandb 0.31 needs pydantic(-core), annotated-types, typing-inspection, platformdirs, xxhash,
 #             cwevals, httpx, httpcore, h11, distro, sniffio, opentelemetry-*, googleapis-common-protos,

@@ -36,6 +36,19 @@ ARGS = ["--dataset", "mnist_5k", "--oracle", "human", "--n_init_labeled", "20", 
         "--threads", "1", "--run_name", "human"]
 
 
+STARTED: list = []  # every study process of the test: killed at the end, whatever happened
+
+
+@pytest.fixture(autouse=True)
+def kill_leftovers():
+    yield
+    for proc in STARTED:
+        if proc.poll() is None:  # a failed test leaves a run waiting for labels forever
+            proc.kill()
+            proc.wait()
+    STARTED.clear()
+
+
 class Study:
     """A main.py process whose stderr goes to a file; ``url`` is the labelling page it printed."""
 
@@ -45,6 +58,7 @@ class Study:
         with open(log, "w") as err:
             self.proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, env=env,
                                          stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+        STARTED.append(self.proc)
         self.url = self._wait_for(r"label the queried images at (http://\S+)")
 
     def _wait_for(self, pattern: str, timeout: float = 120) -> str:

@@ -108,7 +108,9 @@ def test_batchbald_query_returns_distinct_unlabelled_candidates_in_pick_order(su
     # The masks are drawn once for the whole pool, so the chunk size changes nothing.
     whole = pool_log_probs(model, data.train, data.pool_idx[candidates], 6, True,
                            torch_generator(11, "mc_dropout", 1), chunk=1000)
-    assert torch.allclose(whole, lp, atol=1e-6, rtol=0)
+    # float32 log-probabilities down to -27: a chunk of another size may take another GEMM blocking
+    # (seen with 16 threads on torch 2.11), so allow float32 rounding relative to the value.
+    assert torch.allclose(whole, lp, atol=1e-6, rtol=1e-6)
 
 
 def test_candidate_positions_is_seeded_and_never_labelled():
