@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 import torch
 from PIL import Image
 
+from oracle import CleanOracle
 from results import OutputError, write_json
 
 BATCH_FILE = "human_batch.json"
@@ -52,16 +53,21 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class HumanOracle:
-    """Asks a person, through a local web page, for the labels of each round's queried images."""
+class HumanOracle(CleanOracle):
+    """Asks a person, through a local web page, for the labels of each round's queried images.
+
+    From CleanOracle: ``true_labels`` (the dataset's, -1 for an image it has no label for),
+    ``is_corrupted`` (unknown in advance: a person's answers are compared with the dataset afterwards,
+    in acquired.csv) and ``remember`` (nothing: recorded rounds are never asked again).
+    """
 
     needs_predictions = False
 
     def __init__(self, cfg, pool_y: torch.Tensor, initial: torch.Tensor | None, study):
         if study is None:
             raise ValueError("the human oracle needs the study (images, labelled set, run folder)")
+        super().__init__(pool_y)
         self.cfg, self.study, self.log = cfg, study, study.log
-        self.pool_y = pool_y.cpu()
         self.initial = set(torch.as_tensor(initial).tolist()) if initial is not None else set()
         data = study.data
         names = data.classes or tuple(str(c) for c in range(data.num_classes))
@@ -114,17 +120,6 @@ class HumanOracle:
             pass
         with self.lock:
             return torch.tensor([self.batch["answers"][p]["label"] for p in wanted], dtype=torch.int64)
-
-    def true_labels(self, positions: torch.Tensor) -> torch.Tensor:
-        """The dataset's labels (-1 for an image the dataset has none for)."""
-        return self.pool_y[torch.as_tensor(positions, dtype=torch.int64)]
-
-    def is_corrupted(self, positions: torch.Tensor) -> torch.Tensor:
-        """Unknown in advance: a person's answers are compared with the dataset afterwards (acquired.csv)."""
-        return torch.zeros(torch.as_tensor(positions).numel(), dtype=torch.bool)
-
-    def remember(self, positions: torch.Tensor, labels: torch.Tensor) -> None:
-        """Recorded answers are in acquired.csv, and those rounds are never asked again."""
 
     def close(self, finished: bool = False) -> None:
         """Stop the page's server (after a moment when the study finished and a page is watching)."""
