@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
@@ -158,8 +158,8 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     state = PoolState(data.pool_idx.numel())
     # Label the initial, class-balanced set (no model yet: the oracle gets no predictions)
     first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
-    oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first,
-                         study=OracleContext(data, state, run_dir, log))
+    context = OracleContext(data, state, run_dir, log)
+    oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first, study=context)
     try:
         start = len(run_dir.rounds)
         if start == 0:
@@ -174,7 +174,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
             log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
         rows = list(run_dir.rounds)
         for r in tqdm(range(start, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
-            row, acquired = run_round(cfg, data, state, strategy, oracle, r)
+            row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live)
             run_dir.append_round(row, acquired)
             tracker.log(row)
             log.info(format_row(row))
@@ -194,6 +194,9 @@ class OracleContext:
     state: PoolState
     run_dir: RunDir
     log: logging.Logger
+    # What the round in progress is doing ("phase": training, evaluating, querying) and, once evaluated,
+    # its metrics: the row rounds.csv gets only after the oracle has answered.
+    live: dict = field(default_factory=dict)
 
 
 def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
@@ -241,8 +244,14 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
         state.set_aside(skipped[state.round_P[skipped] < 0])
 
 
-def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int) -> tuple:
-    """One round: train a fresh model, evaluate it, and (before the last round) query and reveal."""
+def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int,
+              live: dict | None = None) -> tuple:
+    """One round: train a fresh model, evaluate it, and (before the last round) query and reveal.
+
+    ``live`` (the oracle context's) is updated as the round goes, for an oracle that shows progress."""
+    live = {} if live is None else live
+    live.clear()
+    live.update(round=r, phase="training", n_labeled=state.n_labeled)
     t_round = time.perf_counter()
     # Train a freshly initialised model on the labelled set
     t = time.perf_counter()
@@ -250,11 +259,13 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     n_corrupted = count_corrupted(data, state)
     train_s = _elapsed(t, data.device)
     # Evaluate on validation and test
+    live["phase"] = "evaluating"
     t = time.perf_counter()
     val = validation_metrics(cfg, data, model)
     test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
                     cfg.eval_batch_size)
     eval_s = _elapsed(t, data.device)
+    live.update(phase="querying", val_acc=val["acc"], test_acc=test["acc"])
     # Query the pool and reveal the chosen labels (no query after the last round). The oracle may not
     # answer an item (label -1, "I don't know"): it is recorded, and set aside or left in the pool.
     t = time.perf_counter()

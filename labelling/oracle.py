@@ -186,6 +186,9 @@ class HumanOracle(CleanOracle):
         data, state, run_dir = self.study.data, self.study.state, self.study.run_dir
         with self.lock:
             rows = [dict(row) for row in run_dir.rounds]
+            live = dict(self.study.live)
+            if live.get("round") == len(rows) and "test_acc" in live:
+                rows.append(live)  # the round in progress, evaluated but not recorded yet (shown, not saved)
             b = self.batch
             open_ = b is not None and not b["submitted"]
             if self.finished:
@@ -194,12 +197,14 @@ class HumanOracle(CleanOracle):
                 phase = "labelling"
             else:
                 phase = "training"
-            # The round in progress: a submitted batch's round r is recorded just before round r + 1 trains.
-            round_ = len(rows) + (1 if b is not None and b["submitted"] and b["round"] == len(rows) else 0)
+            round_ = live.get("round", len(run_dir.rounds))
             items = [{"index": i + 1, "position": p, "answer": b["answers"].get(p, {}).get("label")}
                      for i, p in enumerate(b["positions"])] if open_ else []
             return {
-                "version": self.version, "phase": phase, "round": min(round_, self.cfg.n_round),
+                # Changes whenever the page must be redrawn: an answer, a batch, a recorded round, a step.
+                "version": f"{self.version}.{len(run_dir.rounds)}.{live.get('round')}.{live.get('phase')}",
+                "phase": phase, "round": min(round_, self.cfg.n_round),
+                "step": live.get("phase", "training"),
                 "n_round": self.cfg.n_round, "n_labeled": state.n_labeled, "n_aside": state.n_aside,
                 "rows": rows, "batch_round": b["round"] if open_ else None, "items": items,
                 "answered": sum(item["answer"] is not None for item in items),

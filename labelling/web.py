@@ -112,7 +112,8 @@ def create_app(desk) -> Flask:
     @app.get("/state")
     def state():
         v = desk.view()
-        return jsonify(version=v["version"], phase=v["phase"], round=v["round"], n_labeled=v["n_labeled"])
+        return jsonify(version=v["version"], phase=v["phase"], round=v["round"], n_labeled=v["n_labeled"],
+                       step=v["step"])
 
     @app.get("/image/<int:position>.png")
     def image(position: int):

@@ -126,7 +126,7 @@ def test_every_route_needs_the_token_and_posts_take_it_only_from_the_header(make
         assert client.post(path, json=sent, headers={"X-Token": "wrong"}).status_code == 403
     assert oracle.path.read_bytes() == before and answers_in_view(oracle) == [None, None, None]
     assert client.get(f"/state?token={oracle.token}").get_json() == \
-        {"version": oracle.view()["version"], "phase": "labelling", "round": 0, "n_labeled": 0}
+        {"version": oracle.view()["version"], "phase": "labelling", "round": 0, "n_labeled": 0, "step": "training"}
     # the real server, through its printed address
     with urllib.request.urlopen(oracle.url) as page:
         assert page.status == 200 and b"/image/10.png" in page.read()
@@ -210,11 +210,12 @@ def test_an_answer_can_be_changed_before_submission_the_last_one_counts(make_ora
 
 def test_initial_set_gets_the_dataset_labels_without_a_batch(make_oracle):
     oracle = make_oracle()
+    version = oracle.view()["version"]
     thread, out = ask(oracle, INITIAL.flip(0).tolist())
     thread.join(5)
     assert out["labels"] == oracle.pool_y[INITIAL.flip(0)].tolist()
     view = oracle.view()
-    assert view["phase"] == "training" and view["items"] == [] and view["version"] == 0
+    assert view["phase"] == "training" and view["items"] == [] and view["version"] == version
     assert not oracle.path.exists()
 
 
@@ -446,3 +447,20 @@ def test_a_person_labels_a_run_over_http(tmp_path):
     wrong = int((queried["label"][4:] != queried["true_label"][4:]).sum())
     assert rounds["n_corrupted"].tolist() == [0, wrong]
     assert json.loads((folder / BATCH_FILE).read_text())["submitted"] is True
+
+
+def test_the_page_shows_the_round_in_progress_before_it_is_recorded(make_oracle):
+    # The loop's live progress (OracleContext.live): the step in the status, and the evaluated round's
+    # point on the curve while its batch waits for labels (rounds.csv gets the row only afterwards).
+    oracle = make_oracle()
+    live = oracle.study.live
+    live.update(round=0, phase="training", n_labeled=4)
+    first = oracle.view()
+    assert first["round"] == 0 and first["step"] == "training" and first["rows"] == []
+    live.update(phase="querying", val_acc=0.5, test_acc=0.625)
+    view = oracle.view()
+    assert view["version"] != first["version"]  # the page redraws on a new step
+    assert view["step"] == "querying" and view["rows"] == [dict(live)]
+    client = create_app(oracle).test_client()
+    html = client.get(f"/view?token={oracle.token}").get_data(as_text=True)
+    assert "is choosing the next batch" in html and "test 62.5% at 4 labels" in html
