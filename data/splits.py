@@ -27,9 +27,7 @@ def split_train(train_y: torch.Tensor, num_valid: int, seed: int) -> Splits:
 def initial_positions(pool_y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Pool positions of the initial labelled set: ``n`` images, class-balanced, seeded, among the
     positions with a label (pool_y ≥ 0; unlabelled images, -1, are for a person to label)."""
-    labelled = torch.nonzero(pool_y >= 0).flatten()
-    if labelled.numel() == pool_y.numel():
-        return stratified_draw(pool_y, n, seed, "initial")[1]
+    labelled = torch.nonzero(pool_y >= 0).flatten()  # all positions (0..N-1) when every image has a label
     if n >= labelled.numel():  # every labelled image (the rest of the pool is for a person to label)
         return labelled
     return labelled[stratified_draw(pool_y[labelled], n, seed, "initial")[1]]

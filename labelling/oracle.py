@@ -22,6 +22,7 @@ second submission) raise ``Refused`` and change nothing.
 from __future__ import annotations
 
 import io
+import json
 import secrets
 import threading
 import time
@@ -242,7 +243,6 @@ class HumanOracle(CleanOracle):
         """The batch file a previous process left (None when there is none or it cannot be read)."""
         if not self.path.exists():
             return None
-        import json
         try:
             saved = json.loads(self.path.read_text())
             for key in ("answers", "unused"):

@@ -102,7 +102,8 @@ def create_app(desk) -> Flask:
 
     @app.get("/")
     def page():
-        return render_template("page.html", nonce=g.nonce, curve=curve_svg(desk.view()["rows"]), **desk.view())
+        v = desk.view()
+        return render_template("page.html", nonce=g.nonce, curve=curve_svg(v["rows"]), **v)
 
     @app.get("/view")
     def view():
