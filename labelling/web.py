@@ -25,6 +25,7 @@ from flask import Flask, Response, g, jsonify, render_template, request
 from markupsafe import Markup
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from config import ConfigError
 from labelling.oracle import Refused
 
 CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 190, 44, 12, 12, 34
@@ -48,7 +49,6 @@ def listen(host: str, port: int) -> socket.socket:
 
 def check_address(host: str, port: int) -> None:
     """ConfigError (one line, before any run folder) when the page could not listen at host:port."""
-    from config import ConfigError
     try:
         listen(host, port).close()
     except OSError as err:
