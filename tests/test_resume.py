@@ -175,10 +175,10 @@ def test_experiment_reports_a_failing_seed_and_runs_the_others(tmp_path, monkeyp
 
     real = loop.run_round
 
-    def fails_for_seed_2(cfg, *args):
+    def fails_for_seed_2(cfg, *args, **kwargs):
         if cfg.seed == 2:
             raise RuntimeError("seed 2 is broken")
-        return real(cfg, *args)
+        return real(cfg, *args, **kwargs)
 
     monkeypatch.setattr(loop, "run_round", fails_for_seed_2)
     argv = [*ARGS[:-8], "--n_round", "1", "--min_steps", "20", "--experiment", "--seeds", "1", "2", "3",
