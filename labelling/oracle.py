@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from oracle import CleanOracle
-from results import OutputError, write_json
+from results import write_json
 
 BATCH_FILE = "human_batch.json"
 SKIP = -1  # the label of an "I don't know" answer
@@ -77,7 +77,7 @@ class HumanOracle(CleanOracle):
         self.token = secrets.token_urlsafe(24)
         self.lock = threading.Lock()
         self.version = 0          # bumped on every change the page must show
-        self.batch = None         # the open (or last) batch: see _open
+        self.batch = None         # the open (or last) batch: see __call__
         self.finished = False
         self.last_seen = 0.0      # monotonic time of the last request with the token
         self._submitted = threading.Event()
@@ -107,11 +107,11 @@ class HumanOracle(CleanOracle):
             self.log.info("round %d: the batch was submitted before the interruption; its answers are kept", r)
             self.saved = None
             return torch.tensor([answers[p]["label"] for p in wanted], dtype=torch.int64)
+        batch = {"round": r, "positions": wanted, "answers": answers, "submitted": False, "opened": _now(),
+                 "unused": unused}
         with self.lock:
-            self.batch = {"round": r, "positions": wanted, "answers": answers, "submitted": False,
-                          "opened": _now(), "unused": unused}
-            self._png = {}
-            self._write(self.batch)
+            self._write(batch)  # on disk before the page can show it
+            self.batch, self._png = batch, {}
             self._submitted.clear()
             self.version += 1
         self.saved = None
@@ -230,14 +230,12 @@ class HumanOracle(CleanOracle):
         return b
 
     def _write(self, batch: dict) -> None:
-        """Save a batch (atomically) before the change is taken; a failed write refuses it."""
+        """Save a batch (atomically) before the change is taken. A failed write raises OutputError and
+        nothing changes: the page answers 500 (web.py), the run stops with one error line (main.py)."""
         record = {**batch, "answers": {str(p): a for p, a in batch["answers"].items()},
                   "unused": {str(p): a for p, a in batch.get("unused", {}).items()},
                   "classes": list(self.classes), "updated": _now()}
-        try:
-            write_json(self.path, record)
-        except OutputError as err:
-            raise Refused(f"the answer could not be saved, so it was not taken: {err}", 500) from None
+        write_json(self.path, record)
 
     def _read_saved(self) -> dict | None:
         """The batch file a previous process left (None when there is none or it cannot be read)."""

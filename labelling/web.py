@@ -27,6 +27,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from config import ConfigError
 from labelling.oracle import Refused
+from results import OutputError
 
 CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 190, 44, 12, 12, 34
 
@@ -99,6 +100,10 @@ def create_app(desk) -> Flask:
     @app.errorhandler(Refused)
     def refused(err: Refused):
         return jsonify(error=err.message), err.status
+
+    @app.errorhandler(OutputError)
+    def not_saved(err: OutputError):  # the answer is only taken once it is on disk
+        return jsonify(error=f"the answer could not be saved, so it was not taken: {err}"), 500
 
     @app.get("/")
     def page():

@@ -464,3 +464,28 @@ def test_the_page_shows_the_round_in_progress_before_it_is_recorded(make_oracle)
     client = create_app(oracle).test_client()
     html = client.get(f"/view?token={oracle.token}").get_data(as_text=True)
     assert "is choosing the next batch" in html and "test 62.5% at 4 labels" in html
+
+
+def test_a_failed_write_takes_no_answer_and_stops_the_run_with_an_output_error(make_oracle, monkeypatch):
+    # A full disk, say: the page gets a 500 and nothing changes; opening a batch raises OutputError
+    # (main.py's one error line), not a page refusal.
+    import labelling.oracle as human
+    from results import OutputError
+    oracle = make_oracle()
+    thread, out, client = open_batch(oracle)
+    before, version = oracle.path.read_bytes(), oracle.view()["version"]
+
+    def full_disk(path, obj):
+        raise OutputError(f"cannot write {path}: No space left on device")
+    monkeypatch.setattr(human, "write_json", full_disk)
+    status, reply = give(client, oracle, 10, 7)
+    assert status == 500 and reply["error"].startswith("the answer could not be saved, so it was not taken")
+    assert "No space left on device" in reply["error"]
+    assert oracle.path.read_bytes() == before and answers_in_view(oracle) == [None, None, None]
+    assert oracle.view()["version"] == version
+    assert submit(client, oracle)[0] == 400  # still open, still unanswered
+    second = make_oracle()
+    with pytest.raises(OutputError, match="No space left on device"):
+        second(torch.tensor([11, 12]))
+    assert second.batch is None and second.view()["phase"] == "training"  # no batch was opened
+    assert thread.is_alive() and out == {}
