@@ -23,6 +23,7 @@ DONT_KNOW = ("out", "pool")
 LABEL_NOISES = ("none", "symmetric", "pair", "adversarial")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+WARM_STARTS = ("off", "continue", "shrink_perturb")
 PRESET_NAMES = ("", *PRESETS)  # "" = no preset
 
 
@@ -87,6 +88,14 @@ class Config:
     dont_know: str = "out"
     human_host: str = "127.0.0.1"
     human_port: int = 0
+    # Training at the machine's speed (issue 14): seeds in parallel, and where a round's weights start.
+    jobs: int = 1
+    stop_loss: float = 0.0  # > 0: a round stops training once its loss converged (between the bounds)
+    stop_window: int = 100
+    stop_min_steps: int = 200
+    warm_start: str = "off"
+    shrink: float = 0.4
+    perturb: float = 0.1
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed (the config itself is frozen)."""
@@ -137,7 +146,8 @@ class Config:
         for seed in self.seeds:
             NUMERIC_RULES["seed"].check("seeds", seed)
         fixed = {"noise": NOISES, "optimizer": OPTIMIZERS, "device": DEVICES, "preset": PRESET_NAMES,
-                 "label_noise": LABEL_NOISES, "oracle": ORACLES, "dont_know": DONT_KNOW}
+                 "label_noise": LABEL_NOISES, "oracle": ORACLES, "dont_know": DONT_KNOW,
+                 "warm_start": WARM_STARTS}
         for name, allowed in {**fixed, **(choices or {})}.items():
             _check_choice(name, getattr(self, name), allowed)
         if not self.seeds:
@@ -235,6 +245,12 @@ NUMERIC_RULES: dict[str, Rule] = {
     "image_size": Rule(int, 8, 512, why="images are resized to this many pixels a side"),
     "test_fraction": Rule(float, 0.0, 1.0, low_open=True, high_open=True),
     "human_port": Rule(int, 0, 65535, why="a TCP port; 0 = any free port"),
+    "jobs": Rule(int, 1, THREADS_MAX, why="worker processes for --experiment's seeds"),
+    "stop_loss": _NON_NEGATIVE,
+    "stop_window": _COUNT,
+    "stop_min_steps": _COUNT0,
+    "shrink": _FRACTION,
+    "perturb": _NON_NEGATIVE,
 }
 
 
@@ -297,13 +313,23 @@ HELP = {
     "dont_know": "--oracle human: an image answered \"I don't know\" leaves the pool (out) or goes back to it (pool)",
     "human_host": "--oracle human: address the labelling page listens on (127.0.0.1: this machine only)",
     "human_port": "--oracle human: port of the labelling page (0 = any free port)",
+    "jobs": "--experiment: run the seeds in this many worker processes (one torch thread each when > 1)",
+    "stop_loss": "> 0: stop a round's training at the end of the first epoch, at or after --stop_min_steps steps, "
+                 "where the training loss averaged over the last --stop_window steps is below this (0 = off: "
+                 "--epochs stretched to --min_steps, which stays the most a round trains)",
+    "stop_window": "--stop_loss: how many of the last steps' training losses are averaged",
+    "stop_min_steps": "--stop_loss: the fewest steps a round trains before the rule may stop it",
+    "warm_start": "where a round's weights start: off (fresh, seeded by round), continue (the previous round's "
+                  "trained weights) or shrink_perturb (--shrink × previous + --perturb × fresh; Ash & Adams 2020)",
+    "shrink": "--warm_start shrink_perturb: λ, the factor on the previous round's weights",
+    "perturb": "--warm_start shrink_perturb: σ, the factor on freshly initialised weights",
 }
 
 # Fields that say how a run is executed or tracked, not what it computes: they may differ when a run
 # folder is resumed (on another machine, with other threads or without wandb).
 OPERATIONAL_FIELDS = frozenset({"debug", "wandb", "wandb_project", "wandb_group", "threads", "num_workers",
                                 "output_dir", "run_name", "resume", "experiment", "seeds", "human_host",
-                                "human_port"})
+                                "human_port", "jobs"})
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -319,7 +345,7 @@ def build_parser(choices: Mapping[str, Sequence[str]] | None = None) -> argparse
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     choices = dict(choices or {})
     choices.update(noise=NOISES, optimizer=OPTIMIZERS, device=DEVICES, preset=PRESET_NAMES, label_noise=LABEL_NOISES,
-                   oracle=ORACLES, dont_know=DONT_KNOW)
+                   oracle=ORACLES, dont_know=DONT_KNOW, warm_start=WARM_STARTS)
     for f in dataclasses.fields(Config):
         default = getattr(Config(), f.name)
         flag, help_ = f"--{f.name}", HELP[f.name]

@@ -5,6 +5,7 @@ the noise, the initial set and each round's initial weights are the same whateve
 """
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
@@ -22,7 +23,7 @@ from results import RunDir
 from rng import torch_generator
 from strategies import Embeddings, Strategy, get_strategy, random_scores, select_top_k
 from train import (Schedule, check_query_memory, evaluate, fit, make_optimizer, memory_limit, pool_embeddings,
-                   pool_log_probs, score_pool)
+                   pool_log_probs, score_pool, warm_start)
 
 
 @dataclass
@@ -160,6 +161,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
     context = OracleContext(data, state, run_dir, log)
     oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first, study=context)
+    weights = TrainedWeights(run_dir, keep=cfg.warm_start != "off")
     try:
         start = len(run_dir.rounds)
         if start == 0:
@@ -171,10 +173,11 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
             complete_old_records(data, run_dir)
             restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
             run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
+            weights.restore(start)
             log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
         rows = list(run_dir.rounds)
         for r in tqdm(range(start, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
-            row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live)
+            row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live, weights=weights)
             run_dir.append_round(row, acquired)
             tracker.log(row)
             log.info(format_row(row))
@@ -197,6 +200,43 @@ class OracleContext:
     # What the round in progress is doing ("phase": training, evaluating, querying) and, once evaluated,
     # its metrics: the row rounds.csv gets only after the oracle has answered.
     live: dict = field(default_factory=dict)
+
+
+class TrainedWeights:
+    """The last two rounds' trained weights, for --warm_start: in memory, and in the run folder's
+    weights.pt (rewritten atomically before each round's rounds.csv row), so a resumed run starts its
+    first round from exactly the weights an uninterrupted run would have."""
+
+    def __init__(self, run_dir: RunDir, keep: bool):
+        self.run_dir, self.keep_weights = run_dir, keep
+        self.by_round: dict = {}
+
+    def restore(self, start: int) -> None:
+        """Load weights.pt when resuming at round ``start``; it must hold round start − 1's weights."""
+        if not self.keep_weights:
+            return
+        data = self.run_dir.read_weights()
+        try:
+            self.by_round = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True) if data else {}
+        except Exception as err:  # a truncated or foreign file: torch raises several kinds
+            raise ConfigError(f"--resume {self.run_dir.path}: weights.pt cannot be read ({type(err).__name__})") from None
+        if not isinstance(self.by_round, dict) or start - 1 not in self.by_round:
+            raise ConfigError(f"--resume {self.run_dir.path}: weights.pt does not hold round {start - 1}'s trained "
+                              "weights, which --warm_start needs to continue exactly; start a new run")
+
+    def of(self, r: int) -> dict | None:
+        """Round r's trained state dict (on the CPU), or None."""
+        return self.by_round.get(r)
+
+    def keep(self, r: int, model: torch.nn.Module) -> None:
+        """Remember round r's trained weights (and round r − 1's), and write them to the run folder."""
+        if not self.keep_weights:
+            return
+        self.by_round = {k: v for k, v in self.by_round.items() if k == r - 1}
+        self.by_round[r] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        buffer = io.BytesIO()
+        torch.save(self.by_round, buffer)
+        self.run_dir.write_weights(buffer.getvalue())
 
 
 def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
@@ -245,17 +285,20 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
 
 
 def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int,
-              live: dict | None = None) -> tuple:
-    """One round: train a fresh model, evaluate it, and (before the last round) query and reveal.
+              live: dict | None = None, weights: TrainedWeights | None = None) -> tuple:
+    """One round: train a model, evaluate it, and (before the last round) query and reveal.
 
-    ``live`` (the oracle context's) is updated as the round goes, for an oracle that shows progress."""
+    ``live`` (the oracle context's) is updated as the round goes, for an oracle that shows progress;
+    ``weights`` holds the previous round's trained weights for --warm_start, and gets this round's."""
     live = {} if live is None else live
     live.clear()
     live.update(round=r, phase="training", n_labeled=state.n_labeled)
     t_round = time.perf_counter()
-    # Train a freshly initialised model on the labelled set
+    # Train a model (fresh, or warm-started from the previous round's) on the labelled set
     t = time.perf_counter()
-    model, trained = train_model(cfg, data, state, r)
+    model, trained = train_model(cfg, data, state, r, weights.of(r - 1) if weights else None)
+    if weights:
+        weights.keep(r, model)
     n_corrupted = count_corrupted(data, state)
     train_s = _elapsed(t, data.device)
     # Evaluate on validation and test
@@ -316,17 +359,21 @@ def predict_probs(cfg: Config, data: StudyData, model, positions: torch.Tensor) 
     return pool_log_probs(model, data.train, idx, 1, False, None, cfg.eval_batch_size)[0].exp()
 
 
-def train_model(cfg: Config, data: StudyData, state: PoolState, r: int) -> tuple:
-    """A model initialised from (seed, round) and trained on the revealed labels, as the schedule says."""
+def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous: dict | None = None) -> tuple:
+    """A model initialised from (seed, round), or warm-started from ``previous`` (the last round's trained
+    state dict, with --warm_start), and trained on the revealed labels as the schedule says."""
     c, h, _ = data.train.x.shape[1:]
     model = build_model(cfg.model, c, h, data.num_classes, cfg.dropout,
                         torch_generator(cfg.seed, "weights", r)).to(data.device)
+    if previous is not None and cfg.warm_start != "off":
+        warm_start(model, previous, cfg.warm_start, cfg.shrink, cfg.perturb)
     labeled = state.labeled_positions()
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay_for(labeled.numel()),
                                cfg.momentum)
     idx = data.pool_idx[labeled.to(data.device)]
     y = state.labels_of(labeled).to(data.device)
-    schedule = Schedule(cfg.epochs, cfg.batch_size, cfg.min_steps, cfg.epoch_samples, cfg.early_stopping)
+    schedule = Schedule(cfg.epochs, cfg.batch_size, cfg.min_steps, cfg.epoch_samples, cfg.early_stopping,
+                        cfg.stop_loss, cfg.stop_window, cfg.stop_min_steps)
     return model, fit(model, data.train, idx, y, optimizer, schedule,
                       shuffle_gen=torch_generator(cfg.seed, "shuffle", r),
                       dropout_gen=torch_generator(cfg.seed, "dropout", r, device=data.device),

@@ -45,7 +45,10 @@ TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "label_s", "round_s"]
 STATUSES = ("pending", "running", "complete", "failed", "interrupted")
 RUN_NAME_MAX = 100
 _RUN_NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,@-]*")
-WRITE_CHECK_BYTES = 1 << 20  # check_writable writes this much: a full disk fails here, not mid-run
+WRITE_CHECK_BYTES = 1 << 20
+# --warm_start: the last two rounds' trained weights (a round writes it before its rounds.csv row, so a
+# resumed round finds the weights of the round before it whichever side of that row the run stopped).
+WEIGHTS_FILE = "weights.pt"  # check_writable writes this much: a full disk fails here, not mid-run
 
 
 class OutputError(RuntimeError):
@@ -79,14 +82,19 @@ def atomic_write_text(path: Path, text: str) -> None:
     Raises OutputError (one line) when the file cannot be written, for example on a full disk; the
     previous version of ``path`` is then untouched and no temporary file is left behind.
     """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one step, as atomic_write_text does."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -186,6 +194,15 @@ class RunDir:
 
     def read_config(self) -> dict:
         return json.loads((self.path / "config.json").read_text())
+
+    def write_weights(self, data: bytes) -> None:
+        """Replace weights.pt (the trained weights a warm-started round starts from), atomically."""
+        atomic_write_bytes(self.path / WEIGHTS_FILE, data)
+
+    def read_weights(self) -> bytes | None:
+        """weights.pt's bytes, or None when the run has not written it."""
+        path = self.path / WEIGHTS_FILE
+        return path.read_bytes() if path.exists() else None
 
     def record_acquired(self, acquired: list) -> None:
         """Add labelled items to acquired.csv (round -1 is the initial set), atomically."""

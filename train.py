@@ -51,7 +51,9 @@ class Schedule:
     ``epochs`` passes, stretched to at least ``min_steps`` optimizer steps; an epoch is one pass over the
     labelled set, or ``epoch_samples`` draws from it when that is larger (BatchBALD's fixed-length
     epochs); with ``patience`` > 0, training stops after that many epochs without a better validation
-    accuracy and the best weights are restored.
+    accuracy and the best weights are restored. With ``stop_loss`` > 0, training also stops at the end
+    of the first epoch, at or after ``stop_min_steps`` steps, where the training loss averaged over the
+    last ``stop_window`` steps is below ``stop_loss`` (converged); the stretched budget is then the most.
     """
 
     epochs: int
@@ -59,6 +61,9 @@ class Schedule:
     min_steps: int = 0
     epoch_samples: int = 0
     patience: int = 0
+    stop_loss: float = 0.0
+    stop_window: int = 100
+    stop_min_steps: int = 0
 
     def epoch_length(self, n: int) -> int:
         """Training samples drawn per epoch from ``n`` labelled items."""
@@ -70,6 +75,12 @@ class Schedule:
     def max_epochs(self, n: int) -> int:
         """--epochs, or more when that many passes are fewer than --min_steps steps."""
         return max(self.epochs, math.ceil(self.min_steps / self.steps_per_epoch(n)))
+
+    def converged(self, losses_S: torch.Tensor, steps: int) -> bool:
+        """The stopping rule on the per-step training losses so far (``losses_S[:steps]``)."""
+        if self.stop_loss <= 0 or steps < max(self.stop_min_steps, self.stop_window, 1):
+            return False
+        return float(losses_S[steps - self.stop_window:steps].mean()) < self.stop_loss
 
 
 def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -83,40 +94,73 @@ def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optim
     """
     n = idx.numel()
     stopper = EarlyStopping(schedule.patience, validate) if schedule.patience > 0 and validate else None
-    epochs = schedule.max_epochs(n)
-    loss_sum, steps, epoch = torch.tensor(float("nan")), 0, 0
-    for epoch in tqdm(range(1, epochs + 1), desc=desc, leave=False, disable=not sys.stderr.isatty()):
-        order = epoch_order(n, schedule.epoch_length(n), shuffle_gen).to(idx.device)
-        loss_sum = train_epoch(model, images, idx[order], y[order], optimizer, schedule.batch_size, dropout_gen)
-        steps += schedule.steps_per_epoch(n)
+    epochs, per_epoch = schedule.max_epochs(n), schedule.steps_per_epoch(n)
+    # The labelled images, normalised once: a batch is then an index slice (the same values as
+    # images.batch gives, without converting and normalising the same few images at every step).
+    x_n, length = images.batch(idx), schedule.epoch_length(n)
+    losses_S = torch.empty(epochs * per_epoch, device=idx.device)  # per-step losses, on the device
+    steps, epoch = 0, 0
+    for epoch in tqdm(range(1, epochs + 1), desc=desc, leave=False, disable=not sys.stderr.isatty(),
+                      mininterval=0.5):
+        order = epoch_order(n, length, shuffle_gen).to(idx.device)
+        train_epoch(model, x_n[order], y[order], optimizer, schedule.batch_size, dropout_gen,
+                    losses_S[steps:steps + per_epoch])
+        steps += per_epoch
         if stopper and stopper.should_stop(model, epoch):
+            break
+        if schedule.converged(losses_S, steps):
             break
     kept = stopper.restore_best(model) if stopper else epoch
     recalibrate_batchnorm(model, images, idx, schedule.batch_size)
-    # The last epoch's mean loss: one device sync per round, however many (one-step) epochs ran.
-    return {"loss": float(loss_sum) / schedule.epoch_length(n), "epochs": epoch, "steps": steps,
-            "kept_epoch": kept}
+    return {"loss": epoch_mean_loss(losses_S[steps - per_epoch:steps], length, schedule.batch_size),
+            "epochs": epoch, "steps": steps, "kept_epoch": kept}
+
+
+def epoch_mean_loss(losses_B: torch.Tensor, length: int, batch_size: int) -> float:
+    """One epoch's mean loss per sample from its per-batch mean losses (the last batch may be short)."""
+    sizes_B = torch.full((losses_B.numel(),), float(batch_size), device=losses_B.device)
+    sizes_B[-1] = length - batch_size * (losses_B.numel() - 1)
+    return float((losses_B * sizes_B).sum()) / length  # one device sync per round
 
 
 def epoch_order(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
     """``length`` positions into n items: whole random permutations, the last one cut short."""
+    if length <= n:
+        return torch.randperm(n, generator=generator)[:length]
     perms = [torch.randperm(n, generator=generator) for _ in range(math.ceil(length / n))]
     return torch.cat(perms)[:length]
 
 
-def train_epoch(model: TrunkHeadModel, images, idx_E: torch.Tensor, y_E: torch.Tensor,
-                optimizer: torch.optim.Optimizer, batch_size: int, dropout_gen: torch.Generator) -> torch.Tensor:
-    """One pass over images[idx_E] in order, in batches; returns the summed loss, a 0-d device tensor."""
+def train_epoch(model: TrunkHeadModel, x_E: torch.Tensor, y_E: torch.Tensor, optimizer: torch.optim.Optimizer,
+                batch_size: int, dropout_gen: torch.Generator, losses_B: torch.Tensor) -> None:
+    """One pass over the normalised images x_E in order, in batches; each batch's mean loss goes into
+    ``losses_B`` on the device (no sync here: with --min_steps a tiny labelled set runs ~1000 one-step
+    epochs)."""
     model.train()
-    total = torch.zeros((), device=idx_E.device)
-    for start in range(0, idx_E.numel(), batch_size):
-        batch, target = idx_E[start:start + batch_size], y_E[start:start + batch_size]
-        loss = F.cross_entropy(model(images.batch(batch), dropout_gen), target)
+    for b, start in enumerate(range(0, x_E.shape[0], batch_size)):
+        loss = F.cross_entropy(model(x_E[start:start + batch_size], dropout_gen), y_E[start:start + batch_size])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * batch.numel()
-    return total  # no sync here: with --min_steps a tiny labelled set runs ~1000 one-step epochs
+        losses_B[b] = loss.detach()
+
+
+@torch.no_grad()
+def warm_start(model: torch.nn.Module, previous: dict, how: str, shrink: float, perturb: float) -> None:
+    """Start a freshly initialised ``model`` from the previous round's trained state dict.
+
+    continue: the previous weights as they are. shrink_perturb (Ash & Adams 2020, arXiv 1910.08475):
+    every parameter becomes shrink × previous + perturb × its fresh initial value. Buffers (BatchNorm
+    statistics) are the previous ones either way; fit recalibrates them after training.
+    """
+    if how not in ("continue", "shrink_perturb"):
+        raise ValueError(f"unknown warm start {how!r}")
+    fresh = model.state_dict()
+    parameters = {name for name, _ in model.named_parameters()}
+    start = {name: (shrink * value.to(fresh[name].device) + perturb * fresh[name]
+                    if how == "shrink_perturb" and name in parameters else value)
+             for name, value in previous.items()}
+    model.load_state_dict(start)
 
 
 class EarlyStopping:

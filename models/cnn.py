@@ -26,8 +26,9 @@ class GalTrunk(nn.Module):
         self.out_features = 32 * side * side  # 3872 for 28 pixels, 5408 for 32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv2(F.relu(self.conv1(x))))
-        return F.max_pool2d(x, 2).flatten(1)
+        # Pool, then ReLU: the same values as ReLU then pool, with ReLU on a quarter of the elements.
+        x = self.conv2(F.relu(self.conv1(x)))
+        return F.relu(F.max_pool2d(x, 2)).flatten(1)
 
 
 def cnn(in_channels: int, image_size: int, num_classes: int, dropout: float) -> TrunkHeadModel:

@@ -9,7 +9,8 @@ from models.head import DropoutHead, TrunkHeadModel
 
 
 class LeNetTrunk(nn.Module):
-    """conv5(6) – ReLU – maxpool2 – conv5(16) – ReLU – maxpool2 – fc120 – ReLU: deterministic features."""
+    """conv5(6) – maxpool2 – ReLU – conv5(16) – maxpool2 – ReLU – fc120 – ReLU: deterministic features
+    (pooling before ReLU gives the same values as the classic ReLU-then-pool order)."""
 
     def __init__(self, in_channels: int, image_size: int):
         super().__init__()
@@ -23,8 +24,10 @@ class LeNetTrunk(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _mkldnn_inference(x):
             return self._forward_mkldnn(x)
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        # Pool, then ReLU: the same values (max commutes with a monotone function), with ReLU and its
+        # backward on a quarter of the elements.
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
         return F.relu(self.fc1(x.flatten(1)))
 
     def _forward_mkldnn(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,10 +39,10 @@ class LeNetTrunk(nn.Module):
         """
         y = torch.mkldnn_convolution(x.contiguous().to_mkldnn(), self.conv1.weight.to_mkldnn(),
                                      self.conv1.bias.to_mkldnn(), (self.pad, self.pad), (1, 1), (1, 1), 1)
-        y = F.max_pool2d(y.relu_(), 2)
+        y = F.max_pool2d(y, 2).relu_()
         y = torch.mkldnn_convolution(y, self.conv2.weight.to_mkldnn(), self.conv2.bias.to_mkldnn(),
                                      (0, 0), (1, 1), (1, 1), 1)
-        y = F.max_pool2d(y.relu_(), 2).to_dense()
+        y = F.max_pool2d(y, 2).relu_().to_dense()
         return F.relu(self.fc1(y.flatten(1)))
 
 
