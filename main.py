@@ -12,10 +12,14 @@ import json
 import logging
 import os
 import platform
+import shlex
 import signal
+import subprocess
 import sys
 import threading
+import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +37,8 @@ from tracking import NullTracker, start_tracker
 
 CHOICES = {"dataset": sorted(DATASETS), "model": sorted(MODELS), "strategy": sorted(STRATEGIES)}
 TABLE_COLUMNS = ["round", "n_labeled", "val_acc", "test_acc", "train_s", "query_s", "eval_s"]
+STOP_GRACE_S = 60  # how long stopped seed processes get to save and exit before they are killed
+ERROR_TAIL_LINES = 60  # lines of a failed seed process's output kept in its error.txt
 
 
 def main(argv: list | None = None) -> int:
@@ -115,6 +121,8 @@ def explicit_flags(argv: list) -> set:
 def run(cfg: Config, log: logging.Logger) -> int:
     """Check everything that can fail on input, then run (or continue) the study or the experiment."""
     check_strategy(cfg)
+    if cfg.jobs > 1 and not cfg.experiment:
+        log.warning("--jobs %d is ignored: it runs the seeds of an --experiment in parallel", cfg.jobs)
     if cfg.run_name:
         check_run_name(cfg.run_name)
     device = resolve_device(cfg.device)
@@ -189,46 +197,228 @@ def run_experiment(cfg: Config, dataset: Dataset, device: torch.device, log: log
     """The same configuration once per seed, in one experiment folder, plus the aggregate.
 
     Seed folders have fixed names inside the experiment folder, so --resume EXPERIMENT_FOLDER continues
-    every seed. A seed that fails is reported (its traceback in its folder's error.txt) and the others run.
+    every seed. A seed that fails is reported (its error in its folder's error.txt) and the others run.
+    With --jobs N the seeds run N at a time, each a `main.py --resume SEED_FOLDER --threads 1` process.
     """
+    # Prepare the experiment folder and one folder per seed
     if path is None:
         exp = RunDir.create(cfg.output_dir, "experiment_" + (cfg.run_name or default_run_name(cfg, seed=False)))
         exp.write_config(cfg.to_dict())
     else:
         exp = RunDir(path)
-    runs, failed = [], []
-    for i, seed in enumerate(cfg.seeds):
-        log.info("experiment: seed %d (%d of %d)", seed, i + 1, len(cfg.seeds))
-        seed_cfg = cfg.replace(seed=seed, experiment=False, resume="", output_dir=str(exp.path),
-                               run_name=default_run_name(cfg.replace(seed=seed)))
-        seed_path = exp.path / seed_cfg.run_name
-        try:
-            prepare_run_folder(seed_path, seed_cfg.to_dict())
-            runs.append(run_single(seed_cfg.replace(resume=str(seed_path)), dataset, device, log,
-                                   path=seed_path).path)
-        except (OutputError, KeyboardInterrupt):
-            raise
-        except Exception as err:
-            if cfg.debug:
-                raise
-            failed.append(seed)
-            atomic_write_text(seed_path / "error.txt", traceback.format_exc())
-            log.error("seed %d failed (%s: %s); traceback in %s; the other seeds go on", seed,
-                      type(err).__name__, err, seed_path / "error.txt")
+    jobs = experiment_jobs(cfg, log)
+    seed_cfgs = prepare_seed_folders(cfg, exp.path, threads=1 if jobs > 1 else cfg.threads)
+    # Run the seeds: one after another in this process, or in worker processes
+    if jobs > 1:
+        runs, failed = run_seeds_in_processes(cfg, seed_cfgs, jobs, log)
+    else:
+        runs, failed = run_seeds_in_turn(seed_cfgs, dataset, device, log)
+    # Aggregate the finished seeds and report the failed ones
     if runs:
-        per_round, finals = aggregate_runs(runs)
-        atomic_write_text(exp.path / "aggregate.csv", per_round.to_csv(index=False))
-        atomic_write_text(exp.path / "final_rounds.csv", finals.to_csv(index=False))
-        mean, sem = mean_sem(finals["test_acc"])
-        shown = ["round", "n_labeled_mean", "val_acc_mean", "test_acc_mean", "test_acc_sem", "round_s_mean"]
-        print(per_round[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        print(f"final test_acc over {len(runs)} seeds: {mean:.4f} ± {sem:.4f} (mean ± standard error)")
+        aggregate_experiment(exp.path, runs)
     print(f"experiment folder: {exp.path}")
     if failed:
         print(f"error: {len(failed)} of {len(cfg.seeds)} seeds failed: {', '.join(map(str, failed))} "
               f"(see error.txt in their folders)", file=sys.stderr)
         return 1
     return 0
+
+
+def experiment_jobs(cfg: Config, log: logging.Logger) -> int:
+    """How many seeds run at a time: --jobs, at most one per seed, one when a person labels."""
+    jobs = min(cfg.jobs, len(cfg.seeds))
+    if jobs > 1 and cfg.oracle == "human":
+        log.warning("--jobs %d is ignored with --oracle human: the seeds run one after another", cfg.jobs)
+        return 1
+    return jobs
+
+
+def prepare_seed_folders(cfg: Config, exp_path: Path, threads: int) -> list:
+    """Each seed's configuration, its folder (ready for --resume, in ``resume``) prepared."""
+    seed_cfgs = []
+    for seed in cfg.seeds:
+        seed_cfg = cfg.replace(seed=seed, experiment=False, resume="", output_dir=str(exp_path), jobs=1,
+                               threads=threads, run_name=default_run_name(cfg.replace(seed=seed)))
+        seed_path = exp_path / seed_cfg.run_name
+        prepare_run_folder(seed_path, seed_cfg.to_dict())
+        seed_cfgs.append(seed_cfg.replace(resume=str(seed_path)))
+    return seed_cfgs
+
+
+def run_seeds_in_turn(seed_cfgs: list, dataset: Dataset, device: torch.device, log: logging.Logger) -> tuple:
+    """Run the seeds one after another in this process: (finished run folders, failed seeds)."""
+    runs, failed = [], []
+    for i, seed_cfg in enumerate(seed_cfgs):
+        log.info("experiment: seed %d (%d of %d)", seed_cfg.seed, i + 1, len(seed_cfgs))
+        try:
+            runs.append(run_single(seed_cfg, dataset, device, log, path=Path(seed_cfg.resume)).path)
+        except (OutputError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            if seed_cfg.debug:
+                raise
+            failed.append(seed_cfg.seed)
+            record_seed_failure(seed_cfg, f"{type(err).__name__}: {err}", log, text=traceback.format_exc())
+    return runs, failed
+
+
+def record_seed_failure(seed_cfg: Config, reason: str, log: logging.Logger, text: str | None = None) -> None:
+    """Log that a seed failed; ``text`` (when given) becomes its folder's error.txt."""
+    error_file = Path(seed_cfg.resume) / "error.txt"
+    if text is not None:
+        atomic_write_text(error_file, text)
+    log.error("seed %d failed (%s); details in %s; the other seeds go on", seed_cfg.seed, reason, error_file)
+
+
+def run_seeds_in_processes(cfg: Config, seed_cfgs: list, jobs: int, log: logging.Logger) -> tuple:
+    """Run the seeds ``jobs`` at a time in child processes: (finished run folders, failed seeds)."""
+    log.info("experiment: %d seeds, %d at a time, each in a process with one torch thread", len(seed_cfgs), jobs)
+    # Run the seeds; on Ctrl-C, SIGTERM or an error, stop every child (it keeps its finished rounds)
+    workers = SeedProcesses(cfg, log, total=len(seed_cfgs))
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="seed")
+    try:
+        futures = [pool.submit(workers.run, seed_cfg) for seed_cfg in seed_cfgs]
+        outcomes = [future.result() for future in futures]
+    except BaseException:
+        workers.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    # Collect the finished and the failed seeds, in the order of --seeds
+    if "interrupted" in outcomes:
+        raise KeyboardInterrupt("a seed process was interrupted")
+    runs = [Path(s.resume) for s, outcome in zip(seed_cfgs, outcomes) if outcome == "complete"]
+    return runs, [s.seed for s, outcome in zip(seed_cfgs, outcomes) if outcome == "failed"]
+
+
+class SeedProcesses:
+    """Seeds as `main.py --resume SEED_FOLDER --threads 1` children in their own sessions, stopped by stop()."""
+
+    def __init__(self, cfg: Config, log: logging.Logger, total: int):
+        self.cfg, self.log, self.total = cfg, log, total
+        self.lock = threading.Lock()
+        self.running: set = set()  # Popen objects of live children
+        self.started = 0
+        self.stopping = False
+
+    def run(self, seed_cfg: Config) -> str:
+        """Run one seed's process to its end: "complete", "failed" or "interrupted"."""
+        path = Path(seed_cfg.resume)
+        error_before = _mtime_ns(path / "error.txt")
+        t0 = time.monotonic()
+        # Run the child, its output appended to log.txt
+        with _open_log(path / "log.txt") as log_file:
+            offset = log_file.tell()
+            proc = self.start(seed_cfg, log_file)
+            if proc is None:
+                return "interrupted"
+            code = proc.wait()
+            with self.lock:
+                self.running.discard(proc)
+            output = _read_from(path / "log.txt", offset)
+            log_file.write(f"=== exit {code}\n".encode())
+        # Report how it ended
+        how = f"exit {code}" if code >= 0 else f"killed by signal {-code}"
+        self.log.info("experiment: seed %d ended: %s (%s, %.0f s); log: %s", seed_cfg.seed, run_status(path), how,
+                      time.monotonic() - t0, path / "log.txt")
+        return self.outcome(seed_cfg, code, output, error_before)
+
+    def start(self, seed_cfg: Config, log_file) -> subprocess.Popen | None:
+        """Start the seed's child process (None once the experiment is stopping)."""
+        cmd = seed_command(self.cfg, Path(seed_cfg.resume))
+        with self.lock:
+            if self.stopping:
+                return None
+            log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} main.py --experiment: "
+                           f"{shlex.join(cmd)}\n".encode())
+            # Own session: a Ctrl-C at the terminal reaches only this process, which passes SIGTERM on (stop)
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.running.add(proc)
+            self.started += 1
+            number = self.started
+        self.log.info("experiment: seed %d started (%d of %d, pid %d); log: %s", seed_cfg.seed, number,
+                      self.total, proc.pid, Path(seed_cfg.resume) / "log.txt")
+        return proc
+
+    def outcome(self, seed_cfg: Config, code: int, output: str, error_before: int | None) -> str:
+        """How a seed's process ended; a failure is recorded in its folder's error.txt."""
+        if code == 0:
+            return "complete"
+        if code == 130 or self.stopping:
+            return "interrupted"
+        lines = output.splitlines()
+        last = next((line for line in reversed(lines) if line.strip()), "no output")
+        reason = f"{'exit' if code >= 0 else 'killed by signal'} {abs(code)}: {last.strip()}"
+        wrote = _mtime_ns(Path(seed_cfg.resume) / "error.txt") != error_before  # the child wrote its own
+        record_seed_failure(seed_cfg, reason, self.log,
+                            text=None if wrote else "\n".join(lines[-ERROR_TAIL_LINES:]) + "\n")
+        return "failed"
+
+    def stop(self) -> None:
+        """SIGTERM to every running child, then wait; kill those still running after STOP_GRACE_S."""
+        with self.lock:
+            self.stopping = True
+            procs = list(self.running)
+        if procs:
+            self.log.warning("experiment: stopping %d seed process(es); they keep their finished rounds", len(procs))
+        _signal_children(procs, signal.SIGTERM)
+        try:
+            deadline = time.monotonic() + STOP_GRACE_S
+            for proc in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+        finally:  # also at a second Ctrl-C while waiting
+            _signal_children(procs, signal.SIGKILL, group=True)
+
+
+def seed_command(cfg: Config, seed_path: Path) -> list:
+    """The command line that runs (or continues) one seed folder with the experiment's operational flags."""
+    return [sys.executable, str(Path(__file__).resolve()), "--resume", str(seed_path), "--threads", "1",
+            "--wandb" if cfg.wandb else "--no-wandb", "--wandb_project", cfg.wandb_project,
+            "--wandb_group", cfg.wandb_group, *(["--debug"] if cfg.debug else [])]
+
+
+def _signal_children(procs: list, signum: int, group: bool = False) -> None:
+    """Send ``signum`` to each child (or its process group) that has not been reaped yet."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signum) if group else os.kill(proc.pid, signum)
+
+
+def _open_log(path: Path):
+    """``path`` opened for appending, unbuffered (children write to it too)."""
+    try:
+        return open(path, "ab", buffering=0)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """The text of ``path`` from byte ``offset`` on."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode("utf-8", errors="replace")
+
+
+def _mtime_ns(path: Path) -> int | None:
+    """When ``path`` was last written (None if it does not exist)."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def aggregate_experiment(exp_path: Path, runs: list) -> None:
+    """Write aggregate.csv and final_rounds.csv over the finished seeds, and print the per-round table."""
+    per_round, finals = aggregate_runs(runs)
+    atomic_write_text(exp_path / "aggregate.csv", per_round.to_csv(index=False))
+    atomic_write_text(exp_path / "final_rounds.csv", finals.to_csv(index=False))
+    mean, sem = mean_sem(finals["test_acc"])
+    shown = ["round", "n_labeled_mean", "val_acc_mean", "test_acc_mean", "test_acc_sem", "round_s_mean"]
+    print(per_round[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"final test_acc over {len(runs)} seeds: {mean:.4f} ± {sem:.4f} (mean ± standard error)")
 
 
 def environment(device: torch.device) -> dict:

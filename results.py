@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from config import OPERATIONAL_FIELDS
+from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS
 
 # n_skipped: queried images the oracle did not label ("I don't know"); label_s: seconds the oracle took to
 # answer (a person labelling; ~0 when simulated), not counted in query_s.
@@ -267,8 +267,13 @@ def _overwrite_in_place(path: Path, obj: dict) -> None:
 
 
 def config_differences(saved: dict, requested: dict) -> list:
-    """Names of the fields (operational ones aside) whose values differ between two config dicts."""
+    """Names of the fields (operational ones aside) whose values differ between two config dicts.
+
+    A field that a saved config.json lacks (it was added to Config after that run was made) counts as
+    its default, which is what a resumed run uses; new fields keep the old behaviour as their default.
+    """
     keys = (set(saved) | set(requested)) - OPERATIONAL_FIELDS
+    saved = {**DEFAULT_CONFIG, **saved}
     return sorted(k for k in keys if saved.get(k) != requested.get(k))
 
 

@@ -4,6 +4,7 @@ responsive while the model trains.
 Starts a real ``main.py --oracle human`` study (mnist_5k, bald, the default training: 1,000 steps a
 round), opens the page in Debian's Chromium through playwright, and for every batch:
 
+- times the wait from the previous batch's acknowledgement to this batch on screen (``wait_s``);
 - presses one key per image (the dataset's true digit: this is the page's own cost, with no person's
   reading time in it) and Enter, and times it from the batch appearing to the run's acknowledgement;
 - while the next round trains, fetches ``/state`` and ``/view`` (what the page polls and renders) every
@@ -85,7 +86,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads of the run (0 = all cores)")
     parser.add_argument("--screenshot", default="", help="save the page half-way through the last batch here")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # anything else goes to main.py (e.g. --warm_start continue)
     from playwright.sync_api import expect, sync_playwright
 
     num_valid, seed = 200, 42
@@ -95,7 +96,7 @@ def main() -> int:
     argv = [sys.executable, str(ROOT / "main.py"), "--dataset", "mnist_5k", "--strategy", "bald", "--oracle", "human",
             "--n_init_labeled", "20", "--n_query", str(args.n_query), "--n_round", str(args.rounds),
             "--num_valid", str(num_valid), "--seed", str(seed), "--no-wandb", "--threads", str(args.threads),
-            "--output_dir", str(out / "runs"), "--run_name", "bench"]
+            "--output_dir", str(out / "runs"), "--run_name", "bench", *extra]
     with open(log, "w") as err:
         proc = subprocess.Popen(argv, cwd=ROOT, stderr=err, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -113,9 +114,13 @@ def main() -> int:
             browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1500, "height": 1150})
             page.goto(url)
+            submitted = None
             for r in range(args.rounds):
                 page.wait_for_selector(f'#batch[data-round="{r}"]', timeout=600_000)
                 t0 = time.perf_counter()
+                # From the previous batch's acknowledgement to this batch on screen: the person's wait
+                # (the next round's training, evaluation and query, plus the page's poll interval).
+                wait_s = None if submitted is None else round(t0 - submitted, 3)
                 positions = [int(p) for p in page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.position)")]
                 for i, p in enumerate(positions):
                     page.keyboard.press(str(labels[p]))
@@ -123,8 +128,10 @@ def main() -> int:
                         page.screenshot(path=args.screenshot, full_page=True)
                 page.keyboard.press("Enter")
                 expect(page.locator("#message")).to_contain_text(f"round {r}:", timeout=60_000)
-                seconds = time.perf_counter() - t0
+                submitted = time.perf_counter()
+                seconds = submitted - t0
                 row = {"event": "batch", "round": r, "images": len(positions), "keyboard_s": round(seconds, 3),
+                       "wait_s": wait_s,
                        "ms_per_image": round(1000 * seconds / len(positions), 1)}
                 batches.append(row)
                 print(json.dumps(row), flush=True)
@@ -137,6 +144,7 @@ def main() -> int:
         train_s = [float(row[header.index("train_s")]) for row in rounds[1:]]
         summary = {"event": "summary", "exit_code": rc, "batches": len(batches),
                    "median_keyboard_s": statistics.median(b["keyboard_s"] for b in batches),
+                   "median_wait_s": statistics.median([b["wait_s"] for b in batches if b["wait_s"] is not None] or [0]),
                    "median_train_s": round(statistics.median(train_s), 2),
                    "while_training": {k: stats(v) for k, v in prober.ms["training"].items()},
                    "while_labelling": {k: stats(v) for k, v in prober.ms["labelling"].items()},

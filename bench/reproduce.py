@@ -113,6 +113,17 @@ def targets_table(rounds: pd.DataFrame, strategies: list, targets: list, preset:
     return "\n".join(lines)
 
 
+def cost_table(rounds: pd.DataFrame, strategies: list) -> str:
+    """Median optimizer steps, train seconds and round seconds per round, over every round and seed."""
+    lines = ["| strategy | steps a round | train s a round | round s | runs' total s (mean) |", "|---|---|---|---|---|"]
+    for s in strategies:
+        r = rounds[rounds.strategy == s]
+        total = r.groupby("seed").round_s.sum().mean()
+        lines.append(f"| {s} | {r.train_steps.median():.0f} | {r.train_s.median():.2f} | {r.round_s.median():.2f} | "
+                     f"{total:.0f} |")
+    return "\n".join(lines)
+
+
 def _option(passthrough: list, name: str, default: str = "") -> str:
     flag = f"--{name}"
     return passthrough[passthrough.index(flag) + 1] if flag in passthrough[:-1] else default
@@ -142,6 +153,8 @@ def main(argv=None) -> int:
         "Labels needed to reach a test accuracy: mean over seeds (min–max)"
         + (f"; published: {PAPER[preset]}" if preset in PAPER else "") + ":",
         targets_table(rounds, shown, args.targets, preset),
+        "Cost per round (medians over rounds and seeds; one torch thread a run, --jobs runs at a time):",
+        cost_table(rounds, shown),
     ])
     if failed:
         text += "\n\nFailed runs, left out above: " + ", ".join(f"{s} seed {seed}" for s, seed in failed)

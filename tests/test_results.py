@@ -82,3 +82,12 @@ def test_config_json_is_written(tmp_path):
     run = RunDir.create(str(tmp_path), "c")
     run.write_config({"seed": 1, "seeds": [1, 2]})
     assert json.loads((run.path / "config.json").read_text()) == {"seed": 1, "seeds": [1, 2]}
+
+
+def test_a_field_missing_from_an_older_config_counts_as_its_default():
+    from config import DEFAULT_CONFIG
+    from results import config_differences
+
+    older = {k: v for k, v in DEFAULT_CONFIG.items() if k not in ("stop_loss", "warm_start")}
+    assert config_differences(older, dict(DEFAULT_CONFIG)) == []
+    assert config_differences(older, {**DEFAULT_CONFIG, "warm_start": "continue"}) == ["warm_start"]
