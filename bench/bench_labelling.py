@@ -80,7 +80,7 @@ def stats(values: list) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--rounds", type=int, default=3, help="query rounds (batches to label)")
     parser.add_argument("--n_query", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads of the run (0 = all cores)")

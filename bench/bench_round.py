@@ -99,13 +99,13 @@ def per_image_flops(model_name: str, k: int, batch_size: int) -> dict:
     return counts
 
 
-def run_protocol(rounds: int, device: str, threads: int, min_steps: int | None) -> None:
+def run_protocol(rounds: int, device: str, threads: int, min_steps: int | None, extra: list = ()) -> None:
     import main
     import pandas as pd
 
     with tempfile.TemporaryDirectory() as out:
         argv = [*PROTOCOL, "--n_round", str(rounds), "--device", device, "--threads", str(threads),
-                "--output_dir", out] + ([] if min_steps is None else ["--min_steps", str(min_steps)])
+                "--output_dir", out] + ([] if min_steps is None else ["--min_steps", str(min_steps)]) + list(extra)
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for JSON lines only
             rc = main.main(argv)
         if rc != 0:
@@ -129,7 +129,7 @@ def run_protocol(rounds: int, device: str, threads: int, min_steps: int | None) 
              peak_rss_mb=round(peak_rss_mb()))
     later = df[df["round"] >= 1]
     q = df[df["n_scored"] > 0]  # every round that queried (the last one does not)
-    emit("summary", rounds=f"1..{rounds}", min_steps=min_steps,
+    emit("summary", rounds=f"1..{rounds}", min_steps=min_steps, flags=" ".join(extra),
          median_train_steps=int(later["train_steps"].median()),
          median_round_s=round(later["round_s"].median(), 3),
          min_round_s=round(later["round_s"].min(), 3), max_round_s=round(later["round_s"].max(), 3),
@@ -174,7 +174,7 @@ def scale_child(n: int, device: str, threads: int, chunk: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--rounds", type=int, default=10, help="query rounds of the protocol (rounds 0..N)")
     parser.add_argument("--scaling", type=int, nargs="*", default=[10_000, 100_000, 1_000_000],
                         help="synthetic pool sizes for the query-step scaling table (none: skip)")
@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--min_steps", type=int, default=None,
                         help="--min_steps of the protocol run (default: the project's default)")
     parser.add_argument("--_scale", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # anything else goes to the protocol's main.py run
     if args._scale:
         return scale_child(args._scale, args.device, args.threads, args.chunk)
     from main import resolve_device
@@ -195,7 +195,7 @@ def main() -> None:
     emit("machine", device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
          cpu_count=len(os.sched_getaffinity(0)), matmul_gflops=round(matmul_gflops(device), 1))
     if not args.skip_protocol:
-        run_protocol(args.rounds, args.device, args.threads, args.min_steps)
+        run_protocol(args.rounds, args.device, args.threads, args.min_steps, extra)
     for n in args.scaling:
         subprocess.run([sys.executable, __file__, "--_scale", str(n), "--device", args.device,
                         "--threads", str(args.threads), "--chunk", str(args.chunk)], check=True)

@@ -58,6 +58,14 @@ def run_process(*argv, timeout=300, **kwargs) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
 
 
+def finished_run(out: Path, *argv) -> Path:
+    """The folder of one complete ``main.py ARGV`` process run into ``out``."""
+    proc = run_process(*argv, "--output_dir", out)
+    assert proc.returncode == 0, proc.stderr
+    [folder] = run_dirs(out)
+    return folder
+
+
 def closed_port() -> int:
     """A local TCP port that refuses connections (an unreachable server, e.g. for wandb)."""
     with socket.socket() as s:

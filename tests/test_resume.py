@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, Run, interrupt_during_wandb_start, run_dirs, run_process, unreachable_wandb_env
+from conftest import ROOT, Run, finished_run, interrupt_during_wandb_start, run_dirs, run_process, unreachable_wandb_env
 from results import TIMING_COLUMNS, RunDir, prepare_run_folder, read_run, run_status
 
 # Rounds long enough (120 steps) that a kill lands in the middle of a round; 1 thread for bitwise
@@ -45,11 +45,7 @@ def _metrics(folder: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("full")
-    proc = run_process(*ARGS, "--output_dir", out)
-    assert proc.returncode == 0, proc.stderr
-    [folder] = run_dirs(out)
-    return folder
+    return finished_run(tmp_path_factory.mktemp("full"), *ARGS)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import Run, run_dirs, run_process
+from conftest import Run, finished_run, run_dirs, run_process
 from models import build_model
 from results import TIMING_COLUMNS, WEIGHTS_FILE, read_run
 from rng import torch_generator
@@ -140,11 +140,7 @@ WARM = [*ARGS, "--warm_start", "shrink_perturb", "--shrink", "0.5", "--perturb",
 
 @pytest.fixture(scope="module")
 def warm_uninterrupted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("warm")
-    proc = run_process(*WARM, "--output_dir", out)
-    assert proc.returncode == 0, proc.stderr
-    [folder] = run_dirs(out)
-    return folder
+    return finished_run(tmp_path_factory.mktemp("warm"), *WARM)
 
 
 def _metrics(folder):
