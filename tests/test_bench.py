@@ -1,4 +1,4 @@
-"""bench/bench_round.py runs and prints the JSON lines the README documents (no timing asserts)."""
+"""bench/bench_round.py and bench/bench_train_step.py run and print the JSON lines the README documents (no timing asserts)."""
 import json
 import os
 import subprocess
@@ -41,3 +41,17 @@ def test_protocol_rounds_and_summary():
         assert first[key] > 0
     assert summary["per_image_flops"]["head_k"] > 0 and summary["final_test_acc"] > 0.5
     assert summary["min_steps"] == 250 and [r["train_steps"] for r in rounds] == [250, 250]  # 2 steps a pass
+
+
+def test_training_step_bench_prints_each_configuration_beside_its_yardstick():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_train_step.py"), "--models", "lenet", "cnn",
+                           "--batch", "4", "--threads", "1", "--steps", "2", "--repeats", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(x["model"], x["batch"], x["threads"]) for x in lines] == [("lenet", 4, 1), ("cnn", 4, 1)]
+    lenet, cnn = lines
+    assert cnn["step_mflop"] > lenet["step_mflop"] > 0  # the Gal CNN's 32-channel convolutions cost more
+    for x in lines:
+        assert x["ms_per_step"] > 0 and x["gemm_gflops"] > 0
+        assert x["yardstick_ms"] == pytest.approx(x["step_mflop"] / x["gemm_gflops"], rel=0.01)
