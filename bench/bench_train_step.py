@@ -13,8 +13,10 @@ times; the median ms per step is printed as a JSON line beside:
 - ``yardstick_ms``: step_mflop / gemm_gflops, what the step would take at GEMM speed, and ``ratio``,
   measured / yardstick.
 
-Configurations are interleaved round-robin over the repeats, so a change in the machine's load affects
-them alike. Measure on a quiet machine (nothing else running) and quote medians and ratios.
+Each thread count runs in a process of its own (switching torch's thread pool back and forth in one
+process made the 2-thread figures erratic: 5–170 ms for the same step); within it, configurations are
+interleaved round-robin over the repeats, so a change in the machine's load affects them alike. Measure
+on a quiet machine (nothing else running) and quote medians and ratios.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import argparse
 import itertools
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -83,6 +86,20 @@ class Config:
         return counter.get_total_flops()
 
 
+def strip_threads(argv: list) -> list:
+    """argv without its --threads values."""
+    out, skipping = [], False
+    for a in argv:
+        if a == "--threads":
+            skipping = True
+            continue
+        if skipping and not a.startswith("--"):
+            continue
+        skipping = False
+        out.append(a)
+    return out
+
+
 def gemm_gflops(threads: int, n: int = 1024, repeats: int = 15) -> float:
     """Median fp32 GEMM rate with ``threads`` threads."""
     torch.set_num_threads(threads)
@@ -98,6 +115,12 @@ def gemm_gflops(threads: int, n: int = 1024, repeats: int = 15) -> float:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if len(args.threads) > 1:  # one child process per thread count, one after another
+        for t in args.threads:
+            argv_t = [a for a in (argv if argv is not None else sys.argv[1:])]
+            subprocess.run([sys.executable, __file__, *strip_threads(argv_t), "--threads", str(t)], check=True)
+        return 0
+    torch.set_num_threads(args.threads[0])
     configs = [Config(*c) for c in itertools.product(args.models, args.batch, args.threads, args.layouts)]
     gemm = {t: gemm_gflops(t) for t in args.threads}
     for c in configs:  # warm-up: oneDNN picks and caches its kernels on the first steps
