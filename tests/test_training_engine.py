@@ -1,5 +1,6 @@
 """The training engine: the convergence stopping rule, warm start (continue, shrink-perturb) and its
 exact resume, and the one-step-epoch path that every small labelled set takes."""
+import shutil
 import signal
 
 import pandas as pd
@@ -175,14 +176,15 @@ def test_killed_warm_start_run_resumes_to_identical_metrics(tmp_path, warm_unint
 
 
 def test_resume_without_the_previous_weights_is_refused(tmp_path, warm_uninterrupted):
-    proc = _popen(*WARM, "--n_round", "8", "--output_dir", tmp_path)
-    folder = _wait_rounds(tmp_path, 2, proc)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
+    # A copy of the finished warm run, cut back to 3 finished rounds: resuming it needs round 2's weights.
+    folder = tmp_path / warm_uninterrupted.name
+    shutil.copytree(warm_uninterrupted, folder)
+    rounds = (folder / "rounds.csv").read_text().splitlines(keepends=True)
+    (folder / "rounds.csv").write_text("".join(rounds[:4]))
     (folder / WEIGHTS_FILE).write_bytes(b"not a weights file")
     resumed = run_process("--resume", folder)
     assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
-    assert "weights.pt" in resumed.stderr
-    (folder / WEIGHTS_FILE).unlink()
+    assert "weights.pt cannot be read" in resumed.stderr
+    shutil.copy(warm_uninterrupted / WEIGHTS_FILE, folder / WEIGHTS_FILE)  # rounds 4 and 5: the wrong ones
     resumed = run_process("--resume", folder)
-    assert resumed.returncode == 2 and "weights.pt does not hold round" in resumed.stderr
+    assert resumed.returncode == 2 and "weights.pt does not hold round 2's" in resumed.stderr
