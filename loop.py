@@ -297,10 +297,11 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     # Train a model (fresh, or warm-started from the previous round's) on the labelled set
     t = time.perf_counter()
     model, trained = train_model(cfg, data, state, r, weights.of(r - 1) if weights else None)
-    if weights:
-        weights.keep(r, model)
     n_corrupted = count_corrupted(data, state)
     train_s = _elapsed(t, data.device)
+    # Keep the trained weights for the next round's warm start (file I/O: not part of train_s)
+    if weights:
+        weights.keep(r, model)
     # Evaluate on validation and test
     live["phase"] = "evaluating"
     t = time.perf_counter()
@@ -365,7 +366,7 @@ def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous
     c, h, _ = data.train.x.shape[1:]
     model = build_model(cfg.model, c, h, data.num_classes, cfg.dropout,
                         torch_generator(cfg.seed, "weights", r)).to(data.device)
-    if previous is not None and cfg.warm_start != "off":
+    if previous is not None:  # TrainedWeights holds weights only with --warm_start
         warm_start(model, previous, cfg.warm_start, cfg.shrink, cfg.perturb)
     labeled = state.labeled_positions()
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay_for(labeled.numel()),

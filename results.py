@@ -45,10 +45,10 @@ TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "label_s", "round_s"]
 STATUSES = ("pending", "running", "complete", "failed", "interrupted")
 RUN_NAME_MAX = 100
 _RUN_NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,@-]*")
-WRITE_CHECK_BYTES = 1 << 20
+WRITE_CHECK_BYTES = 1 << 20  # check_writable writes this much: a full disk fails here, not mid-run
 # --warm_start: the last two rounds' trained weights (a round writes it before its rounds.csv row, so a
 # resumed round finds the weights of the round before it whichever side of that row the run stopped).
-WEIGHTS_FILE = "weights.pt"  # check_writable writes this much: a full disk fails here, not mid-run
+WEIGHTS_FILE = "weights.pt"
 
 
 class OutputError(RuntimeError):
