@@ -1,4 +1,5 @@
-"""Run configuration: defaults, the command-line parser, validation and the project logger.
+"""Run configuration: every field declared once (default, help, rule, choices), the parser and the
+README's flags table generated from those declarations, validation, and the project logger.
 
 Standard library only, so every other module (and a sweep launcher) can import it cheaply.
 """
@@ -31,139 +32,23 @@ class ConfigError(ValueError):
     """A user-facing configuration problem: reported as one line, exit code 2."""
 
 
-@dataclass(frozen=True)
-class Config:
-    """Everything that defines a run. Field names are the command-line flag names."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors raise ``error_class``: one line, exit code 2, from the caller.
 
-    # The original project's flags and defaults.
-    dataset: str = "mnist"
-    data_dir: str = "data"
-    num_valid: int = 1000
-    batch_size: int = 64
-    epochs: int = 10
-    num_workers: int = 0
-    seed: int = 42
-    model: str = "lenet"
-    lr: float = 0.001
-    strategy: str = "random"
-    n_init_labeled: int = 10000
-    n_query: int = 1000
-    n_round: int = 10
-    noise: str = "none"
-    noise_rate: float = 0.0
-    wandb: bool = True
-    experiment: bool = False
-    debug: bool = False
-    # Added by this project.
-    device: str = "auto"
-    mc_samples: int = 20
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = -1.0  # negative: the optimizer's default (adam 0, sgd 5e-4)
-    weight_decay_scaled: float = 0.0  # > 0: weight decay c / (labelled images), per round
-    min_steps: int = 1000
-    epoch_samples: int = 0
-    early_stopping: int = 0
-    dropout: float = 0.5
-    noise_std: float = 1.0
-    sp_fraction: float = 0.1
-    pool_subset: int = 0
-    eval_batch_size: int = 512  # small chunks keep conv activations in cache: faster than 2048
-    threads: int = 0
-    output_dir: str = "runs"
-    seeds: tuple = (42, 43, 44)
-    wandb_project: str = "active-learning"
-    run_name: str = ""
-    preset: str = ""
-    resume: str = ""
-    wandb_group: str = ""
-    # The oracle and the user's own images (issue 8).
-    label_noise: str = "none"
-    label_noise_rate: float = 0.0
-    label_noise_initial: bool = False
-    image_size: int = 32
-    test_fraction: float = 0.2
-    # A person as the oracle (issue 9): the labelling page's address and what "I don't know" does.
-    oracle: str = "simulated"
-    dont_know: str = "out"
-    human_host: str = "127.0.0.1"
-    human_port: int = 0
-    # Training at the machine's speed (issue 14): seeds in parallel, and where a round's weights start.
-    jobs: int = 1
-    stop_loss: float = 0.0  # > 0: a round stops training once its loss converged (between the bounds)
-    stop_window: int = 100
-    stop_min_steps: int = 200
-    warm_start: str = "off"
-    shrink: float = 0.4
-    perturb: float = 0.1
+    Abbreviations are off: ``--n_q 20`` is an error, never a silent ``--n_query 20``.
+    """
 
-    def replace(self, **changes) -> "Config":
-        """A copy with some fields changed (the config itself is frozen)."""
-        return dataclasses.replace(self, **changes)
+    error_class: type = ConfigError
 
-    def to_dict(self) -> dict:
-        """A JSON-ready dict of every field."""
-        d = dataclasses.asdict(self)
-        d["seeds"] = list(self.seeds)
-        return d
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
-    @classmethod
-    def from_dict(cls, values: Mapping) -> "Config":
-        """Build from a mapping; unknown keys are an error, not silently dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
-        values = dict(values)
-        if "seeds" in values:
-            values["seeds"] = tuple(values["seeds"])
-        return cls(**values)
+    def error(self, message):  # noqa: D102 - argparse hook
+        raise self.error_class(f"{message} (see {self.prog} --help)")
 
-    @property
-    def resolved_weight_decay(self) -> float:
-        """Weight decay actually used: the flag, or the optimizer's default when negative."""
-        if self.weight_decay >= 0:
-            return self.weight_decay
-        return 5e-4 if self.optimizer == "sgd" else 0.0
 
-    def weight_decay_for(self, n_labeled: int) -> float:
-        """Weight decay for a round with ``n_labeled`` labels: c / n with --weight_decay_scaled c."""
-        if self.weight_decay_scaled > 0:
-            return self.weight_decay_scaled / n_labeled
-        return self.resolved_weight_decay
-
-    def validate(self, choices: Mapping[str, Sequence[str]] | None = None) -> "Config":
-        """Check every invariant that does not need the data; raise ConfigError on the first.
-
-        Numbers go first, each by its rule in NUMERIC_RULES (type, finiteness, range), so that no
-        later check or computation ever sees a NaN, an infinity or an absurd size.
-        """
-        for f in dataclasses.fields(self):
-            if f.name in NUMERIC_RULES:
-                NUMERIC_RULES[f.name].check(f.name, getattr(self, f.name))
-            elif _is_numeric_field(f):
-                raise TypeError(f"config field {f.name!r} is numeric but has no rule in NUMERIC_RULES")
-        for seed in self.seeds:
-            NUMERIC_RULES["seed"].check("seeds", seed)
-        fixed = {"noise": NOISES, "optimizer": OPTIMIZERS, "device": DEVICES, "preset": PRESET_NAMES,
-                 "label_noise": LABEL_NOISES, "oracle": ORACLES, "dont_know": DONT_KNOW,
-                 "warm_start": WARM_STARTS}
-        for name, allowed in {**fixed, **(choices or {})}.items():
-            _check_choice(name, getattr(self, name), allowed)
-        if not self.seeds:
-            raise ConfigError("--seeds needs one or more non-negative integers")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"--seeds has repeated values: {list(self.seeds)}")
-        if self.label_noise == "adversarial" and self.label_noise_initial and self.label_noise_rate > 0:
-            raise ConfigError("--label_noise adversarial cannot corrupt the initial set (no model exists yet to "
-                              "follow): use --no-label_noise_initial or another --label_noise")
-        if self.oracle == "human" and self.label_noise != "none" and self.label_noise_rate > 0:
-            raise ConfigError("--label_noise simulates a wrong annotator; with --oracle human the person's answers "
-                              "are the labels: drop --label_noise")
-        if self.pool_subset and self.pool_subset < self.n_query:
-            raise ConfigError(f"--pool_subset {self.pool_subset} is smaller than --n_query {self.n_query}")
-        return self
-
+# ---------------------------------------------------------------------------------------- numeric rules
 
 @dataclass(frozen=True)
 class Rule:
@@ -222,36 +107,214 @@ _COUNT0 = Rule(int, 0, COUNT_MAX)
 _FRACTION = Rule(float, 0.0, 1.0)
 _BELOW_ONE = Rule(float, 0.0, 1.0, high_open=True)
 _NON_NEGATIVE = Rule(float, 0.0, math.inf)
+_SEED = Rule(int, 0, SEED_MAX, why="a non-negative 64-bit integer")
 
+
+def option(default, help: str, *, rule: Rule | None = None, choices: Sequence[str] | None = None,
+           operational: bool = False, metavar: str = "", shown: str = ""):
+    """One Config field with everything about it: default, help, numeric rule, fixed choices.
+
+    ``help`` is Markdown (the README's flags table shows it as written; --help drops the backticks);
+    ``{choices}`` in it stands for the allowed names. ``operational``: the field says how a run is
+    executed or tracked, not what it computes, so it may differ when a run folder is resumed.
+    ``metavar`` names the value in the table (``--seeds S …``); ``shown`` replaces the default there.
+    """
+    meta = {"help": help, "rule": rule, "choices": tuple(choices) if choices else None,
+            "operational": operational, "metavar": metavar, "shown": shown}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# ----------------------------------------------------------------------------------------------- Config
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run. Field names are the command-line flag names."""
+
+    # The original project's flags and defaults.
+    dataset: str = option("mnist", "{choices}; `folder` is your own images")
+    data_dir: str = option("data", "folder with dataset files; downloads go here when online")
+    num_valid: int = option(1000, "validation images, drawn stratified from train with the seed", rule=_COUNT)
+    batch_size: int = option(64, "training batch size", rule=_COUNT)
+    epochs: int = option(10, "training epochs per round (each round trains a fresh model); more when "
+                             "`--min_steps` asks", rule=_COUNT)
+    num_workers: int = option(0, "kept for compatibility: data are in-memory tensors, no loader workers are used",
+                              rule=_COUNT0, operational=True)
+    seed: int = option(42, "seed of the run (splits, initial set, noise, weights, dropout, random queries)", rule=_SEED)
+    model: str = option("lenet", "{choices}")
+    lr: float = option(0.001, "learning rate", rule=Rule(float, 0.0, math.inf, low_open=True))
+    strategy: str = option("random", "{choices}")
+    n_init_labeled: int = option(10000, "initial labelled images, drawn class-balanced with the seed", rule=_COUNT)
+    n_query: int = option(1000, "images labelled per round", rule=_COUNT)
+    n_round: int = option(10, "query rounds; rounds 0..n_round are trained and evaluated", rule=_COUNT0)
+    noise: str = option("none", "{choices}: input noise on a fraction of the images", choices=NOISES)
+    noise_rate: float = option(0.0, "fraction of images (pool, validation and test alike) that get noise",
+                               rule=_FRACTION)
+    wandb: bool = option(True, "log to Weights & Biases (offline mode without an API key)", operational=True)
+    experiment: bool = option(False, "run the configuration once per `--seeds` value and aggregate", operational=True)
+    debug: bool = option(False, "DEBUG logging and an ipdb post-mortem on an uncaught exception", operational=True)
+    # Added by this project.
+    device: str = option("auto", "{choices}: `auto` picks cuda, then mps, then cpu", choices=DEVICES)
+    mc_samples: int = option(20, "MC dropout samples K for the uncertainty strategies (1 = one deterministic pass)",
+                             rule=_COUNT)  # the memory this needs is checked against the data before a run
+    optimizer: str = option("adam", "`adam`, or `sgd` with `--momentum` and `--weight_decay` (the original "
+                                    "report's choice)", choices=OPTIMIZERS)
+    momentum: float = option(0.9, "SGD momentum", rule=_BELOW_ONE)
+    # Negative: the optimizer's default (adam 0, sgd 5e-4).
+    weight_decay: float = option(-1.0, "L2 weight decay; negative means the optimizer's default (adam 0, sgd 5e-4)",
+                                 rule=Rule(float, -math.inf, math.inf, why="negative means the optimizer's default"))
+    weight_decay_scaled: float = option(0.0, "c > 0: weight decay c / (labelled images), set each round (Gal et "
+                                             "al.'s code); overrides `--weight_decay`", rule=_NON_NEGATIVE)
+    min_steps: int = option(1000, "at least this many optimizer steps per round: more epochs than `--epochs` when "
+                                  "the labelled set is small", rule=_COUNT0)
+    epoch_samples: int = option(0, "an epoch draws this many samples (whole shuffled passes, the last cut short) "
+                                   "when the labelled set is smaller; 0 = one pass",
+                                rule=Rule(int, 0, EPOCH_SAMPLES_MAX))
+    early_stopping: int = option(0, "patience: stop after this many epochs without a higher validation accuracy "
+                                    "and keep the best weights; 0 = off", rule=_COUNT0)
+    dropout: float = option(0.5, "dropout probability in the classifier head",
+                            rule=Rule(float, 0.0, 1.0, high_open=True, why="1 would drop every unit"))
+    noise_std: float = option(1.0, "`gaussian`: standard deviation σ, in normalised units", rule=_NON_NEGATIVE)
+    sp_fraction: float = option(0.1, "`salt_and_pepper`: fraction of an affected image's pixels that are replaced",
+                                rule=_FRACTION)
+    pool_subset: int = option(0, "score a seeded random subset of this many unlabelled images per round (0 = all)",
+                              rule=_COUNT0)
+    # Small chunks keep conv activations in cache: faster than 2048.
+    eval_batch_size: int = option(512, "chunk size for evaluation and pool scoring (bounds memory)", rule=_COUNT)
+    threads: int = option(0, "torch CPU threads (0 = all cores available to the process)",
+                          rule=Rule(int, 0, THREADS_MAX, why="0 = all cores"), operational=True)
+    output_dir: str = option("runs", "parent folder of run folders", operational=True)
+    seeds: tuple = option((42, 43, 44), "seeds that `--experiment` runs", operational=True, metavar="S …")
+    wandb_project: str = option("active-learning", "Weights & Biases project", operational=True)
+    run_name: str = option("", "run folder name prefix (default `dataset_model_strategy_noise_seedN`); one plain "
+                               "name of at most 100 letters, digits and `. _ + = , @ -`, so a run folder is always "
+                               "inside `--output_dir`", operational=True)
+    preset: str = option("", "{choices}: a published protocol's values as defaults; explicit flags override them",
+                         choices=PRESET_NAMES, shown="(none)")
+    resume: str = option("", "continue the run (or `--experiment`) in FOLDER from its last finished round (its "
+                             "config.json must match)", operational=True, metavar="FOLDER")
+    wandb_group: str = option("", "Weights & Biases group of the run (sweeps set it to the sweep's name)",
+                              operational=True)
+    # The oracle and the user's own images (issue 8).
+    label_noise: str = option("none", "{choices}: how the oracle answers (see \"Label noise\")", choices=LABEL_NOISES)
+    label_noise_rate: float = option(0.0, "fraction of pool images whose label comes back wrong", rule=_FRACTION)
+    label_noise_initial: bool = option(False, "the initial labelled set gets label noise too")
+    image_size: int = option(32, "`--dataset folder`: images are resized to this many pixels a side",
+                             rule=Rule(int, 8, 512, why="images are resized to this many pixels a side"))
+    test_fraction: float = option(0.2, "`--dataset folder` without `test/`: stratified share of `train/` held out "
+                                       "(fixed seed)", rule=Rule(float, 0.0, 1.0, low_open=True, high_open=True))
+    # A person as the oracle (issue 9): the labelling page's address and what "I don't know" does.
+    oracle: str = option("simulated", "who labels the queried images: `simulated` (the dataset's labels, with "
+                                      "`--label_noise`) or `human` (a person in a local web page; see \"A person "
+                                      "as the oracle\")", choices=ORACLES)
+    dont_know: str = option("out", "`--oracle human`: an image answered \"I don't know\" leaves the pool (`out`) "
+                                   "or goes back to it (`pool`)", choices=DONT_KNOW)
+    human_host: str = option("127.0.0.1", "`--oracle human`: address the page listens on (this machine only by "
+                                          "default)", operational=True)
+    human_port: int = option(0, "`--oracle human`: port of the page (0 = any free port)",
+                             rule=Rule(int, 0, 65535, why="a TCP port; 0 = any free port"), operational=True)
+    # Training at the machine's speed (issue 14): seeds in parallel, and where a round's weights start.
+    jobs: int = option(1, "`--experiment`: run the seeds this many at a time, each in a worker process with one "
+                          "torch thread (same numbers as `--threads 1`)",
+                       rule=Rule(int, 1, THREADS_MAX, why="worker processes for --experiment's seeds"),
+                       operational=True)
+    stop_loss: float = option(0.0, "> 0: a round stops training at the end of the first epoch, at or after "
+                                   "`--stop_min_steps` steps, where the training loss averaged over the last "
+                                   "`--stop_window` steps is below this; the `--epochs`/`--min_steps` budget stays "
+                                   "the most (0 = off; see \"Training that converges\")", rule=_NON_NEGATIVE)
+    stop_window: int = option(100, "`--stop_loss`: how many of the last steps' losses are averaged", rule=_COUNT)
+    stop_min_steps: int = option(200, "`--stop_loss`: the fewest steps before the rule may stop a round",
+                                 rule=_COUNT0)
+    warm_start: str = option("off", "`off` (each round starts from fresh weights, seeded by round), `continue` "
+                                    "(from the previous round's trained weights) or `shrink_perturb` (`--shrink` × "
+                                    "previous + `--perturb` × fresh; Ash & Adams 2020)", choices=WARM_STARTS)
+    shrink: float = option(0.4, "`--warm_start shrink_perturb`: λ, the factor on the previous round's weights",
+                           rule=_FRACTION)
+    perturb: float = option(0.1, "`--warm_start shrink_perturb`: σ, the factor on the fresh initial weights",
+                            rule=_NON_NEGATIVE)
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some fields changed (the config itself is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict of every field."""
+        d = dataclasses.asdict(self)
+        d["seeds"] = list(self.seeds)
+        return d
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "Config":
+        """Build from a mapping; unknown keys are an error, not silently dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+        values = dict(values)
+        if "seeds" in values:
+            if not isinstance(values["seeds"], (list, tuple)):
+                raise ConfigError(f"--seeds must be a list of integers, got {_brief(values['seeds'])}")
+            values["seeds"] = tuple(values["seeds"])
+        return cls(**values)
+
+    @property
+    def resolved_weight_decay(self) -> float:
+        """Weight decay actually used: the flag, or the optimizer's default when negative."""
+        if self.weight_decay >= 0:
+            return self.weight_decay
+        return 5e-4 if self.optimizer == "sgd" else 0.0
+
+    def weight_decay_for(self, n_labeled: int) -> float:
+        """Weight decay for a round with ``n_labeled`` labels: c / n with --weight_decay_scaled c."""
+        if self.weight_decay_scaled > 0:
+            return self.weight_decay_scaled / n_labeled
+        return self.resolved_weight_decay
+
+    def validate(self, choices: Mapping[str, Sequence[str]] | None = None) -> "Config":
+        """Check every invariant that does not need the data; raise ConfigError on the first.
+
+        Numbers go first, each by its rule in NUMERIC_RULES (type, finiteness, range), so that no
+        later check or computation ever sees a NaN, an infinity or an absurd size.
+        """
+        for f in dataclasses.fields(self):
+            if f.name in NUMERIC_RULES:
+                NUMERIC_RULES[f.name].check(f.name, getattr(self, f.name))
+            elif _is_numeric_field(f):
+                raise TypeError(f"config field {f.name!r} is numeric but has no rule in NUMERIC_RULES")
+            elif f.type == "str" and not isinstance(getattr(self, f.name), str):
+                raise ConfigError(f"--{f.name} must be text, got {_brief(getattr(self, f.name))}")
+            elif f.type == "bool" and not isinstance(getattr(self, f.name), bool):
+                raise ConfigError(f"--{f.name} must be true or false, got {_brief(getattr(self, f.name))}")
+        for seed in self.seeds:
+            NUMERIC_RULES["seed"].check("seeds", seed)
+        for name, allowed in {**FIXED_CHOICES, **(choices or {})}.items():
+            _check_choice(name, getattr(self, name), allowed)
+        if not self.seeds:
+            raise ConfigError("--seeds needs one or more non-negative integers")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"--seeds has repeated values: {list(self.seeds)}")
+        if self.label_noise == "adversarial" and self.label_noise_initial and self.label_noise_rate > 0:
+            raise ConfigError("--label_noise adversarial cannot corrupt the initial set (no model exists yet to "
+                              "follow): use --no-label_noise_initial or another --label_noise")
+        if self.oracle == "human" and self.label_noise != "none" and self.label_noise_rate > 0:
+            raise ConfigError("--label_noise simulates a wrong annotator; with --oracle human the person's answers "
+                              "are the labels: drop --label_noise")
+        if self.pool_subset and self.pool_subset < self.n_query:
+            raise ConfigError(f"--pool_subset {self.pool_subset} is smaller than --n_query {self.n_query}")
+        return self
+
+
+# ------------------------------------------------------------- tables derived from the declarations above
+
+FIELDS: tuple = dataclasses.fields(Config)
+DEFAULT_CONFIG: dict = Config().to_dict()
+HELP: dict = {f.name: f.metadata["help"] for f in FIELDS}
 # Every int and float field of Config, with its allowed range. validate() refuses a numeric field
 # that is missing here, so a new field cannot be forgotten.
-NUMERIC_RULES: dict[str, Rule] = {
-    "num_valid": _COUNT, "batch_size": _COUNT, "epochs": _COUNT, "num_workers": _COUNT0,
-    "seed": Rule(int, 0, SEED_MAX, why="a non-negative 64-bit integer"),
-    "lr": Rule(float, 0.0, math.inf, low_open=True),
-    "n_init_labeled": _COUNT, "n_query": _COUNT, "n_round": _COUNT0,
-    "noise_rate": _FRACTION,
-    "mc_samples": _COUNT,  # the memory this needs is checked against the data by loop.check_budget
-    "momentum": _BELOW_ONE,
-    "weight_decay": Rule(float, -math.inf, math.inf, why="negative means the optimizer's default"),
-    "weight_decay_scaled": _NON_NEGATIVE,
-    "min_steps": _COUNT0, "epoch_samples": Rule(int, 0, EPOCH_SAMPLES_MAX), "early_stopping": _COUNT0,
-    "dropout": Rule(float, 0.0, 1.0, high_open=True, why="1 would drop every unit"),
-    "noise_std": _NON_NEGATIVE,
-    "sp_fraction": _FRACTION,
-    "pool_subset": _COUNT0, "eval_batch_size": _COUNT,
-    "threads": Rule(int, 0, THREADS_MAX, why="0 = all cores"),
-    "label_noise_rate": _FRACTION,
-    "image_size": Rule(int, 8, 512, why="images are resized to this many pixels a side"),
-    "test_fraction": Rule(float, 0.0, 1.0, low_open=True, high_open=True),
-    "human_port": Rule(int, 0, 65535, why="a TCP port; 0 = any free port"),
-    "jobs": Rule(int, 1, THREADS_MAX, why="worker processes for --experiment's seeds"),
-    "stop_loss": _NON_NEGATIVE,
-    "stop_window": _COUNT,
-    "stop_min_steps": _COUNT0,
-    "shrink": _FRACTION,
-    "perturb": _NON_NEGATIVE,
-}
+NUMERIC_RULES: dict = {f.name: f.metadata["rule"] for f in FIELDS if f.metadata["rule"] is not None}
+FIXED_CHOICES: dict = {f.name: f.metadata["choices"] for f in FIELDS if f.metadata["choices"]}
+# Fields that say how a run is executed or tracked, not what it computes: they may differ when a run
+# folder is resumed (on another machine, with other threads or without wandb).
+OPERATIONAL_FIELDS = frozenset(f.name for f in FIELDS if f.metadata["operational"])
 
 
 def _is_numeric_field(f: dataclasses.Field) -> bool:
@@ -259,103 +322,45 @@ def _is_numeric_field(f: dataclasses.Field) -> bool:
     return isinstance(default, (int, float)) and not isinstance(default, bool)
 
 
-DEFAULT_CONFIG: dict = Config().to_dict()
-
-HELP = {
-    "dataset": "dataset name",
-    "data_dir": "folder with dataset files; downloads go here when online",
-    "num_valid": "validation images, drawn stratified from train with the seed",
-    "batch_size": "training batch size",
-    "epochs": "training epochs per round (each round trains a fresh model)",
-    "num_workers": "kept for compatibility: data are in-memory tensors, no loader workers are used",
-    "seed": "seed of the run (splits, initial set, noise, weights, dropout, random queries)",
-    "model": "model name",
-    "lr": "learning rate",
-    "strategy": "acquisition strategy",
-    "n_init_labeled": "initial labelled images, drawn class-balanced with the seed",
-    "n_query": "images labelled per round",
-    "n_round": "query rounds; rounds 0..n_round are trained and evaluated",
-    "noise": "input noise on a fraction of the images",
-    "noise_rate": "fraction of images (pool, validation and test alike) that get noise",
-    "wandb": "log to Weights & Biases (offline mode without an API key)",
-    "experiment": "run the configuration once per --seeds value and aggregate",
-    "debug": "DEBUG logging and an ipdb post-mortem on an uncaught exception",
-    "device": "auto picks cuda, then mps, then cpu",
-    "mc_samples": "MC dropout samples K for bald and entropy (1 = deterministic)",
-    "optimizer": "adam, or sgd with --momentum and --weight_decay",
-    "momentum": "SGD momentum",
-    "weight_decay": "L2 weight decay; negative means the optimizer default (adam 0, sgd 5e-4)",
-    "weight_decay_scaled": "c > 0: weight decay c / (labelled images) each round, as Gal et al.'s code; "
-                           "overrides --weight_decay",
-    "min_steps": "train at least this many optimizer steps per round (more epochs than --epochs when needed)",
-    "epoch_samples": "an epoch draws this many samples when the labelled set is smaller (0 = one pass)",
-    "early_stopping": "patience in epochs on validation accuracy, restoring the best weights (0 = off)",
-    "dropout": "dropout probability in the classifier head",
-    "noise_std": "gaussian noise standard deviation, in normalised units",
-    "sp_fraction": "salt_and_pepper: fraction of an affected image's pixels that are replaced",
-    "pool_subset": "score a seeded random subset of this many unlabelled images per round (0 = all)",
-    "eval_batch_size": "chunk size for evaluation and pool scoring (bounds memory)",
-    "threads": "torch CPU threads (0 = all cores)",
-    "output_dir": "parent folder of run folders",
-    "seeds": "seeds that --experiment runs",
-    "wandb_project": "Weights & Biases project",
-    "run_name": "name prefix of the run folder (default: dataset_model_strategy_noise)",
-    "preset": "a published protocol's settings as defaults; explicit flags override them",
-    "resume": "continue the run in this folder from its last finished round (its config.json must match)",
-    "wandb_group": "Weights & Biases group of the run (a sweep sets it to the sweep's name)",
-    "label_noise": "how the oracle answers: none, symmetric, pair or adversarial wrong labels",
-    "label_noise_rate": "fraction of the queried images whose label comes back wrong",
-    "label_noise_initial": "the initial labelled set gets label noise too",
-    "image_size": "--dataset folder: images are resized to this many pixels a side",
-    "test_fraction": "--dataset folder without test/: fraction of train held out as a stratified test split",
-    "oracle": "who labels the queried images: simulated (the dataset's labels, with --label_noise) or human "
-              "(a person, in a local web page whose address the run prints)",
-    "dont_know": "--oracle human: an image answered \"I don't know\" leaves the pool (out) or goes back to it (pool)",
-    "human_host": "--oracle human: address the labelling page listens on (127.0.0.1: this machine only)",
-    "human_port": "--oracle human: port of the labelling page (0 = any free port)",
-    "jobs": "--experiment: run the seeds in this many worker processes (one torch thread each when > 1)",
-    "stop_loss": "> 0: stop a round's training at the end of the first epoch, at or after --stop_min_steps steps, "
-                 "where the training loss averaged over the last --stop_window steps is below this (0 = off: "
-                 "--epochs stretched to --min_steps, which stays the most a round trains)",
-    "stop_window": "--stop_loss: how many of the last steps' training losses are averaged",
-    "stop_min_steps": "--stop_loss: the fewest steps a round trains before the rule may stop it",
-    "warm_start": "where a round's weights start: off (fresh, seeded by round), continue (the previous round's "
-                  "trained weights) or shrink_perturb (--shrink × previous + --perturb × fresh; Ash & Adams 2020)",
-    "shrink": "--warm_start shrink_perturb: λ, the factor on the previous round's weights",
-    "perturb": "--warm_start shrink_perturb: σ, the factor on freshly initialised weights",
-}
-
-# Fields that say how a run is executed or tracked, not what it computes: they may differ when a run
-# folder is resumed (on another machine, with other threads or without wandb).
-OPERATIONAL_FIELDS = frozenset({"debug", "wandb", "wandb_project", "wandb_group", "threads", "num_workers",
-                                "output_dir", "run_name", "resume", "experiment", "seeds", "human_host",
-                                "human_port", "jobs"})
+def _brief(value, limit: int = 60) -> str:
+    """repr(value), cut to ``limit`` characters: error messages stay one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors become ConfigError: one line, exit code 2, from the caller."""
+def help_text(name: str, choices: Sequence[str], markdown: bool) -> str:
+    """A field's help with its choices filled in: as Markdown for the README, plain for --help."""
+    text = HELP[name]
+    if "{choices}" in text:
+        text = text.replace("{choices}", ", ".join(f"`{c}`" for c in choices if c))
+    return text if markdown else text.replace("`", "")
 
-    def error(self, message):  # noqa: D102 - argparse hook
-        raise ConfigError(f"{message} (see --help)")
 
+# ----------------------------------------------------------------------------------------- command line
 
-def build_parser(choices: Mapping[str, Sequence[str]] | None = None) -> argparse.ArgumentParser:
-    """The command-line parser: one flag per Config field, named as the field."""
-    parser = _OneLineParser(description="Active-learning experiment runner.",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    choices = dict(choices or {})
-    choices.update(noise=NOISES, optimizer=OPTIMIZERS, device=DEVICES, preset=PRESET_NAMES, label_noise=LABEL_NOISES,
-                   oracle=ORACLES, dont_know=DONT_KNOW, warm_start=WARM_STARTS)
-    for f in dataclasses.fields(Config):
-        default = getattr(Config(), f.name)
-        flag, help_ = f"--{f.name}", HELP[f.name]
-        if isinstance(default, bool):
+def build_parser(choices: Mapping[str, Sequence[str]] | None = None,
+                 suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The command-line parser: one flag per Config field, named as the field.
+
+    ``suppress_defaults``: flags not given are left out of the result (what given_flags needs).
+    """
+    parser = OneLineParser(prog="main.py", description="Active-learning experiment runner.",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                           argument_default=argparse.SUPPRESS if suppress_defaults else None)
+    allowed = {**FIXED_CHOICES, **(choices or {})}
+    for f in FIELDS:
+        flag, default = f"--{f.name}", f.default
+        help_ = help_text(f.name, allowed.get(f.name, ()), markdown=False)
+        if suppress_defaults:
+            default = argparse.SUPPRESS
+        if isinstance(f.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, type=int, nargs="+", default=list(default), help=help_)
+        elif isinstance(f.default, tuple):
+            parser.add_argument(flag, type=int, nargs="+", default=default if suppress_defaults else list(default),
+                                help=help_)
         else:
-            parser.add_argument(flag, type=type(default), default=default, help=help_,
-                                choices=sorted(choices[f.name]) if f.name in choices else None)
+            parser.add_argument(flag, type=type(f.default), default=default, help=help_,
+                                choices=sorted(allowed[f.name]) if f.name in allowed else None)
     return parser
 
 
@@ -373,9 +378,37 @@ def parse_config(argv: Sequence[str] | None = None,
     return Config.from_dict(vars(args)).validate(choices)
 
 
+def given_flags(argv: Sequence[str], choices: Mapping[str, Sequence[str]] | None = None) -> set:
+    """Names of the Config fields that ``argv`` sets explicitly, as argparse itself reads it
+    (``--name``, ``--no-name``, ``--name=value``; abbreviations are refused by the parser)."""
+    return set(vars(build_parser(choices, suppress_defaults=True).parse_args(argv)))
+
+
+def flags_table(choices: Mapping[str, Sequence[str]]) -> str:
+    """The README's flags table, in Markdown, from the field declarations (and the registries' names)."""
+    allowed = {**FIXED_CHOICES, **choices}
+    lines = ["| flag | default | meaning |", "|---|---|---|"]
+    for f in FIELDS:
+        flag = f"`--{f.name}`" + (f" / `--no-{f.name}`" if f.default is True else "")
+        if f.metadata["metavar"]:
+            flag = f"`--{f.name} {f.metadata['metavar']}`"
+        lines.append(f"| {flag} | {_shown_default(f)} | {help_text(f.name, allowed.get(f.name, ()), True)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _shown_default(f: dataclasses.Field) -> str:
+    if f.metadata["shown"]:
+        return f.metadata["shown"]
+    if isinstance(f.default, bool):
+        return "on" if f.default else "off"
+    if isinstance(f.default, tuple):
+        return " ".join(map(str, f.default))
+    return str(f.default) if f.default != "" else "(empty)"
+
+
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
-        raise ConfigError(f"unknown --{name} {value!r}; choose one of: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"unknown --{name} {_brief(value)}; choose one of: {', '.join(sorted(allowed))}")
 
 
 def get_logger(name: str = "ProjectLogger", debug: bool = False) -> logging.Logger:

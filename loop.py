@@ -251,6 +251,14 @@ def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
         row.setdefault("label_s", 0.0)
 
 
+def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
+    """Everything a resume reads from the run folder, checked before anything in it is written, so that
+    a refused resume (ConfigError) leaves the folder exactly as it was."""
+    first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
+    restore_labeled(PoolState(data.pool_idx.numel()), data, run_dir.acquired, first, set_aside=cfg.dont_know == "out")
+    TrainedWeights(run_dir, keep=cfg.warm_start != "off").restore(len(run_dir.rounds))
+
+
 def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: torch.Tensor, oracle=None,
                     set_aside: bool = True) -> None:
     """Rebuild the labelled set from acquired.csv rows, checking they belong to this data and seed.
@@ -264,7 +272,10 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
     dataset_idx = torch.tensor([row["dataset_index"] for row in acquired], dtype=torch.int64)
     rounds = torch.tensor([row["round"] for row in acquired], dtype=torch.int64)
     initial = positions[rounds == -1].sort().values
-    if (positions.numel() == 0 or (positions >= len(state)).any()
+    if positions.unique().numel() != positions.numel():
+        raise ConfigError("the run folder's acquired.csv lists a pool position twice (an image is labelled "
+                          "once): it cannot be resumed")
+    if (positions.numel() == 0 or (positions < 0).any() or (positions >= len(state)).any()
             or not torch.equal(data.pool_idx.cpu()[positions.clamp(max=len(state) - 1)], dataset_idx)
             or not torch.equal(initial, first.sort().values)):
         raise ConfigError("the run folder's acquired.csv does not match this dataset, split and seed: "
@@ -273,6 +284,9 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
     if true and not torch.equal(torch.tensor(true, dtype=torch.int64), data.pool_y.cpu()[positions]):
         raise ConfigError("the run folder's acquired.csv does not match this dataset's labels: it cannot be resumed")
     labels = torch.tensor([row["label"] for row in acquired], dtype=torch.int64)
+    if ((labels < -1) | (labels >= data.num_classes)).any():
+        raise ConfigError(f"the run folder's acquired.csv holds a label outside -1..{data.num_classes - 1} "
+                          "(-1: not answered): it cannot be resumed")
     answered = labels >= 0
     if oracle is not None:
         oracle.remember(positions[answered], labels[answered])

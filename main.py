@@ -8,7 +8,6 @@ are kept), 1 an unexpected error (a bug: traceback, and an ipdb post-mortem with
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -26,16 +25,18 @@ import pandas as pd
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS, Config, ConfigError, get_logger, parse_config
+from config import OPERATIONAL_FIELDS, Config, ConfigError, get_logger, given_flags, parse_config
 from data import DATASETS, DataUnavailable, Dataset, load_dataset
-from loop import check_budget, check_strategy, prepare_data, run_study, unlabeled_in_pool
+from loop import check_budget, check_resumable, check_strategy, prepare_data, run_study, unlabeled_in_pool
 from models import MODELS
-from results import (OutputError, RunDir, aggregate_runs, atomic_write_text, check_run_name, check_writable,
-                     config_differences, mean_sem, prepare_run_folder, run_status)
+from results import (DamagedRun, OutputError, RunDir, aggregate_runs, atomic_write_text, check_run_name,
+                     check_writable, locked, mean_sem, prepare_run_folder, read_config, read_summary, run_status)
 from strategies import STRATEGIES
 from tracking import NullTracker, start_tracker
 
-CHOICES = {"dataset": sorted(DATASETS), "model": sorted(MODELS), "strategy": sorted(STRATEGIES)}
+# The registries' names in their own order (the README's flags table), and sorted (argparse's choices).
+REGISTRY_NAMES = {"dataset": list(DATASETS), "model": list(MODELS), "strategy": list(STRATEGIES)}
+CHOICES = {name: sorted(names) for name, names in REGISTRY_NAMES.items()}
 TABLE_COLUMNS = ["round", "n_labeled", "val_acc", "test_acc", "train_s", "query_s", "eval_s"]
 STOP_GRACE_S = 60  # how long stopped seed processes get to save and exit before they are killed
 ERROR_TAIL_LINES = 60  # lines of a failed seed process's output kept in its error.txt
@@ -85,37 +86,24 @@ def sigterm_as_interrupt():
 def resolve_resume(cfg: Config, argv: list) -> Config:
     """With --resume FOLDER: the configuration saved in FOLDER.
 
-    Flags that change what a run computes may be repeated, but must then equal the saved ones (the
-    whole requested configuration is compared); operational flags (threads, wandb, …) may differ.
+    Flags that change what a run computes may be repeated, but each one given must then equal the saved
+    value; operational flags (threads, wandb, …) may differ and take the new value.
     """
     if not cfg.resume:
         return cfg
     folder = Path(cfg.resume)
     try:
-        saved = json.loads((folder / "config.json").read_text())
+        saved = read_config(folder)
     except FileNotFoundError:
         raise ConfigError(f"--resume {folder}: no run folder there (config.json not found)") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"--resume {folder}: config.json cannot be read ({err})") from None
-    given = explicit_flags(argv)
-    if given - OPERATIONAL_FIELDS:
-        diff = config_differences(saved, cfg.to_dict())
-        if diff:
-            shown = ", ".join(f"--{k} {saved.get(k)!r} (saved) vs {getattr(cfg, k, None)!r}" for k in diff[:4])
-            raise ConfigError(f"--resume {folder}: the folder holds a run with another configuration: {shown}"
-                              f"{' …' if len(diff) > 4 else ''}; resume with the same flags, or start a new run")
+    given = given_flags(argv, CHOICES)
+    diff = [k for k in sorted(given - OPERATIONAL_FIELDS) if saved[k] != cfg.to_dict()[k]]
+    if diff:
+        shown = ", ".join(f"--{k} {saved[k]!r} (saved) vs {getattr(cfg, k)!r}" for k in diff[:4])
+        raise ConfigError(f"--resume {folder}: the folder holds a run with another configuration: {shown}"
+                          f"{' …' if len(diff) > 4 else ''}; resume with the same flags, or start a new run")
     merged = {**saved, **{k: getattr(cfg, k) for k in given & OPERATIONAL_FIELDS}, "resume": str(folder)}
     return Config.from_dict(merged).validate(CHOICES)
-
-
-def explicit_flags(argv: list) -> set:
-    """Config field names given on the command line (--name, --no-name, --name=value)."""
-    names = set()
-    for token in argv:
-        if token.startswith("--"):
-            name = token[2:].split("=", 1)[0]
-            names.add(name[3:] if name.startswith("no-") and name[3:] in DEFAULT_CONFIG else name)
-    return names & set(DEFAULT_CONFIG)
 
 
 def run(cfg: Config, log: logging.Logger) -> int:
@@ -138,11 +126,12 @@ def run(cfg: Config, log: logging.Logger) -> int:
         check_address(cfg.human_host, cfg.human_port)
     resume = Path(cfg.resume) if cfg.resume else None
     check_writable(str(resume) if resume else cfg.output_dir)
-    if resume:
-        check_not_running(resume)
-    if cfg.experiment:
-        return run_experiment(cfg, dataset, device, log, resume)
-    run_dir = run_single(cfg, dataset, device, log, path=resume)
+    with locked(resume) if resume else contextlib.nullcontext():
+        if resume:
+            check_not_running(resume)
+        if cfg.experiment:
+            return run_experiment(cfg, dataset, device, log, resume)
+        run_dir = run_single(cfg, dataset, device, log, path=resume)
     print(round_table(run_dir.rounds))
     print(f"run folder: {run_dir.path}")
     return 0
@@ -151,9 +140,9 @@ def run(cfg: Config, log: logging.Logger) -> int:
 def check_not_running(folder: Path) -> None:
     """Refuse to resume a folder that a live process on this machine is still writing."""
     try:
-        summary = json.loads((folder / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return
+        summary = read_summary(folder)
+    except DamagedRun:
+        return  # resuming rewrites it; the folder's lock is what keeps two processes apart
     if summary.get("pid") != os.getpid() and run_status(folder) == "running" \
             and summary.get("host") == platform.node():
         raise OutputError(f"--resume {folder}: process {summary.get('pid')} on this machine is still running it")
@@ -168,6 +157,15 @@ def run_single(cfg: Config, dataset: Dataset, device: torch.device, log: logging
         run_dir.write_config(cfg.to_dict())
     else:
         run_dir = RunDir.open(path)
+    with locked(run_dir.path):
+        return _run_in_folder(cfg, data, run_dir, device, log, resumed=path is not None)
+
+
+def _run_in_folder(cfg: Config, data, run_dir: RunDir, device: torch.device, log: logging.Logger,
+                   resumed: bool) -> RunDir:
+    """run_single's rounds, with the run folder locked by this process."""
+    if resumed and run_dir.rounds:
+        check_resumable(cfg, data, run_dir)
     run_dir.environment = environment(device)
     run_dir.planned_rounds = cfg.n_round + 1
     if len(run_dir.rounds) >= run_dir.planned_rounds:
@@ -206,6 +204,13 @@ def run_experiment(cfg: Config, dataset: Dataset, device: torch.device, log: log
         exp.write_config(cfg.to_dict())
     else:
         exp = RunDir(path)
+    with locked(exp.path):
+        return _run_experiment_in(cfg, exp, dataset, device, log)
+
+
+def _run_experiment_in(cfg: Config, exp: RunDir, dataset: Dataset, device: torch.device,
+                       log: logging.Logger) -> int:
+    """run_experiment's seeds and aggregate, with the experiment folder locked by this process."""
     jobs = experiment_jobs(cfg, log)
     seed_cfgs = prepare_seed_folders(cfg, exp.path, threads=1 if jobs > 1 else cfg.threads)
     # Run the seeds: one after another in this process, or in worker processes

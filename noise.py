@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-NOISE_KINDS = ("none", "gaussian", "salt_and_pepper")
+from config import NOISES as NOISE_KINDS  # declared once, with the --noise flag
 
 
 def choose_affected(n: int, rate: float, generator: torch.Generator) -> torch.Tensor:

@@ -9,14 +9,18 @@ A run folder is self-describing: everything a report needs is in it.
   and rounds.csv second, so acquired.csv can hold one round more than rounds.csv (the process died
   between the two writes), never fewer. Readers use read_run, which drops such rows; a resumed run
   rewrites acquired.csv without them.
+- Every file of a run folder is read here and only here (read_config, read_summary, read_run,
+  read_rounds, run_status); a damaged file is a DamagedRun naming it.
+- A process that runs a folder holds its lock (``locked``): a second process is refused at once.
 - summary.json is rewritten after every round with the status, the rounds completed and the pid and
   host of the process; run_status tells a live run from one whose process died.
 - Folders are created exclusively: a new run never writes into an earlier run's folder.
 """
 from __future__ import annotations
 
-import csv
 import contextlib
+import csv
+import fcntl
 import io
 import json
 import math
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS
+from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS, Config, ConfigError
 
 # n_skipped: queried images the oracle did not label ("I don't know"); label_s: seconds the oracle took to
 # answer (a person labelling; ~0 when simulated), not counted in query_s.
@@ -49,6 +53,7 @@ WRITE_CHECK_BYTES = 1 << 20  # check_writable writes this much: a full disk fail
 # --warm_start: the last two rounds' trained weights (a round writes it before its rounds.csv row, so a
 # resumed round finds the weights of the round before it whichever side of that row the run stopped).
 WEIGHTS_FILE = "weights.pt"
+LOCK_FILE = ".lock"  # flock'ed by the process that runs the folder (see locked)
 
 
 class OutputError(RuntimeError):
@@ -124,12 +129,104 @@ def _csv_text(rows: list, columns: list) -> str:
     return buf.getvalue()
 
 
-def _read_csv_rows(path: Path) -> list:
-    """Rows of a CSV written by _csv_text, with numbers parsed back exactly (ints as int)."""
-    if not path.exists():
+# ---------------------------------------------------------------------------------------------- reading
+# This module is the only reader of a run folder's files: each reader checks what it reads, and a
+# damaged file is one DamagedRun line naming it, never a traceback deep in a caller.
+
+# Columns a run folder of any version has; newer columns (n_corrupted, n_skipped, label_s, true_label) are
+# filled in by the loop when an older folder is resumed.
+REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS if c not in ("n_corrupted", "n_skipped", "label_s")]
+REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c != "true_label"]
+_FLOAT_ACQUIRED = {"score"}
+
+
+class DamagedRun(OutputError):
+    """A run folder's file cannot be read as this project writes it (one line naming the file, exit 2)."""
+
+
+def _damaged(path: Path, what: str) -> DamagedRun:
+    return DamagedRun(f"{path}: {what}; the run folder is damaged (restore the file, or start a new run)")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _damaged(path, "not UTF-8 text") from None
+    except IsADirectoryError:
+        raise _damaged(path, "a folder, not a file") from None
+    except OSError as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise _damaged(path, f"cannot be read ({err.strerror or err})") from None
+
+
+def _read_json_object(path: Path) -> dict:
+    """A JSON object from ``path`` (FileNotFoundError when it is missing, DamagedRun when it is not one)."""
+    try:
+        obj = json.loads(_read_text(path))
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise _damaged(path, f"not valid JSON ({type(err).__name__})") from None
+    if not isinstance(obj, dict):
+        raise _damaged(path, f"holds a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def is_run_folder(path) -> bool:
+    """Whether ``path`` holds a run (its config.json)."""
+    return (Path(path) / "config.json").is_file()
+
+
+def read_config(run_path) -> dict:
+    """config.json of a run folder, every field present (older folders: new fields at their defaults)
+    and valid by Config's own rules (the registries' names are checked by the caller that has them).
+
+    FileNotFoundError when there is no config.json; DamagedRun when it is not a valid configuration.
+    """
+    path = Path(run_path) / "config.json"
+    saved = _read_json_object(path)
+    try:
+        return Config.from_dict({**DEFAULT_CONFIG, **saved}).validate().to_dict()
+    except (ConfigError, TypeError) as err:
+        raise _damaged(path, str(err).replace("\n", " ")) from None
+
+
+def read_summary(run_path) -> dict:
+    """summary.json of a run folder ({} when there is none); DamagedRun when it is damaged."""
+    path = Path(run_path) / "summary.json"
+    try:
+        summary = _read_json_object(path)
+    except FileNotFoundError:
+        return {}
+    if summary.get("status", "pending") not in STATUSES:
+        raise _damaged(path, f"unknown status {str(summary.get('status'))[:40]!r}")
+    pid = summary.get("pid")
+    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)):
+        raise _damaged(path, f"pid is {str(pid)[:40]!r}, not a process number")
+    return summary
+
+
+def _read_csv_rows(path: Path, required: list, floats: set) -> list:
+    """Rows of a CSV this module wrote, numbers parsed back exactly (ints as int) and checked: every
+    required column present, every cell a number of its kind; [] when the file does not exist."""
+    try:
+        text = _read_text(path)
+    except FileNotFoundError:
         return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise _damaged(path, f"has no column {', '.join(missing)}")
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        if None in row or None in row.values():
+            raise _damaged(path, f"line {line} has {'more' if None in row else 'fewer'} cells than the header")
+        try:
+            rows.append({k: float(v) if k in floats else _number(v) for k, v in row.items()})
+        except ValueError:
+            bad = next(k for k, v in row.items() if not _is_number(v))
+            raise _damaged(path, f"line {line}, column {bad}: {row[bad][:40]!r} is not a number") from None
+    return rows
 
 
 def _number(text: str):
@@ -139,18 +236,66 @@ def _number(text: str):
         return float(text)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def read_run(run_path) -> tuple:
     """(finished round rows, acquired rows) of a run folder, consistent with each other.
 
     Acquired rows of a round that is not in rounds.csv (queried, then the process died before the round
-    was recorded) are dropped; the initial set (round -1) is kept.
+    was recorded) are dropped; the initial set (round -1) is kept. DamagedRun when a file is damaged.
     """
     path = Path(run_path)
-    rounds = _read_csv_rows(path / "rounds.csv")
+    rounds = _read_csv_rows(path / "rounds.csv", REQUIRED_ROUND_COLUMNS, floats=set())
     finished = {row["round"] for row in rounds}
-    acquired = [row for row in _read_csv_rows(path / "acquired.csv")
+    if len(finished) != len(rounds) or any(isinstance(r, float) for r in finished):
+        raise _damaged(path / "rounds.csv", "a round number is repeated or not a whole number")
+    acquired = [row for row in _read_csv_rows(path / "acquired.csv", REQUIRED_ACQUIRED_COLUMNS, _FLOAT_ACQUIRED)
                 if row["round"] == -1 or row["round"] in finished]
+    if any(isinstance(row[c], float) for row in acquired for c in row if c not in _FLOAT_ACQUIRED):
+        raise _damaged(path / "acquired.csv", "an index, round or label is not a whole number")
     return rounds, acquired
+
+
+def read_rounds(run_path) -> pd.DataFrame:
+    """rounds.csv of a run folder as a DataFrame (its finished rounds, read and checked by read_run)."""
+    rounds, _ = read_run(run_path)
+    return pd.DataFrame(rounds, columns=list(rounds[0]) if rounds else ROUND_COLUMNS)
+
+
+_HELD_LOCKS: set = set()
+
+
+@contextlib.contextmanager
+def locked(run_path):
+    """Hold the run folder's lock (an exclusive flock on its LOCK_FILE) for the block: one process at a
+    time writes a run; a second one is refused at once (OutputError) instead of interleaving its rounds."""
+    path = (Path(run_path) / LOCK_FILE).resolve()
+    if path in _HELD_LOCKS:  # this process holds it already (main locks a resumed folder before run_single)
+        yield
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise OutputError(f"cannot lock run folder {run_path}: {err.strerror or err}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{run_path}: another process is running this run folder now (it holds "
+                              f"{LOCK_FILE}); wait for it, or stop it first") from None
+        _HELD_LOCKS.add(path)
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.discard(path)
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 class RunDir:
@@ -193,7 +338,7 @@ class RunDir:
         write_json(self.path / "config.json", config)
 
     def read_config(self) -> dict:
-        return json.loads((self.path / "config.json").read_text())
+        return read_config(self.path)
 
     def write_weights(self, data: bytes) -> None:
         """Replace weights.pt (the trained weights a warm-started round starts from), atomically."""
@@ -285,9 +430,8 @@ def prepare_run_folder(path, config: dict) -> "RunDir":
     """
     path = Path(path)
     check_run_name(path.name)
-    saved_file = path / "config.json"
-    if saved_file.exists():
-        diff = config_differences(json.loads(saved_file.read_text()), config)
+    if is_run_folder(path):
+        diff = config_differences(read_config(path), config)
         if diff:
             raise OutputError(f"{path} holds a run with another configuration (differs in: {', '.join(diff)})")
         return RunDir(path)
@@ -302,16 +446,16 @@ def prepare_run_folder(path, config: dict) -> "RunDir":
 
 
 def run_status(run_path) -> str:
-    """The status of a run folder as it is now, one of STATUSES.
+    """The status of a run folder as it is now: one of STATUSES, or "damaged" (summary.json unreadable).
 
     summary.json says "running" while a process works on the run. A process that was killed (kill -9,
     a dead node) cannot update it, so "running" with a recorded pid that no longer exists on this host
     is reported as "interrupted". A folder without summary.json is "pending".
     """
     try:
-        summary = json.loads((Path(run_path) / "summary.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return "pending"
+        summary = read_summary(run_path)
+    except DamagedRun:
+        return "damaged"
     status = summary.get("status", "pending")
     if status == "running" and summary.get("host") == platform.node() and not _pid_alive(summary.get("pid")):
         return "interrupted"
@@ -328,11 +472,6 @@ def _pid_alive(pid) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def read_rounds(run_path) -> pd.DataFrame:
-    """rounds.csv of a run folder as a DataFrame."""
-    return pd.read_csv(Path(run_path) / "rounds.csv")
 
 
 def aggregate_runs(run_paths: list) -> tuple:
