@@ -1,5 +1,6 @@
 """config.py: the original project's flags and defaults, parsing and validation."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -245,3 +246,42 @@ def test_config_json_never_holds_nan():
     import json
     cfg = parse_config(["--lr", "0.5", "--noise_std", "2"])
     json.dumps(cfg.to_dict(), allow_nan=False)
+
+
+# --- one declaration per field: the parser, the rules and the README's table come from it -------------
+
+def test_the_readme_flags_table_is_the_one_generated_from_the_declarations():
+    from config import flags_table
+    from main import REGISTRY_NAMES
+    from scripts.flags_table import readme_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start, end = readme_table(readme)
+    assert readme[start:end] == flags_table(REGISTRY_NAMES), "run: python -m scripts.flags_table"
+
+
+def test_every_field_is_declared_with_its_help_and_its_choices_once():
+    import config
+    from noise import NOISE_KINDS
+
+    for f in dataclasses.fields(Config):
+        assert f.metadata["help"], f.name
+        assert f.name in config.HELP
+    assert NOISE_KINDS is config.NOISES and config.FIXED_CHOICES["noise"] == config.NOISES
+    parser = build_parser()
+    noise = next(a for a in parser._actions if a.dest == "noise")
+    assert sorted(noise.choices) == sorted(config.NOISES)
+
+
+@pytest.mark.parametrize("argv", [["--n_q", "20"], ["--epo", "3"], ["--no-wan"], ["--strat", "bald"]])
+def test_an_abbreviated_flag_is_refused_not_guessed(argv):
+    with pytest.raises(ConfigError, match="unrecognized arguments"):
+        parse_config(argv)
+
+
+def test_given_flags_are_those_argparse_reads():
+    from config import given_flags
+
+    assert given_flags(["--n_query", "5", "--no-wandb", "--seeds", "1", "2", "--lr=0.1"]) == \
+        {"n_query", "wandb", "seeds", "lr"}
+    assert given_flags([]) == set()
