@@ -30,6 +30,7 @@ from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS, Config, ConfigError, get_
 from data import DATASETS, DataUnavailable, Dataset, load_dataset
 from loop import check_budget, check_strategy, prepare_data, run_study, unlabeled_in_pool
 from models import MODELS
+from oracles import check_address
 from results import (OutputError, RunDir, aggregate_runs, atomic_write_text, check_run_name, check_writable,
                      config_differences, mean_sem, prepare_run_folder, run_status)
 from strategies import STRATEGIES
@@ -134,8 +135,7 @@ def run(cfg: Config, log: logging.Logger) -> int:
         log.warning("%d images in unlabeled/ are not used: only a person can label them (--oracle human)",
                     dataset.unlabeled_x.shape[0])
     if cfg.oracle == "human":
-        from labelling.web import check_address  # before any run folder: a busy port is bad input
-        check_address(cfg.human_host, cfg.human_port)
+        check_address(cfg.human_host, cfg.human_port)  # before any run folder: a busy port is bad input
     resume = Path(cfg.resume) if cfg.resume else None
     check_writable(str(resume) if resume else cfg.output_dir)
     if resume:

@@ -20,8 +20,8 @@ from PIL import Image
 from config import Config, ConfigError
 from conftest import ROOT, SMALL, probe_study_data, run_dirs
 from data import Images, PoolState
-from labelling.oracle import BATCH_FILE, HumanOracle, encode_png
-from labelling.web import create_app
+from oracles.human.oracle import BATCH_FILE, HumanOracle, encode_png
+from oracles.human.web import create_app
 from loop import OracleContext, acquired_rows, count_corrupted, restore_labeled
 from results import ROUND_COLUMNS, RunDir
 
@@ -469,7 +469,7 @@ def test_the_page_shows_the_round_in_progress_before_it_is_recorded(make_oracle)
 def test_a_failed_write_takes_no_answer_and_stops_the_run_with_an_output_error(make_oracle, monkeypatch):
     # A full disk, say: the page gets a 500 and nothing changes; opening a batch raises OutputError
     # (main.py's one error line), not a page refusal.
-    import labelling.oracle as human
+    import oracles.human.oracle as human
     from results import OutputError
     oracle = make_oracle()
     thread, out, client = open_batch(oracle)

@@ -31,7 +31,9 @@ from datetime import datetime, timezone
 import torch
 from PIL import Image
 
-from oracle import CleanOracle
+from oracles.human.address import check_address
+from oracles.human.web import Refused, start_server
+from oracles.simulated import CleanOracle
 from results import write_json
 
 BATCH_FILE = "human_batch.json"
@@ -42,14 +44,6 @@ SKIP_KEY = "?"  # also "/" (the same key without Shift)
 LINGER_S = 1.5  # after the last round, a page seen this recently gets time to show "finished"
 
 
-class Refused(Exception):
-    """An answer or submission the oracle does not take; nothing changed. ``status``: HTTP code."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message, self.status = message, status
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -57,9 +51,9 @@ def _now() -> str:
 class HumanOracle(CleanOracle):
     """Asks a person, through a local web page, for the labels of each round's queried images.
 
-    From CleanOracle: ``true_labels`` (the dataset's, -1 for an image it has no label for),
-    ``is_corrupted`` (unknown in advance: a person's answers are compared with the dataset afterwards,
-    in acquired.csv) and ``remember`` (nothing: recorded rounds are never asked again).
+    From CleanOracle: ``pool_y`` (the dataset's labels, -1 for an image it has none for; the initial set
+    is answered from it) and ``remember`` (nothing: recorded rounds are never asked again). Whether a
+    person's answer is wrong is found afterwards, from the dataset (acquired.csv's true_label).
     """
 
     needs_predictions = False
@@ -83,7 +77,6 @@ class HumanOracle(CleanOracle):
         self._submitted = threading.Event()
         self._png: dict = {}
         self.saved = self._read_saved()
-        from labelling.web import check_address, start_server  # Flask is imported only for --oracle human
         try:
             self.server, self.url = start_server(self, cfg.human_host, cfg.human_port)
         except OSError:
