@@ -1,6 +1,7 @@
 """The labelling page: a small Flask application served from a thread of the run.
 
-Routes (every one needs the run's token; without it: 403):
+Routes (every one needs the run's token, without it: 403; and a Host header that names the page's own
+address, otherwise: 400, see address.accepted_hosts):
 
 - ``GET /?token=T``: the page (server-rendered; its script polls ``/state`` and swaps in ``/view``);
 - ``GET /view?token=T``: the page's main part (progress, learning curve, the open batch);
@@ -10,7 +11,8 @@ Routes (every one needs the run's token; without it: 403):
   form cannot set it, nor send JSON without a preflight), refused answers as ``{"error": ...}``.
 
 The server listens on --human_host (127.0.0.1 by default: this machine only) at --human_port (0: any
-free port). Responses are not cached and send no referrer (the token is in the address).
+free port). Responses are not cached and send no referrer (the token is in the address). A request body
+nested too deeply for json's decoder is refused like any malformed one (400), not a crash (500).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import time
 from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from oracles.human.address import listen
+from oracles.human.address import LOOPBACK_NAMES, accepted_hosts, host_name, listen
 from results import OutputError
 
 CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 190, 44, 12, 12, 34
@@ -50,9 +52,9 @@ class _QuietHandler(WSGIRequestHandler):
 
 def start_server(desk, host: str, port: int) -> tuple:
     """(server, url): the page served from a daemon thread; OSError when the address cannot be used."""
-    app = create_app(desk)
     sock = listen(host, port)
-    port = sock.getsockname()[1]  # the free port chosen for port 0
+    bound, port = sock.getsockname()[:2]  # the address the name resolved to, the free port chosen for port 0
+    app = create_app(desk, accepted_hosts(host, bound))
     try:
         server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler, fd=sock.fileno())
     finally:
@@ -62,10 +64,17 @@ def start_server(desk, host: str, port: int) -> tuple:
     return server, f"http://{shown}:{port}/?token={desk.token}"
 
 
-def create_app(desk) -> Flask:
-    """The Flask application of one HumanOracle (``desk``)."""
+def create_app(desk, hosts: frozenset | None = LOOPBACK_NAMES) -> Flask:
+    """The Flask application of one HumanOracle (``desk``); ``hosts``: the names a request's Host header may
+    carry (None: any), from address.accepted_hosts."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+
+    @app.before_request
+    def known_host():  # registered first: runs before the token check
+        if hosts is not None and host_name(request.headers.get("Host", "")) not in hosts:
+            return Response("400 Bad Request: this page answers only at the address the run printed\n", 400,
+                            mimetype="text/plain")
 
     @app.before_request
     def need_token():
@@ -132,7 +141,13 @@ def create_app(desk) -> Flask:
 
 
 def _json_body() -> dict:
-    body = request.get_json(silent=True)
+    # json's decoder raises RecursionError on deep nesting (a few KB of "[" suffice), which silent=True lets
+    # through (it catches only ValueError): bad input, refused like any other, not a crash.
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise Refused("the request body is nested too deeply: it must be a flat JSON object; "
+                      "nothing was changed") from None
     if not isinstance(body, dict):
         raise Refused("the request must be a JSON object (Content-Type: application/json)")
     return body
@@ -154,7 +169,8 @@ def curve(rows: list) -> dict | None:
     def y_px(acc: float) -> float:
         return PAD_T + (1 - acc) * h
 
-    series = [{"colour": colour, "dashed": dashed, "points": [(x_px(x), y_px(float(r[key]))) for x, r in zip(xs, rows)]}
+    series = [{"colour": colour, "dashed": dashed,
+               "points": [(x_px(x), y_px(float(r[key]))) for x, r in zip(xs, rows)]}
               for key, dashed, colour in (("val_acc", True, "#999"), ("test_acc", False, "#1a5fb4"))]
     return {"width": CURVE_W, "height": CURVE_H, "left": PAD_L, "right": CURVE_W - PAD_R, "top": PAD_T,
             "middle": PAD_L + w / 2, "grid": [(y_px(acc), acc) for acc in (0.0, 0.25, 0.5, 0.75, 1.0)],
