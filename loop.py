@@ -18,7 +18,7 @@ from config import Config, ConfigError
 from data import DATASETS, Dataset, Images, PoolState, initial_positions, split_train
 from models import MODELS, build_model
 from noise import apply_noise
-from oracle import make_oracle
+from oracles import make_oracle
 from results import RunDir
 from rng import torch_generator
 from strategies import Embeddings, Strategy, get_strategy, random_scores, select_top_k

@@ -29,6 +29,7 @@ from config import OPERATIONAL_FIELDS, Config, ConfigError, get_logger, given_fl
 from data import DATASETS, DataUnavailable, Dataset, load_dataset
 from loop import check_budget, check_resumable, check_strategy, prepare_data, run_study, unlabeled_in_pool
 from models import MODELS
+from oracles import check_address
 from results import (DamagedRun, OutputError, RunDir, aggregate_runs, atomic_write_text, check_run_name,
                      check_writable, locked, mean_sem, prepare_run_folder, read_config, read_summary, run_status)
 from strategies import STRATEGIES
@@ -122,8 +123,7 @@ def run(cfg: Config, log: logging.Logger) -> int:
         log.warning("%d images in unlabeled/ are not used: only a person can label them (--oracle human)",
                     dataset.unlabeled_x.shape[0])
     if cfg.oracle == "human":
-        from labelling.web import check_address  # before any run folder: a busy port is bad input
-        check_address(cfg.human_host, cfg.human_port)
+        check_address(cfg.human_host, cfg.human_port)  # before any run folder: a busy port is bad input
     resume = Path(cfg.resume) if cfg.resume else None
     check_writable(str(resume) if resume else cfg.output_dir)
     with locked(resume) if resume else contextlib.nullcontext():

@@ -20,8 +20,8 @@ from PIL import Image
 from config import Config, ConfigError
 from conftest import ROOT, SMALL, probe_study_data, run_dirs
 from data import Images, PoolState
-from labelling.oracle import BATCH_FILE, HumanOracle, encode_png
-from labelling.web import create_app
+from oracles.human.oracle import BATCH_FILE, HumanOracle, encode_png
+from oracles.human.web import create_app
 from loop import OracleContext, acquired_rows, count_corrupted, restore_labeled
 from results import ROUND_COLUMNS, RunDir
 
@@ -52,9 +52,9 @@ def make_oracle(run_dir):
     """HumanOracle(s) over one run folder, each serving on a free port; all closed at the end."""
     opened = []
 
-    def make(data=None, port=0):
+    def make(data=None, port=0, host="127.0.0.1"):
         data = uint8_data() if data is None else data
-        cfg = Config(oracle="human", human_port=port, n_round=3)
+        cfg = Config(oracle="human", human_host=host, human_port=port, n_round=3)
         oracle = HumanOracle(cfg, data.pool_y, INITIAL, OracleContext(data, PoolState(N_POOL), run_dir, LOG))
         opened.append(oracle)
         return oracle
@@ -469,7 +469,7 @@ def test_the_page_shows_the_round_in_progress_before_it_is_recorded(make_oracle)
 def test_a_failed_write_takes_no_answer_and_stops_the_run_with_an_output_error(make_oracle, monkeypatch):
     # A full disk, say: the page gets a 500 and nothing changes; opening a batch raises OutputError
     # (main.py's one error line), not a page refusal.
-    import labelling.oracle as human
+    import oracles.human.oracle as human
     from results import OutputError
     oracle = make_oracle()
     thread, out, client = open_batch(oracle)
@@ -489,3 +489,97 @@ def test_a_failed_write_takes_no_answer_and_stops_the_run_with_an_output_error(m
         second(torch.tensor([11, 12]))
     assert second.batch is None and second.view()["phase"] == "training"  # no batch was opened
     assert thread.is_alive() and out == {}
+
+
+# ------------------------------------------------------------------------------------------ the audit
+
+def over_http(oracle, path, host=None, body=None):
+    """(status, reply bytes) of a real request to the oracle's server through 127.0.0.1, with the token
+    (query or header) and, when given, this Host header; a POST when ``body`` (raw bytes) is given."""
+    port = oracle.server.server_address[1]
+    headers = {} if host is None else {"Host": host}
+    if body is not None:
+        headers.update({"X-Token": oracle.token, "Content-Type": "application/json"})
+    else:
+        path += f"?token={oracle.token}"
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers=headers,
+                                 method="GET" if body is None else "POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_a_page_listening_beyond_this_machine_says_so_on_stderr(tmp_path):
+    # --human_host 0.0.0.0 (a phone on the LAN labels): allowed, with a warning line before the address,
+    # and any Host header is answered (the machine's LAN address or name, whatever the phone typed).
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *SMALL, "--oracle", "human", "--threads", "1",
+                             "--human_host", "0.0.0.0", "--output_dir", str(tmp_path / "runs")], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        before = []
+        for line in proc.stderr:
+            if "label the queried images at " in line:
+                url = line.split(" at ")[-1].strip()
+                break
+            before.append(line)
+        else:
+            pytest.fail(f"no address printed: {proc.communicate()}")
+        [warning] = [line for line in before if "WARNING" in line]
+        assert "0.0.0.0" in warning and "plain HTTP" in warning and "--human_host 127.0.0.1" in warning
+        base, token = url.split("/?token=")
+        port = base.rsplit(":", 1)[1]
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/state?token={token}",
+                                     headers={"Host": f"labelling-box.lan:{port}"})
+        assert urllib.request.urlopen(req, timeout=10).status == 200
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_page_on_this_machine_only_gives_no_warning(make_oracle, caplog, host):
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        make_oracle(host=host)
+    assert [r.levelname for r in caplog.records if r.name == LOG.name] == ["INFO"]  # the address, nothing more
+
+
+@pytest.mark.parametrize("nested", [b"[" * 60_000, b"[" * 900 + b"]" * 900])
+def test_deeply_nested_json_is_a_400_with_a_short_error_and_no_traceback(make_oracle, capfd, nested):
+    # 60 KB of "[" (under the 64 KB body limit) defeats json's decoder; 900 levels decode, and must not be
+    # echoed back in full
+    oracle = make_oracle()
+    thread, _, _ = open_batch(oracle)
+    assert give(create_app(oracle).test_client(), oracle, 10, 4)[0] == 200
+    before, version = oracle.path.read_bytes(), oracle.view()["version"]
+    for sent in (nested, b'{"batch": 0, "position": 10, "label": ' + nested + b"}", b'{"batch": ' + nested + b"}"):
+        status, reply = over_http(oracle, "/answer", body=sent)
+        assert status == 400 and len(json.loads(reply)["error"]) < 200, (status, reply[:300])
+    assert oracle.path.read_bytes() == before and oracle.view()["version"] == version and thread.is_alive()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "RecursionError" not in err, err[-2000:]
+
+
+def test_the_page_answers_only_to_the_names_of_its_address(make_oracle):
+    # A Host check closes DNS rebinding: a site whose name re-resolves to 127.0.0.1 cannot reach the page
+    oracle = make_oracle()  # 127.0.0.1
+    thread, _, _ = open_batch(oracle)
+    port = oracle.server.server_address[1]
+    ssh_tunnel = "localhost:8022"  # ssh -L 8022:127.0.0.1:PORT: the browser names the tunnel's end
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}", "localhost",
+                 ssh_tunnel):
+        for path in ("/", "/state", "/image/10.png"):
+            assert over_http(oracle, path, host)[0] == 200, (host, path)
+    before = oracle.path.read_bytes()
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}", "localhost.evil.example",
+                 f"127.0.0.2:{port}", ""):
+        for path in ("/", "/view", "/state", "/image/10.png"):
+            assert over_http(oracle, path, host)[0] == 400, (host, path)
+        answer = json.dumps(body(10, 7)).encode()
+        assert over_http(oracle, "/answer", host, answer)[0] == 400, host
+        assert over_http(oracle, "/submit", host, b'{"batch": 0}')[0] == 400, host
+    assert oracle.path.read_bytes() == before and answers_in_view(oracle) == [None, None, None]
+    assert thread.is_alive()
+    anywhere = make_oracle(host="0.0.0.0")  # every interface: whatever name reached it is fine
+    assert over_http(anywhere, "/state", f"evil.example:{port}")[0] == 200

@@ -9,7 +9,8 @@ import torch
 
 from config import Config, ConfigError
 from conftest import SMALL, Run
-from oracle import CleanOracle, NoisyOracle, derangement, make_oracle
+from oracles import CleanOracle, NoisyOracle, make_oracle
+from oracles.simulated import derangement
 from results import TIMING_COLUMNS
 from rng import torch_generator
 
@@ -43,9 +44,10 @@ def test_exactly_round_r_times_pool_positions_are_corrupted(kind, rate):
     oracle = _oracle(kind, rate)
     everything = torch.arange(N)
     given = _ask(oracle, everything)
-    wrong = given != oracle.true_labels(everything)
+    wrong = given != oracle.pool_y[everything]
     assert int(wrong.sum()) == round(rate * N)
-    assert torch.equal(wrong, oracle.is_corrupted(everything))
+    marked = getattr(oracle, "marked_P", torch.zeros(N, dtype=torch.bool))  # rate 0: a clean oracle, none marked
+    assert torch.equal(wrong, marked[everything])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -63,9 +65,9 @@ def test_same_seed_same_answers_other_seed_other_corrupted_set(kind):
     positions = torch.arange(N)
     a, b, other = _oracle(kind, seed=1), _oracle(kind, seed=1), _oracle(kind, seed=2)
     assert torch.equal(_ask(a, positions), _ask(b, positions))
-    assert torch.equal(a.is_corrupted(positions), b.is_corrupted(positions))
-    overlap = (a.is_corrupted(positions) & other.is_corrupted(positions)).float().mean()
-    assert not torch.equal(a.is_corrupted(positions), other.is_corrupted(positions))
+    assert torch.equal(a.marked_P[positions], b.marked_P[positions])
+    overlap = (a.marked_P[positions] & other.marked_P[positions]).float().mean()
+    assert not torch.equal(a.marked_P[positions], other.marked_P[positions])
     assert abs(float(overlap) - 0.3 * 0.3) < 0.03  # independent draws
 
 
@@ -88,8 +90,8 @@ def test_pair_is_a_seeded_permutation_without_fixed_point():
     assert torch.equal(derangement(2, torch.Generator().manual_seed(0)), torch.tensor([1, 0]))
     oracle = _oracle("pair", 0.5)
     positions = torch.arange(N)
-    bad = oracle.is_corrupted(positions)
-    given, true = oracle(positions), oracle.true_labels(positions)
+    bad = oracle.marked_P[positions]
+    given, true = oracle(positions), oracle.pool_y[positions]
     assert torch.equal(given[bad], oracle.pair[true[bad]])  # a consistent confusion
     assert torch.equal(given[~bad], true[~bad])
 
@@ -132,7 +134,7 @@ def test_rate_zero_or_no_noise_gives_clean_labels(kind, rate):
     oracle = make_oracle(Config(label_noise=kind, label_noise_rate=rate), pool_y, C)
     assert isinstance(oracle, CleanOracle) and not oracle.needs_predictions
     assert torch.equal(oracle(torch.arange(N)), pool_y)
-    assert not oracle.is_corrupted(torch.arange(N)).any()
+    assert not isinstance(oracle, NoisyOracle)  # no position is marked to lie
 
 
 @pytest.mark.parametrize("kind", ["symmetric", "pair"])
@@ -140,9 +142,9 @@ def test_label_noise_initial_on_and_off(kind):
     initial = torch.arange(0, 1000)
     clean_first = _oracle(kind, 0.5, initial=initial)
     noisy_first = _oracle(kind, 0.5, initial=initial, noisy_initial=True)
-    assert not clean_first.is_corrupted(initial).any()
-    assert torch.equal(clean_first(initial), clean_first.true_labels(initial))
-    assert abs(float(noisy_first.is_corrupted(initial).float().mean()) - 0.5) < 0.06
+    assert not clean_first.marked_P[initial].any()
+    assert torch.equal(clean_first(initial), clean_first.pool_y[initial])
+    assert abs(float(noisy_first.marked_P[initial].float().mean()) - 0.5) < 0.06
     rest = torch.arange(1000, N)  # the queried items lie in the same way either way
     assert torch.equal(clean_first(rest), noisy_first(rest))
 

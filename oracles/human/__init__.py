@@ -4,8 +4,9 @@ takes the labels while the study runs.
 - ``oracle.py``: HumanOracle, the oracle the loop asks; it opens a batch, saves every answer in the run
   folder (``human_batch.json``) and waits until the batch is submitted.
 - ``web.py``: the Flask application and the server thread (127.0.0.1, a random token).
+- ``address.py``: where the page listens (no Flask: main.py checks the address before a run starts).
 - ``templates/``: the page (server-rendered HTML with a little JavaScript, no build step).
-"""
-from labelling.oracle import BATCH_FILE, HumanOracle, Refused
 
-__all__ = ["BATCH_FILE", "HumanOracle", "Refused"]
+Nothing is imported here: ``oracles.make_oracle`` imports ``oracle.py`` (and with it Flask) only when a
+person labels.
+"""

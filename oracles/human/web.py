@@ -1,6 +1,7 @@
 """The labelling page: a small Flask application served from a thread of the run.
 
-Routes (every one needs the run's token; without it: 403):
+Routes (every one needs the run's token, without it: 403; and a Host header that names the page's own
+address, otherwise: 400, see address.accepted_hosts):
 
 - ``GET /?token=T``: the page (server-rendered; its script polls ``/state`` and swaps in ``/view``);
 - ``GET /view?token=T``: the page's main part (progress, learning curve, the open batch);
@@ -10,26 +11,36 @@ Routes (every one needs the run's token; without it: 403):
   form cannot set it, nor send JSON without a preflight), refused answers as ``{"error": ...}``.
 
 The server listens on --human_host (127.0.0.1 by default: this machine only) at --human_port (0: any
-free port). Responses are not cached and send no referrer (the token is in the address).
+free port). Responses are not cached and send no referrer (the token is in the address). A request body
+nested too deeply for json's decoder is refused like any malformed one (400), not a crash (500).
 """
 from __future__ import annotations
 
 import hmac
 import logging
 import secrets
-import socket
 import threading
 import time
 
 from flask import Flask, Response, g, jsonify, render_template, request
-from markupsafe import Markup
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from config import ConfigError
-from labelling.oracle import Refused
+from oracles.human.address import LOOPBACK_NAMES, accepted_hosts, host_name, listen
 from results import OutputError
 
 CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 190, 44, 12, 12, 34
+
+
+class Refused(Exception):
+    """An answer or submission the oracle does not take; nothing changed. ``status``: HTTP code.
+
+    The oracle raises it; it lives with the page, which turns it into the HTTP answer, so that the page
+    need not import the oracle that starts it.
+    """
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message, self.status = message, status
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -39,29 +50,11 @@ class _QuietHandler(WSGIRequestHandler):
         logging.getLogger("ProjectLogger").debug("labelling page: %s %s", self.requestline.split("?")[0], code)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket at host:port (port 0: any free one); OSError when the address cannot be used.
-
-    Bound here rather than by werkzeug, whose make_server prints to stderr and exits on a busy port.
-    """
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    return socket.create_server((host, port), family=family, backlog=64)
-
-
-def check_address(host: str, port: int) -> None:
-    """ConfigError (one line, before any run folder) when the page could not listen at host:port."""
-    try:
-        listen(host, port).close()
-    except OSError as err:
-        raise ConfigError(f"--oracle human: cannot listen on {host}:{port} ({err.strerror or err}); choose "
-                          "another --human_port (0 = any free port) or --human_host") from None
-
-
 def start_server(desk, host: str, port: int) -> tuple:
     """(server, url): the page served from a daemon thread; OSError when the address cannot be used."""
-    app = create_app(desk)
     sock = listen(host, port)
-    port = sock.getsockname()[1]  # the free port chosen for port 0
+    bound, port = sock.getsockname()[:2]  # the address the name resolved to, the free port chosen for port 0
+    app = create_app(desk, accepted_hosts(host, bound))
     try:
         server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler, fd=sock.fileno())
     finally:
@@ -71,10 +64,17 @@ def start_server(desk, host: str, port: int) -> tuple:
     return server, f"http://{shown}:{port}/?token={desk.token}"
 
 
-def create_app(desk) -> Flask:
-    """The Flask application of one HumanOracle (``desk``)."""
+def create_app(desk, hosts: frozenset | None = LOOPBACK_NAMES) -> Flask:
+    """The Flask application of one HumanOracle (``desk``); ``hosts``: the names a request's Host header may
+    carry (None: any), from address.accepted_hosts."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+
+    @app.before_request
+    def known_host():  # registered first: runs before the token check
+        if hosts is not None and host_name(request.headers.get("Host", "")) not in hosts:
+            return Response("400 Bad Request: this page answers only at the address the run printed\n", 400,
+                            mimetype="text/plain")
 
     @app.before_request
     def need_token():
@@ -108,12 +108,12 @@ def create_app(desk) -> Flask:
     @app.get("/")
     def page():
         v = desk.view()
-        return render_template("page.html", nonce=g.nonce, curve=curve_svg(v["rows"]), **v)
+        return render_template("page.html", nonce=g.nonce, curve=curve(v["rows"]), **v)
 
     @app.get("/view")
     def view():
         v = desk.view()
-        return render_template("view.html", curve=curve_svg(v["rows"]), **v)
+        return render_template("view.html", curve=curve(v["rows"]), **v)
 
     @app.get("/state")
     def state():
@@ -141,40 +141,38 @@ def create_app(desk) -> Flask:
 
 
 def _json_body() -> dict:
-    body = request.get_json(silent=True)
+    # json's decoder raises RecursionError on deep nesting (a few KB of "[" suffice), which silent=True lets
+    # through (it catches only ValueError): bad input, refused like any other, not a crash.
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise Refused("the request body is nested too deeply: it must be a flat JSON object; "
+                      "nothing was changed") from None
     if not isinstance(body, dict):
         raise Refused("the request must be a JSON object (Content-Type: application/json)")
     return body
 
 
-def curve_svg(rows: list) -> Markup:
-    """An inline SVG of test (solid) and validation (dashed) accuracy against labelled images."""
+def curve(rows: list) -> dict | None:
+    """Where templates/curve.svg draws test (solid) and validation (dashed) accuracy against labelled
+    images, in pixels; None before the first round has a row."""
     if not rows:
-        return Markup('<p class="nocurve">The learning curve appears after the first round.</p>')
+        return None
     xs = [float(r["n_labeled"]) for r in rows]
     lo, hi = min(xs), max(xs)
     span = (hi - lo) or 1.0
     w, h = CURVE_W - PAD_L - PAD_R, CURVE_H - PAD_T - PAD_B
 
-    def point(x, y):
-        return f"{PAD_L + (x - lo) / span * w:.1f},{PAD_T + (1 - y) * h:.1f}"
+    def x_px(n_labeled: float) -> float:
+        return PAD_L + (n_labeled - lo) / span * w
 
-    parts = [f'<svg id="curve" viewBox="0 0 {CURVE_W} {CURVE_H}" width="{CURVE_W}" height="{CURVE_H}" '
-             'role="img" aria-label="accuracy against labelled images">']
-    for y in (0.0, 0.25, 0.5, 0.75, 1.0):
-        yy = PAD_T + (1 - y) * h
-        parts.append(f'<line x1="{PAD_L}" x2="{CURVE_W - PAD_R}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#ddd"/>'
-                     f'<text x="{PAD_L - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11">{y:.0%}</text>')
-    for x in sorted({lo, hi}):
-        parts.append(f'<text x="{PAD_L + (x - lo) / span * w:.1f}" y="{CURVE_H - 16}" text-anchor="middle" '
-                     f'font-size="11">{x:.0f}</text>')
-    parts.append(f'<text x="{PAD_L + w / 2:.1f}" y="{CURVE_H - 2}" text-anchor="middle" font-size="11">'
-                 'labelled images</text>')
-    for key, dash, colour in (("val_acc", ' stroke-dasharray="4 3"', "#999"), ("test_acc", "", "#1a5fb4")):
-        pts = [point(x, float(r[key])) for x, r in zip(xs, rows)]
-        parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
-        parts.extend(f'<circle cx="{p.split(",")[0]}" cy="{p.split(",")[1]}" r="2.5" fill="{colour}"/>' for p in pts)
-    last = rows[-1]
-    parts.append(f'<text x="{CURVE_W - PAD_R}" y="{PAD_T + 12}" text-anchor="end" font-size="12">test '
-                 f'{float(last["test_acc"]):.1%} at {int(last["n_labeled"])} labels</text></svg>')
-    return Markup("".join(parts))
+    def y_px(acc: float) -> float:
+        return PAD_T + (1 - acc) * h
+
+    series = [{"colour": colour, "dashed": dashed,
+               "points": [(x_px(x), y_px(float(r[key]))) for x, r in zip(xs, rows)]}
+              for key, dashed, colour in (("val_acc", True, "#999"), ("test_acc", False, "#1a5fb4"))]
+    return {"width": CURVE_W, "height": CURVE_H, "left": PAD_L, "right": CURVE_W - PAD_R, "top": PAD_T,
+            "middle": PAD_L + w / 2, "grid": [(y_px(acc), acc) for acc in (0.0, 0.25, 0.5, 0.75, 1.0)],
+            "ticks": [(x_px(x), x) for x in sorted({lo, hi})], "series": series,
+            "test_acc": float(rows[-1]["test_acc"]), "n_labeled": int(rows[-1]["n_labeled"])}

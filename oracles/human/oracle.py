@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import reprlib
 import secrets
 import threading
 import time
@@ -31,7 +32,9 @@ from datetime import datetime, timezone
 import torch
 from PIL import Image
 
-from oracle import CleanOracle
+from oracles.human.address import check_address, is_loopback
+from oracles.human.web import Refused, start_server
+from oracles.simulated import CleanOracle
 from results import write_json
 
 BATCH_FILE = "human_batch.json"
@@ -42,14 +45,6 @@ SKIP_KEY = "?"  # also "/" (the same key without Shift)
 LINGER_S = 1.5  # after the last round, a page seen this recently gets time to show "finished"
 
 
-class Refused(Exception):
-    """An answer or submission the oracle does not take; nothing changed. ``status``: HTTP code."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message, self.status = message, status
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -57,9 +52,9 @@ def _now() -> str:
 class HumanOracle(CleanOracle):
     """Asks a person, through a local web page, for the labels of each round's queried images.
 
-    From CleanOracle: ``true_labels`` (the dataset's, -1 for an image it has no label for),
-    ``is_corrupted`` (unknown in advance: a person's answers are compared with the dataset afterwards,
-    in acquired.csv) and ``remember`` (nothing: recorded rounds are never asked again).
+    From CleanOracle: ``pool_y`` (the dataset's labels, -1 for an image it has none for; the initial set
+    is answered from it) and ``remember`` (nothing: recorded rounds are never asked again). Whether a
+    person's answer is wrong is found afterwards, from the dataset (acquired.csv's true_label).
     """
 
     needs_predictions = False
@@ -83,12 +78,16 @@ class HumanOracle(CleanOracle):
         self._submitted = threading.Event()
         self._png: dict = {}
         self.saved = self._read_saved()
-        from labelling.web import check_address, start_server  # Flask is imported only for --oracle human
         try:
             self.server, self.url = start_server(self, cfg.human_host, cfg.human_port)
         except OSError:
             check_address(cfg.human_host, cfg.human_port)  # raises ConfigError with the reason
             raise
+        if not is_loopback(self.server.server_address[0]):  # said, not refused: people label from a phone on the LAN
+            self.log.warning("the labelling page listens on %s, reachable from other machines, over plain HTTP "
+                             "with the token in its address: anyone on the network can read the token and "
+                             "answer for you; use --human_host 127.0.0.1 (and an SSH tunnel) to keep it on "
+                             "this machine", cfg.human_host)
         self.log.info("label the queried images at %s", self.url)
 
     # ------------------------------------------------------------------ the oracle interface
@@ -139,16 +138,19 @@ class HumanOracle(CleanOracle):
 
     # ------------------------------------------------------------------ what the page does
     def answer(self, batch_round, position, label) -> str:
-        """Record one answer (a class index, or "skip") for an image of the open batch."""
+        """Record one answer (a class index, or "skip") for an image of the open batch.
+
+        Refused values are quoted with reprlib.repr: briefly, whatever a request sent (a long string, a list
+        nested hundreds deep)."""
         with self.lock:
             b = self._open_batch(batch_round)
             if isinstance(position, bool) or not isinstance(position, int) or position not in b["positions"]:
-                raise Refused(f"image {position!r} was not queried in this batch (round {b['round']}); "
-                              "nothing was changed")
+                raise Refused(f"image {reprlib.repr(position)} was not queried in this batch "
+                              f"(round {b['round']}); nothing was changed")
             if label == "skip":
                 label = SKIP
             elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(self.classes):
-                raise Refused(f"unknown class {label!r}: the classes are 0..{len(self.classes) - 1} "
+                raise Refused(f"unknown class {reprlib.repr(label)}: the classes are 0..{len(self.classes) - 1} "
                               f"({', '.join(self.classes)}) or \"skip\"; nothing was changed")
             answers = {**b["answers"], position: {"label": label, "at": _now()}}
             self._write({**b, "answers": answers})
@@ -218,7 +220,8 @@ class HumanOracle(CleanOracle):
     def _open_batch(self, batch_round) -> dict:
         b = self.batch
         if isinstance(batch_round, bool) or not isinstance(batch_round, int):
-            raise Refused(f"the batch must be a round number, not {batch_round!r}; nothing was changed")
+            raise Refused(f"the batch must be a round number, not {reprlib.repr(batch_round)}; "
+                          "nothing was changed")
         if self.finished or b is None:
             raise Refused("no batch is waiting for labels: the model is training; the page shows the next "
                           "batch when it is chosen", 409)

@@ -1,19 +1,6 @@
-"""The oracle answers label queries. Labels reach training only through it and the PoolState.
+"""The simulated oracles: the dataset's labels (CleanOracle) or a seeded annotator who lies (NoisyOracle).
 
-An oracle is built by ``make_oracle`` and has one interface whatever its kind, so the loop never asks
-which kind it holds:
-
-- ``needs_predictions``: when True, the loop passes the deterministic model's class probabilities of
-  the queried items (``probs_N_C``) to each call after a model exists (as strategies declare theirs);
-- ``oracle(positions, probs=None)``: the given labels of those pool positions;
-- ``true_labels(positions)`` and ``is_corrupted(positions)``: what the records need;
-- ``remember(positions, labels)``: answers given earlier (read back from acquired.csv on --resume), so
-  that asking again gives the same answer;
-- ``close(finished=False)``: the study has ended (finished, or stopped by an error or Ctrl-C).
-
-An oracle may answer -1 for an item: "I don't know". The loop records it and sets the item aside or
-leaves it in the pool (--dont_know). Simulated oracles always answer; a person may not
-(``--oracle human``: labelling/, a local web page).
+Both have the interface described in ``oracles/__init__.py``; they always answer and need no person.
 
 Label noise (``--label_noise``, ``--label_noise_rate r``):
 
@@ -50,12 +37,6 @@ class CleanOracle:
     def __call__(self, positions: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
         """Labels for pool positions."""
         return self.pool_y[torch.as_tensor(positions, dtype=torch.int64)]
-
-    def true_labels(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.pool_y[torch.as_tensor(positions, dtype=torch.int64)]
-
-    def is_corrupted(self, positions: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(torch.as_tensor(positions).numel(), dtype=torch.bool)
 
     def remember(self, positions: torch.Tensor, labels: torch.Tensor) -> None:
         """Nothing to remember: the answer is always the true label."""
@@ -107,9 +88,6 @@ class NoisyOracle(CleanOracle):
             self.answer_P[positions[new]] = probs.argmax(1)
         return self.answer_P[positions].clone()
 
-    def is_corrupted(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.marked_P[torch.as_tensor(positions, dtype=torch.int64)].clone()
-
     def remember(self, positions: torch.Tensor, labels: torch.Tensor) -> None:
         """Take back answers given before (acquired.csv on --resume): a position keeps its first answer."""
         positions = torch.as_tensor(positions, dtype=torch.int64)
@@ -125,17 +103,3 @@ def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
         if not (perm == torch.arange(n)).any():
             return perm
 
-
-def make_oracle(cfg, pool_y: torch.Tensor, num_classes: int, initial: torch.Tensor | None = None, study=None):
-    """The oracle a configuration asks for; ``initial``: the initial set's pool positions (exempt from
-    label noise unless --label_noise_initial; a person is not asked for them). ``study``
-    (loop.OracleContext): the images, labelled set and records, which the human oracle shows."""
-    if cfg.oracle == "human":
-        from labelling import HumanOracle  # the web stack is imported only when a person labels
-        return HumanOracle(cfg, pool_y, initial, study)
-    if (pool_y < 0).any():
-        raise ValueError("the pool holds images without labels: only --oracle human can label them")
-    if cfg.label_noise == "none" or cfg.label_noise_rate == 0:
-        return CleanOracle(pool_y)
-    exempt = None if cfg.label_noise_initial else initial
-    return NoisyOracle(pool_y, num_classes, cfg.label_noise, cfg.label_noise_rate, cfg.seed, exempt=exempt)
