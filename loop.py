@@ -18,7 +18,7 @@ from config import Config, ConfigError
 from data import DATASETS, Dataset, Images, PoolState, initial_positions, split_train
 from models import MODELS, build_model
 from noise import apply_noise
-from oracles import make_oracle
+from oracles import make_oracle, replayable_oracle
 from results import RunDir
 from rng import torch_generator
 from strategies import Embeddings, Strategy, get_strategy, random_scores, select_top_k
@@ -255,7 +255,9 @@ def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
     """Everything a resume reads from the run folder, checked before anything in it is written, so that
     a refused resume (ConfigError) leaves the folder exactly as it was."""
     first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
-    restore_labeled(PoolState(data.pool_idx.numel()), data, run_dir.acquired, first, set_aside=cfg.dont_know == "out")
+    oracle = replayable_oracle(cfg, data.pool_y, data.num_classes, initial=first)
+    restore_labeled(PoolState(data.pool_idx.numel()), data, run_dir.acquired, first, oracle,
+                    set_aside=cfg.dont_know == "out")
     TrainedWeights(run_dir, keep=cfg.warm_start != "off").restore(len(run_dir.rounds))
 
 
@@ -289,7 +291,11 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
                           "(-1: not answered): it cannot be resumed")
     answered = labels >= 0
     if oracle is not None:
-        oracle.remember(positions[answered], labels[answered])
+        try:
+            oracle.remember(positions[answered], labels[answered])
+        except ValueError as err:
+            raise ConfigError(f"the run folder's acquired.csv holds labels its oracle did not give ({err}; "
+                              "changed by hand?): it cannot be resumed") from None
     for r in rounds.unique().tolist():
         chosen = (rounds == r) & answered
         state.label(positions[chosen], labels[chosen], round_=r + 1)

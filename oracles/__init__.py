@@ -26,7 +26,7 @@ import torch
 from oracles.human.address import check_address
 from oracles.simulated import CleanOracle, NoisyOracle
 
-__all__ = ["CleanOracle", "NoisyOracle", "check_address", "make_oracle"]
+__all__ = ["CleanOracle", "NoisyOracle", "check_address", "make_oracle", "replayable_oracle"]
 
 
 def make_oracle(cfg, pool_y: torch.Tensor, num_classes: int, initial: torch.Tensor | None = None, study=None):
@@ -38,6 +38,15 @@ def make_oracle(cfg, pool_y: torch.Tensor, num_classes: int, initial: torch.Tens
         # every run, every sweep cell) has no use for and should not spend its start-up loading.
         from oracles.human.oracle import HumanOracle
         return HumanOracle(cfg, pool_y, initial, study)
+    return replayable_oracle(cfg, pool_y, num_classes, initial)
+
+
+def replayable_oracle(cfg, pool_y: torch.Tensor, num_classes: int, initial: torch.Tensor | None = None):
+    """The simulated oracle a configuration asks for, whose answers are fixed per image, so that answers
+    read back on --resume can be checked (``remember`` raises ValueError on one it did not give); None
+    for ``--oracle human``: a person's answers are whatever the person said."""
+    if cfg.oracle == "human":
+        return None
     if (pool_y < 0).any():
         raise ValueError("the pool holds images without labels: only --oracle human can label them")
     if cfg.label_noise == "none" or cfg.label_noise_rate == 0:

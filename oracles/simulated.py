@@ -39,7 +39,9 @@ class CleanOracle:
         return self.pool_y[torch.as_tensor(positions, dtype=torch.int64)]
 
     def remember(self, positions: torch.Tensor, labels: torch.Tensor) -> None:
-        """Nothing to remember: the answer is always the true label."""
+        """Nothing to remember: the answer is always the true label. Answers that differ were not given
+        by this oracle (acquired.csv changed by hand): ValueError."""
+        _check_replayed(self.pool_y[torch.as_tensor(positions, dtype=torch.int64)], labels)
 
     def close(self, finished: bool = False) -> None:
         """Nothing to release."""
@@ -93,7 +95,15 @@ class NoisyOracle(CleanOracle):
         positions = torch.as_tensor(positions, dtype=torch.int64)
         labels = torch.as_tensor(labels, dtype=torch.int64)
         unknown = self.answer_P[positions] < 0
+        _check_replayed(self.answer_P[positions[~unknown]], labels[~unknown])
         self.answer_P[positions[unknown]] = labels[unknown]
+
+
+def _check_replayed(answers: torch.Tensor, labels: torch.Tensor) -> None:
+    """A simulated oracle's answers are fixed per position: labels read back must be those answers."""
+    differ = (torch.as_tensor(labels, dtype=torch.int64) != answers).nonzero().flatten()
+    if differ.numel():
+        raise ValueError(f"{differ.numel()} label(s) differ from what the oracle answers for those images")
 
 
 def derangement(n: int, generator: torch.Generator) -> torch.Tensor:

@@ -60,6 +60,13 @@ def label_99(folder):
     df.to_csv(folder / "acquired.csv", index=False)
 
 
+def label_changed_by_hand(folder):
+    df = pd.read_csv(folder / "acquired.csv")  # the clean oracle answered the true label; a hand edit did not
+    i = df.index[df["round"] == 0][0]
+    df.loc[i, "label"] = (df.loc[i, "label"] + 1) % 10
+    df.to_csv(folder / "acquired.csv", index=False)
+
+
 def rounds_cut_mid_line(folder):
     text = (folder / "rounds.csv").read_text()
     (folder / "rounds.csv").write_text(text[:-20])
@@ -98,7 +105,7 @@ def acquired_index_not_whole(folder):
 
 DAMAGES = {  # damage → the file the error line must name
     duplicate_acquired_row: "acquired.csv", query_repeats_an_initial_position: "acquired.csv",
-    label_99: "acquired.csv", acquired_index_not_whole: "acquired.csv", rounds_cut_mid_line: "rounds.csv",
+    label_99: "acquired.csv", label_changed_by_hand: "acquired.csv", acquired_index_not_whole: "acquired.csv", rounds_cut_mid_line: "rounds.csv",
     text_in_a_number: "rounds.csv", missing_rounds_column: "rounds.csv", config_is_a_list: "config.json",
     seeds_is_a_number: "config.json", config_not_utf8: "config.json",
 }

@@ -53,11 +53,14 @@ class HumanOracle(CleanOracle):
     """Asks a person, through a local web page, for the labels of each round's queried images.
 
     From CleanOracle: ``pool_y`` (the dataset's labels, -1 for an image it has none for; the initial set
-    is answered from it) and ``remember`` (nothing: recorded rounds are never asked again). Whether a
+    is answered from it). ``remember`` keeps nothing: recorded rounds are never asked again. Whether a
     person's answer is wrong is found afterwards, from the dataset (acquired.csv's true_label).
     """
 
     needs_predictions = False
+
+    def remember(self, positions: torch.Tensor, labels: torch.Tensor) -> None:
+        """Nothing to remember or check: a person's recorded answers are the labels, right or wrong."""
 
     def __init__(self, cfg, pool_y: torch.Tensor, initial: torch.Tensor | None, study):
         if study is None:
