@@ -1,4 +1,4 @@
-"""sweep.py: grids from flags and YAML, cell names, validation before anything is created, local workers
+"""sweep.py and sweeps/: grids from flags and YAML, cell names, validation before anything is created, local workers
 (failure, rerun, extension, a different sweep refused), resume after kill -9, and a real Slurm array with
 a requeue (skipped where Slurm does not answer)."""
 import json
@@ -15,6 +15,8 @@ import pytest
 import sweep
 from conftest import ROOT
 from results import read_run
+from sweeps.executors.slurm import CellJob
+from sweeps.grid import MAX_NAME, SAFE_VALUE, cell_name, cell_state
 
 # The smallest real cells: 2 rounds of 20 steps on mnist_5k, a 200-image scored pool, 5 MC samples.
 TINY = ["--dataset", "mnist_5k", "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--epochs", "1",
@@ -87,16 +89,16 @@ def test_flags_and_yaml_give_the_same_cells_and_a_dry_run_creates_nothing(tmp_pa
 
 
 def test_cell_names_are_deterministic_unique_and_safe():
-    assert sweep.cell_name({"strategy": "bald", "noise": "gaussian", "seed": "1"}) == \
+    assert cell_name({"strategy": "bald", "noise": "gaussian", "seed": "1"}) == \
         "strategy-bald_noise-gaussian_seed-1"
     odd = [{"data_dir": "data/a b"}, {"data_dir": "data/a_b"}, {"data_dir": "data/a-b"}]
-    names = [sweep.cell_name(v) for v in odd]
-    assert len(set(names)) == 3 and names == [sweep.cell_name(v) for v in odd]  # unique and stable
-    assert all(sweep.SAFE_VALUE.fullmatch(n) for n in names)
+    names = [cell_name(v) for v in odd]
+    assert len(set(names)) == 3 and names == [cell_name(v) for v in odd]  # unique and stable
+    assert all(SAFE_VALUE.fullmatch(n) for n in names)
     assert names[0].startswith("data_dir-data-a-b-") and len(names[0].rsplit("-", 1)[1]) == 8  # hashed
     long = {"data_dir": "x" * 200, "seed": "1"}
-    assert len(sweep.cell_name(long)) == sweep.MAX_NAME <= 120
-    assert sweep.cell_name(long) != sweep.cell_name({"data_dir": "x" * 200, "seed": "2"})
+    assert len(cell_name(long)) == MAX_NAME <= 120
+    assert cell_name(long) != cell_name({"data_dir": "x" * 200, "seed": "2"})
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -135,7 +137,7 @@ def test_checkpoint_requeues_the_same_cell():
     """What submitit calls on SIGUSR2 (time limit or pre-emption): the same callable, the same cell."""
     from submitit.helpers import Checkpointable, DelayedSubmission
 
-    job = sweep.CellJob(threads=2, wandb_group="g", no_wandb=True)
+    job = CellJob(threads=2, wandb_group="g", no_wandb=True)
     assert isinstance(job, Checkpointable)
     again = job.checkpoint("/runs/sweeps/x/cells/seed-1")
     assert isinstance(again, DelayedSubmission)
@@ -233,8 +235,8 @@ def test_a_worker_killed_mid_run_and_a_stopped_sweep_resume(tmp_path, run_sweep)
             proc.kill()
     log = (tmp_path / "sweep.log").read_text()
     assert "finish seed-1: interrupted (killed by signal 9" in log
-    assert sweep.cell_state(a)["status"] == "interrupted"
-    assert sweep.cell_state(b)["status"] in ("interrupted", "complete")  # b may have just finished
+    assert cell_state(a)["status"] == "interrupted"
+    assert cell_state(b)["status"] in ("interrupted", "complete")  # b may have just finished
     done_a = _rounds(a)
     assert 1 <= done_a < 7
     rc, text, err = run_sweep(*argv)
