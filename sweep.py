@@ -34,7 +34,7 @@ from sweeps.grid import MAX_CELLS, Sweep, SweepError, print_table, read_sweep_fi
 
 # main.py's help is not a cell's flag: after -- it would reach every cell's parser (and print main.py's
 # help under sweep.py's name), so it is refused and the user is told where each help is.
-HELP_FLAGS = ("-h", "--he", "--hel", "--help")
+HELP_FLAGS = ("-h", "--help")
 
 
 def parse_args(argv: list) -> tuple:
