@@ -12,6 +12,7 @@ from config import Config
 from data import DataUnavailable, load_dataset
 from data.folder import FOLDER_SPLIT_SEED, held_out_split
 from loop import check_budget, prepare_data
+from sweeps.grid import _dataset_size
 
 CLASSES = ["circle", "cross", "square"]  # sorted: labels 0, 1, 2
 
@@ -225,8 +226,6 @@ def test_a_study_on_own_images_learns(tmp_path, cli):
 
 
 def test_sweep_checks_budgets_against_the_folder_as_its_cells_will_load_it(tmp_path):
-    import sweep
-
     make_folder(tmp_path, 20)  # 60 images
-    assert sweep._dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.2) == (48, 3)
-    assert sweep._dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.5) == (30, 3)
+    assert _dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.2) == (48, 3)
+    assert _dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.5) == (30, 3)

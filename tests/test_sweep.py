@@ -1,6 +1,7 @@
-"""sweep.py: grids from flags and YAML, cell names, validation before anything is created, local workers
+"""sweep.py and sweeps/: grids from flags and YAML, cell names, validation before anything is created, local workers
 (failure, rerun, extension, a different sweep refused), resume after kill -9, and a real Slurm array with
 a requeue (skipped where Slurm does not answer)."""
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +16,8 @@ import pytest
 import sweep
 from conftest import ROOT
 from results import read_run
+from sweeps.executors.slurm import CellJob
+from sweeps.grid import MAX_NAME, SAFE_VALUE, cell_name, cell_state
 
 # The smallest real cells: 2 rounds of 20 steps on mnist_5k, a 200-image scored pool, 5 MC samples.
 TINY = ["--dataset", "mnist_5k", "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--epochs", "1",
@@ -87,16 +90,16 @@ def test_flags_and_yaml_give_the_same_cells_and_a_dry_run_creates_nothing(tmp_pa
 
 
 def test_cell_names_are_deterministic_unique_and_safe():
-    assert sweep.cell_name({"strategy": "bald", "noise": "gaussian", "seed": "1"}) == \
+    assert cell_name({"strategy": "bald", "noise": "gaussian", "seed": "1"}) == \
         "strategy-bald_noise-gaussian_seed-1"
     odd = [{"data_dir": "data/a b"}, {"data_dir": "data/a_b"}, {"data_dir": "data/a-b"}]
-    names = [sweep.cell_name(v) for v in odd]
-    assert len(set(names)) == 3 and names == [sweep.cell_name(v) for v in odd]  # unique and stable
-    assert all(sweep.SAFE_VALUE.fullmatch(n) for n in names)
+    names = [cell_name(v) for v in odd]
+    assert len(set(names)) == 3 and names == [cell_name(v) for v in odd]  # unique and stable
+    assert all(SAFE_VALUE.fullmatch(n) for n in names)
     assert names[0].startswith("data_dir-data-a-b-") and len(names[0].rsplit("-", 1)[1]) == 8  # hashed
     long = {"data_dir": "x" * 200, "seed": "1"}
-    assert len(sweep.cell_name(long)) == sweep.MAX_NAME <= 120
-    assert sweep.cell_name(long) != sweep.cell_name({"data_dir": "x" * 200, "seed": "2"})
+    assert len(cell_name(long)) == MAX_NAME <= 120
+    assert cell_name(long) != cell_name({"data_dir": "x" * 200, "seed": "2"})
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -131,11 +134,117 @@ def test_every_invalid_cell_is_reported_before_anything_is_created(tmp_path, run
     assert not out.exists()
 
 
+def _alias_bomb() -> str:
+    """A grid file of under 300 bytes whose one bad value expands to 9**6 strings (an 8 MB repr)."""
+    lines, previous = ["seed: [1, [&a [lol, lol, lol, lol, lol, lol, lol, lol, lol],"], "a"
+    for name in "bcdef":
+        lines.append(f"  &{name} [{', '.join(['*' + previous] * 9)}],")
+        previous = name
+    return "\n".join([*lines, "  *f]]"]) + "\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (_alias_bomb(), "anchors and aliases (& and *) are not allowed"),
+    ("base: &b [1, 2]\nseed: *b\n", "anchors and aliases (& and *) are not allowed"),
+    ("seed: " + "[" * 5000 + "1" + "]" * 5000 + "\n", "nested deeper than"),  # a RecursionError before
+    ("seed: [1, {k: " + "x" * 5000 + "}]\n", "a value must be a number or a string"),
+    ("? " + "x" * 5000 + "\n: [1, 2]\n", "unknown grid key 'xxxx"),
+    ("seed: [" + ", ".join(str(i // 2) for i in range(3000)) + "]\n", "repeats the value(s) 0, 1, 10, 100, "),
+])
+def test_a_hostile_grid_file_gives_one_short_error_line(tmp_path, run_sweep, text, message):
+    """Audit defect 4: aliases and deep nesting are refused while the file is read, and every message
+    quotes a user's value briefly (a 283-byte alias bomb gave an 8 MB error line)."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(text)
+    assert grid.stat().st_size < 20_000
+    rc, out, err = run_sweep("--out", tmp_path / "s", "--grid_file", grid, "--dry_run", "--", *TINY)
+    assert rc == 2 and out == ""
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err[:300]
+    assert len(err) < 400, f"{len(err)} characters: {err[:300]}"
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grid", "seed" + "1" * 5000], "expected KEY=V1,V2"),
+    (["--grid", "seed=1", "--", "--output_dir=" + "d" * 5000], "cannot be passed to the cells"),
+    (["--grid", "seed=1", "--nope" * 2000], "unrecognized arguments: --nope"),
+])
+def test_long_flags_are_quoted_briefly(tmp_path, run_sweep, argv, message):
+    rc, out, err = run_sweep("--out", tmp_path / "s", *argv)
+    assert rc == 2 and message in err and len(err.splitlines()) == 1 and len(err) < 400, err[:300]
+
+
+@contextlib.contextmanager
+def _within(seconds: int):
+    """Fail (instead of hanging) when the block takes longer than ``seconds``."""
+    def too_long(signum, frame):
+        raise AssertionError(f"took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_grid_over_the_cell_limit_is_refused_before_any_cell_is_built(tmp_path, run_sweep):
+    """Audit defect 7: 20,000 cells are refused at once from the value lists (before: every cell was
+    built and checked, about 10 ms each); --max_cells raises the limit."""
+    out = tmp_path / "s"
+    with _within(20):
+        rc, text, err = run_sweep("--out", out, "--grid", "seed=" + ",".join(map(str, range(20_000))),
+                                  "--dry_run", "--", *TINY)
+    assert rc == 2 and text == ""
+    assert err == ("error: the grid has 20,000 cells (20000), more than --max_cells 10,000; every cell is parsed "
+                   "and checked before anything runs: use fewer values, or raise --max_cells\n")
+    grid = ["--grid", "strategy=random,bald,entropy", "--grid", "seed=1,2"]
+    rc, text, err = run_sweep("--out", out, *grid, "--max_cells", "5", "--dry_run", "--", *TINY)
+    assert rc == 2 and "the grid has 6 cells (3 × 2), more than --max_cells 5" in err and len(err.splitlines()) == 1
+    rc, text, err = run_sweep("--out", out, *grid, "--max_cells", "6", "--dry_run", "--", *TINY)
+    assert rc == 0 and len(text.splitlines()) == 6, err
+    rc, text, err = run_sweep("--out", out, *grid, "--max_cells", "0")
+    assert rc == 2 and err == "error: --max_cells must be at least 1, got 0\n"
+    assert not out.exists()
+
+
+def test_every_seed_of_an_invalid_budget_is_reported(tmp_path, run_sweep):
+    """The budget is checked once per configuration apart from its seed, and its answer given to every seed."""
+    i = TINY.index("--n_round")
+    rc, text, err = run_sweep("--out", tmp_path / "s", "--grid", "n_round=1,5000", "--grid", "seed=1,2,3",
+                              "--", *TINY[:i], *TINY[i + 2:])
+    assert rc == 2
+    lines = err.splitlines()
+    assert lines[0] == "error: 3 of 6 cells are invalid (nothing was created):"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [f"n_round-5000_seed-{s}" for s in (1, 2, 3)]
+    assert len({line.split(":", 1)[1] for line in lines[1:]}) == 1 and "exceeds the pool" in lines[1]
+
+
+@pytest.mark.parametrize("argv", [["--", "--help"], ["--out", "OUT", "--grid", "seed=1,2", "--", "-h"],
+                                  ["--out", "OUT", "--grid", "seed=1", "--", "--dataset", "mnist_5k", "--help"]])
+def test_help_after_the_separator_is_refused(tmp_path, run_sweep, argv):
+    """main.py's help printed under "usage: sweep.py" with exit 0 read as the sweep's own; it is refused."""
+    rc, text, err = run_sweep(*[str(tmp_path / "s") if a == "OUT" else a for a in argv])
+    assert rc == 2 and text == ""
+    assert err == ("error: --help after -- would go to every cell: for the cells' flags see python main.py --help, "
+                   "for the sweep's sweep.py --help\n")
+    assert not (tmp_path / "s").exists()
+
+
+def test_slurm_without_sbatch_is_refused_before_anything_is_created(tmp_path, run_sweep, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    out = tmp_path / "s"
+    rc, text, err = run_sweep("--out", out, "--grid", "seed=1,2", "--executor", "slurm", "--", *TINY)
+    assert rc == 2 and err.startswith("error: --executor slurm: sbatch is not on this machine")
+    assert not out.exists()
+
+
 def test_checkpoint_requeues_the_same_cell():
     """What submitit calls on SIGUSR2 (time limit or pre-emption): the same callable, the same cell."""
     from submitit.helpers import Checkpointable, DelayedSubmission
 
-    job = sweep.CellJob(threads=2, wandb_group="g", no_wandb=True)
+    job = CellJob(threads=2, wandb_group="g", no_wandb=True)
     assert isinstance(job, Checkpointable)
     again = job.checkpoint("/runs/sweeps/x/cells/seed-1")
     assert isinstance(again, DelayedSubmission)
@@ -233,8 +342,8 @@ def test_a_worker_killed_mid_run_and_a_stopped_sweep_resume(tmp_path, run_sweep)
             proc.kill()
     log = (tmp_path / "sweep.log").read_text()
     assert "finish seed-1: interrupted (killed by signal 9" in log
-    assert sweep.cell_state(a)["status"] == "interrupted"
-    assert sweep.cell_state(b)["status"] in ("interrupted", "complete")  # b may have just finished
+    assert cell_state(a)["status"] == "interrupted"
+    assert cell_state(b)["status"] in ("interrupted", "complete")  # b may have just finished
     done_a = _rounds(a)
     assert 1 <= done_a < 7
     rc, text, err = run_sweep(*argv)

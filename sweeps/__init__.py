@@ -1,0 +1,1 @@
+"""Sweeps: a grid of main.py configurations (``grid``) and the executors that run its cells (``executors``)."""
