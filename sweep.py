@@ -23,12 +23,11 @@ Exit codes: 0 every cell complete (or, for slurm without --wait, submitted), 1 a
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
 
-from config import ConfigError
+from config import ConfigError, OneLineParser
 from sweeps.executors import EXECUTORS, held_cells, job_columns
 from sweeps.grid import MAX_CELLS, Sweep, SweepError, print_table, read_sweep_file, shorten
 
@@ -47,7 +46,7 @@ def parse_args(argv: list) -> tuple:
     if any(token in HELP_FLAGS for token in passthrough):
         raise SweepError("--help after -- would go to every cell: for the cells' flags see python main.py --help, "
                          "for the sweep's sweep.py --help")
-    p = _Parser(prog="sweep.py", description=__doc__.splitlines()[0], allow_abbrev=False,
+    p = _Parser(prog="sweep.py", description=__doc__.splitlines()[0],
                 epilog="main.py flags for every cell go after --.")
     p.add_argument("--out", required=True, help="the sweep's folder; its basename is the sweep's name")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -71,9 +70,10 @@ def parse_args(argv: list) -> tuple:
     return args, passthrough
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # noqa: D102 - argparse hook: one line, exit code 2, from main()
-        raise SweepError(f"{message} (see sweep.py --help)")
+class _Parser(OneLineParser):
+    """config's one-line parser, raising SweepError (one line, exit code 2, from main())."""
+
+    error_class = SweepError
 
 
 def main(argv: list | None = None) -> int:

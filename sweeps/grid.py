@@ -27,8 +27,8 @@ import main
 from config import OPERATIONAL_FIELDS, Config, ConfigError, parse_config
 from data import DataUnavailable, load_dataset
 from loop import check_budget, check_strategy
-from results import (RUN_NAME_MAX, OutputError, config_differences, prepare_run_folder, read_run, run_status,
-                     write_json)
+from results import (RUN_NAME_MAX, DamagedRun, OutputError, config_differences, prepare_run_folder, read_config,
+                     read_run, run_status, write_json)
 
 SWEEP_FILE = "sweep.json"
 CELLS_DIR = "cells"
@@ -339,8 +339,8 @@ class Sweep:
         changed = []
         for name in recorded["cells"]:
             try:
-                saved = read_cell_config(mine[name].path)
-            except (OSError, ValueError):
+                saved = read_config(mine[name].path)
+            except (OSError, OutputError):
                 continue  # a missing cell is created again; a damaged one fails alone (main.py says why)
             diff = config_differences(saved, mine[name].config)
             if diff:
@@ -460,31 +460,33 @@ def read_sweep_file(out: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------
-# A cell's run files: every place the sweep reads them (config.json, summary.json through run_status,
-# rounds.csv through read_run, attempt.json) or writes attempt.json
-
-
-def read_cell_config(path: Path) -> dict:
-    """CELL/config.json (OSError or ValueError when it is missing or damaged)."""
-    return json.loads((Path(path) / "config.json").read_text())
+# A cell's run files are read by results (read_config, read_run, run_status); the sweep adds its own
+# attempt.json.
 
 
 def cell_state(path: Path) -> dict:
-    """Status, rounds finished and expected, final test accuracy and last exit code of one cell folder."""
+    """Status, rounds finished and expected, final test accuracy and last exit code of one cell folder.
+
+    A cell whose run files are damaged is "damaged" (the status table lists it and goes on)."""
     path = Path(path)
     state = {"status": run_status(path), "rounds": 0, "rounds_total": None, "test_acc": None, "exit": None}
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        state["rounds_total"] = read_cell_config(path)["n_round"] + 1
-    with contextlib.suppress(OSError, ValueError, KeyError):
+    try:
+        state["rounds_total"] = read_config(path)["n_round"] + 1
         rounds, _ = read_run(path)
         state["rounds"] = len(rounds)
         state["test_acc"] = rounds[-1]["test_acc"] if rounds else None
+    except FileNotFoundError:
+        pass  # not created yet
+    except DamagedRun:
+        state["status"] = "damaged"
+        return state
     with contextlib.suppress(OSError, ValueError):
-        state["exit"] = json.loads((path / "attempt.json").read_text()).get("exit")
+        attempt = json.loads((path / "attempt.json").read_text(encoding="utf-8"))
+        state["exit"] = attempt.get("exit") if isinstance(attempt, dict) else None
     # A run that main.py could not even start (a damaged folder, bad input, a crash before its first
     # write) stays "pending" or "running" in summary.json: the last attempt's exit code (1 or 2) says it
     # failed. (130 is an interruption; a negative code is a worker killed by a signal.)
-    if state["status"] != "complete" and isinstance(state["exit"], int) and state["exit"] in (1, 2):
+    if state["status"] not in ("complete", "damaged") and isinstance(state["exit"], int) and state["exit"] in (1, 2):
         state["status"] = "failed"
     return state
 
