@@ -145,20 +145,21 @@ class DamagedRun(OutputError):
 
 
 def _damaged(path: Path, what: str) -> DamagedRun:
-    return DamagedRun(f"{path}: {what}; the run folder is damaged (restore the file, or start a new run)")
+    return DamagedRun(f"{path} cannot be read: {what} (the run folder is damaged: restore the file, or start a "
+                      "new run)")
 
 
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise _damaged(path, "not UTF-8 text") from None
+        raise _damaged(path, "it is not UTF-8 text") from None
     except IsADirectoryError:
-        raise _damaged(path, "a folder, not a file") from None
+        raise _damaged(path, "it is a folder, not a file") from None
     except OSError as err:
         if isinstance(err, FileNotFoundError):
             raise
-        raise _damaged(path, f"cannot be read ({err.strerror or err})") from None
+        raise _damaged(path, str(err.strerror or err)) from None
 
 
 def _read_json_object(path: Path) -> dict:
@@ -166,9 +167,9 @@ def _read_json_object(path: Path) -> dict:
     try:
         obj = json.loads(_read_text(path))
     except (json.JSONDecodeError, RecursionError) as err:
-        raise _damaged(path, f"not valid JSON ({type(err).__name__})") from None
+        raise _damaged(path, f"it is not valid JSON ({type(err).__name__})") from None
     if not isinstance(obj, dict):
-        raise _damaged(path, f"holds a JSON {type(obj).__name__}, not an object")
+        raise _damaged(path, f"it holds a JSON {type(obj).__name__}, not an object")
     return obj
 
 
@@ -199,10 +200,10 @@ def read_summary(run_path) -> dict:
     except FileNotFoundError:
         return {}
     if summary.get("status", "pending") not in STATUSES:
-        raise _damaged(path, f"unknown status {str(summary.get('status'))[:40]!r}")
+        raise _damaged(path, f"it has an unknown status {str(summary.get('status'))[:40]!r}")
     pid = summary.get("pid")
     if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)):
-        raise _damaged(path, f"pid is {str(pid)[:40]!r}, not a process number")
+        raise _damaged(path, f"its pid is {str(pid)[:40]!r}, not a process number")
     return summary
 
 
@@ -216,7 +217,7 @@ def _read_csv_rows(path: Path, required: list, floats: set) -> list:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
-        raise _damaged(path, f"has no column {', '.join(missing)}")
+        raise _damaged(path, f"it has no column {', '.join(missing)}")
     rows = []
     for line, row in enumerate(reader, start=2):
         if None in row or None in row.values():

@@ -467,7 +467,8 @@ def read_sweep_file(out: Path) -> dict:
 def cell_state(path: Path) -> dict:
     """Status, rounds finished and expected, final test accuracy and last exit code of one cell folder.
 
-    A cell whose run files are damaged is "damaged" (the status table lists it and goes on)."""
+    A cell whose run files are damaged is "damaged" (the status table lists it and goes on), or
+    "failed" once an attempt at it has failed."""
     path = Path(path)
     state = {"status": run_status(path), "rounds": 0, "rounds_total": None, "test_acc": None, "exit": None}
     try:
@@ -479,14 +480,13 @@ def cell_state(path: Path) -> dict:
         pass  # not created yet
     except DamagedRun:
         state["status"] = "damaged"
-        return state
     with contextlib.suppress(OSError, ValueError):
         attempt = json.loads((path / "attempt.json").read_text(encoding="utf-8"))
         state["exit"] = attempt.get("exit") if isinstance(attempt, dict) else None
     # A run that main.py could not even start (a damaged folder, bad input, a crash before its first
     # write) stays "pending" or "running" in summary.json: the last attempt's exit code (1 or 2) says it
     # failed. (130 is an interruption; a negative code is a worker killed by a signal.)
-    if state["status"] not in ("complete", "damaged") and isinstance(state["exit"], int) and state["exit"] in (1, 2):
+    if state["status"] != "complete" and isinstance(state["exit"], int) and state["exit"] in (1, 2):
         state["status"] = "failed"
     return state
 
