@@ -30,8 +30,10 @@ from data import DATASETS, DataUnavailable, Dataset, load_dataset
 from loop import check_budget, check_resumable, check_strategy, prepare_data, run_study, unlabeled_in_pool
 from models import MODELS
 from oracles import check_address
-from results import (DamagedRun, OutputError, RunDir, aggregate_runs, atomic_write_text, check_run_name,
-                     check_writable, locked, mean_sem, prepare_run_folder, read_config, read_summary, run_status)
+from reporting.load import seeded_rounds
+from reporting.stats import aggregate_runs, mean_sem
+from results import (DamagedRun, OutputError, RunDir, atomic_write_text, check_run_name, check_writable, locked,
+                     prepare_run_folder, read_config, read_summary, run_status)
 from strategies import STRATEGIES
 from tracking import NullTracker, start_tracker
 
@@ -417,7 +419,7 @@ def _mtime_ns(path: Path) -> int | None:
 
 def aggregate_experiment(exp_path: Path, runs: list) -> None:
     """Write aggregate.csv and final_rounds.csv over the finished seeds, and print the per-round table."""
-    per_round, finals = aggregate_runs(runs)
+    per_round, finals = aggregate_runs(seeded_rounds(runs))
     atomic_write_text(exp_path / "aggregate.csv", per_round.to_csv(index=False))
     atomic_write_text(exp_path / "final_rounds.csv", finals.to_csv(index=False))
     mean, sem = mean_sem(finals["test_acc"])

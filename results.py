@@ -23,7 +23,6 @@ import csv
 import fcntl
 import io
 import json
-import math
 import os
 import platform
 import re
@@ -90,8 +89,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step, as atomic_write_text does."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` in one step, as atomic_write_text does; ``mode``: the new file's
+    permission bits (mkstemp's 0600 when None)."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -99,6 +99,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -474,35 +476,3 @@ def _pid_alive(pid) -> bool:
         return True
     return True
 
-
-def aggregate_runs(run_paths: list) -> tuple:
-    """(per-round mean and standard error across runs, one row per run with its final round).
-
-    Only rounds that every run finished are aggregated, so a crashed seed cannot shift the curve.
-    """
-    frames = []
-    for path in run_paths:
-        df = read_rounds(path)
-        df.insert(0, "run", Path(path).name)
-        df.insert(1, "seed", json.loads((Path(path) / "config.json").read_text())["seed"])
-        frames.append(df)
-    runs = pd.concat(frames, ignore_index=True)
-    common = runs.groupby("round")["run"].nunique()
-    runs_complete = runs[runs["round"].isin(common[common == len(run_paths)].index)]
-    metrics = ["n_labeled", "val_acc", "test_acc", "test_error", *TIMING_COLUMNS]
-    grouped = runs_complete.groupby("round")[metrics]
-    per_round = grouped.mean().add_suffix("_mean").join(grouped.sem(ddof=1).add_suffix("_sem"))
-    per_round.insert(0, "n_runs", len(run_paths))
-    finals = runs.sort_values("round").groupby("run").tail(1).reset_index(drop=True)
-    return per_round.reset_index(), finals
-
-
-def mean_sem(values) -> tuple:
-    """Mean and standard error of the mean (NaN error for a single value)."""
-    values = [float(v) for v in values]
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)

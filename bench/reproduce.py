@@ -28,8 +28,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import labels_needed, reach_text  # noqa: E402
-from results import mean_sem  # noqa: E402
+from reporting.stats import labels_needed, mean_sem, reach_text  # noqa: E402
 
 # Gal et al. 2017 (arXiv 1703.02910), Table 1: labels to reach 10% and 5% test error on full MNIST.
 PUBLISHED = {

@@ -94,6 +94,37 @@ def interrupt_during_wandb_start(proc: subprocess.Popen, folder: Path) -> tuple:
     return out, err, time.perf_counter() - sent
 
 
+def mount_tmpfs(path: Path, size: str) -> None:
+    """A real filesystem of ``size`` at ``path`` (a new folder); skips the test where it cannot be had."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a small real filesystem needs root (mount -t tmpfs)")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+
+
+def fill_disk(folder: Path) -> None:
+    """Write ``folder``/filler until the disk is full."""
+    with open(folder / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs under tmp_path, unmounted afterwards."""
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "4m")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def probe_study_data(x, n_pool: int, num_classes: int):
     """A StudyData over the images ``x`` (N×1×H×W floats, used as they are): labels index % 10, a pool of
     ``n_pool`` in seeded shuffled dataset order, the rest validation, test = train."""

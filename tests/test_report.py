@@ -1,4 +1,5 @@
-"""report.py: run discovery, grouping, labels needed, AULC, paired tests with Holm, the report files, the CLI."""
+"""report.py and reporting/: run discovery, grouping, labels needed, AULC, paired tests with Holm, mean and
+standard error, aggregation across seeds, the report files, atomic writes, the CLI."""
 import json
 import math
 import subprocess
@@ -11,7 +12,10 @@ from scipy import stats
 
 import report
 from config import DEFAULT_CONFIG
-from conftest import ROOT
+from conftest import ROOT, fill_disk
+from reporting.load import group_key, group_names, load_rounds, seeded_rounds
+from reporting.stats import (TOO_FEW, aggregate_runs, aulc, build_tables, holm, labels_needed, labels_table, mean_sem,
+                             paired_test, paired_tests, reach_text)
 from results import ROUND_COLUMNS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -75,21 +79,21 @@ def test_labels_needed_is_the_first_size_at_or_above_the_target():
     rounds = pd.DataFrame([{"strategy": "a", "seed": seed, "n_labeled": 20 + 10 * i, "test_acc": acc}
                            for seed, accs in ((1, [0.5, 0.9, 0.8, 0.95]), (2, [0.5, 0.6, 0.7, 0.8]))
                            for i, acc in enumerate(accs)])
-    got = report.labels_needed(rounds, 0.9)
+    got = labels_needed(rounds, 0.9)
     assert got[("a", 1)] == 30 and math.isnan(got[("a", 2)])
-    assert report.labels_needed(rounds, 0.95)[("a", 1)] == 50
-    assert report.labels_needed(rounds, 0.5).tolist() == [20, 20]
+    assert labels_needed(rounds, 0.95)[("a", 1)] == 50
+    assert labels_needed(rounds, 0.5).tolist() == [20, 20]
 
 
 def test_reach_text_mean_range_k_of_n_and_not_reached():
-    assert report.reach_text(pd.Series([30.0, 40.0, 50.0])) == "40 (30–50)"
-    assert report.reach_text(pd.Series([30.0, math.nan, 40.0, math.nan])) == "35 (30–40), 2 of 4 seeds"
-    assert report.reach_text(pd.Series([math.nan, math.nan])) == "not reached"
+    assert reach_text(pd.Series([30.0, 40.0, 50.0])) == "40 (30–50)"
+    assert reach_text(pd.Series([30.0, math.nan, 40.0, math.nan])) == "35 (30–40), 2 of 4 seeds"
+    assert reach_text(pd.Series([math.nan, math.nan])) == "not reached"
 
 
 def test_labels_table_on_run_folders(study):
     runs = loaded(study)
-    table = report.labels_table(report.load_rounds(runs[runs.included]), [0.8, 0.9, 0.95])
+    table = labels_table(load_rounds(runs[runs.included]), [0.8, 0.9, 0.95])
     text = table[table.group == NONE].set_index(["strategy", "target"])["text"]
     assert text["bald", 0.8] == "35 (30–40)"
     assert text["bald", 0.9] == "40 (40–40)"
@@ -103,10 +107,10 @@ def test_labels_table_on_run_folders(study):
 
 
 def test_aulc_is_the_trapezoid_area_over_the_labelled_span():
-    assert report.aulc([20, 30, 50], [0.5, 0.7, 0.9]) == pytest.approx((10 * 0.6 + 20 * 0.8) / 30)
-    assert report.aulc([50, 20, 30], [0.9, 0.5, 0.7]) == pytest.approx(22 / 30)  # order does not matter
-    assert report.aulc([10, 100], [1.0, 1.0]) == 1.0
-    assert math.isnan(report.aulc([20], [0.5]))
+    assert aulc([20, 30, 50], [0.5, 0.7, 0.9]) == pytest.approx((10 * 0.6 + 20 * 0.8) / 30)
+    assert aulc([50, 20, 30], [0.9, 0.5, 0.7]) == pytest.approx(22 / 30)  # order does not matter
+    assert aulc([10, 100], [1.0, 1.0]) == 1.0
+    assert math.isnan(aulc([20], [0.5]))
 
 
 def test_run_table_has_final_accuracy_and_aulc(study):
@@ -117,29 +121,29 @@ def test_run_table_has_final_accuracy_and_aulc(study):
 
 
 def test_holm_step_down_exact():
-    np.testing.assert_allclose(report.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
-    np.testing.assert_allclose(report.holm([0.5, 0.6]), [1.0, 1.0])  # capped at 1
-    np.testing.assert_allclose(report.holm([0.04, math.nan, 0.01]), [0.04, math.nan, 0.02])  # NaN: no test
-    np.testing.assert_allclose(report.holm([0.2]), [0.2])
-    assert report.holm([]).size == 0
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(holm([0.5, 0.6]), [1.0, 1.0])  # capped at 1
+    np.testing.assert_allclose(holm([0.04, math.nan, 0.01]), [0.04, math.nan, 0.02])  # NaN: no test
+    np.testing.assert_allclose(holm([0.2]), [0.2])
+    assert holm([]).size == 0
 
 
 def test_paired_test_chooses_by_the_number_of_pairs_and_matches_scipy():
     x, y = [0.9, 0.8, 0.7, 0.95, 0.85, 0.75, 0.6], [0.85, 0.81, 0.6, 0.9, 0.84, 0.7, 0.5]
-    test, p = report.paired_test(x[:2], y[:2])
-    assert test == report.TOO_FEW and math.isnan(p)
+    test, p = paired_test(x[:2], y[:2])
+    assert test == TOO_FEW and math.isnan(p)
     for n in (3, 4, 5):
-        test, p = report.paired_test(x[:n], y[:n])
+        test, p = paired_test(x[:n], y[:n])
         assert test == "paired t-test" and p == stats.ttest_rel(x[:n], y[:n]).pvalue
     for n in (6, 7):
-        test, p = report.paired_test(x[:n], y[:n])
+        test, p = paired_test(x[:n], y[:n])
         assert test == "Wilcoxon signed-rank" and p == stats.wilcoxon(x[:n], y[:n]).pvalue
-    assert report.paired_test([2, 3, 4, 5, 6, 7], [1, 1, 1, 1, 1, 1])[1] == 2 / 2 ** 6  # exact: all positive
+    assert paired_test([2, 3, 4, 5, 6, 7], [1, 1, 1, 1, 1, 1])[1] == 2 / 2 ** 6  # exact: all positive
 
 
 def test_paired_tests_pair_by_seed_and_holm_correct_within_the_group(study):
     runs = loaded(study)
-    paired = report.paired_tests(runs[runs.included], "random")
+    paired = paired_tests(runs[runs.included], "random")
     final = paired[paired.metric == "final test acc"].set_index(["group", "strategy"])
     bald, entropy = final.loc[(NONE, "bald")], final.loc[(NONE, "entropy")]
     assert (bald.n_pairs, bald.seeds, bald.test) == (6, "1 2 3 4 5 6", "Wilcoxon signed-rank")
@@ -152,11 +156,30 @@ def test_paired_tests_pair_by_seed_and_holm_correct_within_the_group(study):
     assert bald.p_holm == pytest.approx(max(2 * p_t, 2 / 2 ** 6)) and entropy.p_holm == pytest.approx(2 * p_t)
     assert bald.significant and entropy.significant
     gauss = final.loc[(GAUSS, "bald")]
-    assert (gauss.n_pairs, gauss.test) == (2, report.TOO_FEW) and math.isnan(gauss.p_holm)
+    assert (gauss.n_pairs, gauss.test) == (2, TOO_FEW) and math.isnan(gauss.p_holm)
     assert not gauss.significant
     aulc = paired[(paired.metric == "AULC") & (paired.strategy == "bald") & (paired.group == NONE)].iloc[0]
     assert aulc.n_pairs == 6 and aulc.mean_diff > 0
 
+
+
+def test_aggregate_mean_and_standard_error(tmp_path):
+    paths = [make_run(tmp_path, "random", 1, [0.5, 0.6, 0.7]), make_run(tmp_path, "random", 2, [0.5, 0.8, 0.9]),
+             make_run(tmp_path, "random", 3, [0.5, 0.7])]  # seed 3 stopped after round 1
+    per_round, finals = aggregate_runs(seeded_rounds(paths))
+    assert per_round["round"].tolist() == [0, 1]  # round 2 is not finished by every run
+    assert per_round["test_acc_mean"].tolist() == pytest.approx([0.5, 0.7])
+    assert per_round["test_acc_sem"].iloc[0] == pytest.approx(0.0)
+    # values 0.6, 0.8, 0.7: sample sd 0.1, standard error 0.1 / sqrt(3)
+    assert per_round["test_acc_sem"].iloc[1] == pytest.approx(0.1 / math.sqrt(3))
+    assert sorted(finals["seed"]) == [1, 2, 3]
+    assert dict(zip(finals["seed"], finals["test_acc"])) == pytest.approx({1: 0.7, 2: 0.9, 3: 0.7})
+
+
+def test_mean_sem():
+    assert mean_sem([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0 / math.sqrt(3)))
+    mean, sem = mean_sem([4.0])
+    assert mean == 4.0 and math.isnan(sem)
 
 # ------------------------------------------------------------------------------------- runs and groups
 
@@ -166,7 +189,7 @@ def test_incomplete_runs_are_listed_but_left_out_of_the_statistics(study):
     status = runs.set_index(["strategy", "seed"]).loc[[("bald", 7), ("bald", 8)]]
     assert status.status.tolist() == ["running", "failed"] and not status.included.any()
     assert status.note.tolist() == ["status running: not in the statistics", "status failed: not in the statistics"]
-    tables = report.build_tables(runs, report.load_rounds(runs[runs.included]), [0.9], "random")
+    tables = build_tables(runs, load_rounds(runs[runs.included]), [0.9], "random")
     curves = tables["curves"]
     assert (curves[(curves.group == NONE) & (curves.strategy == "bald")].n_seeds == 6).all()
     aulc = tables["aulc"].set_index(["group", "strategy"])
@@ -200,8 +223,8 @@ def test_groups_are_split_by_noise_setting_and_by_other_differing_fields(tmp_pat
                                            "mnist_5k, lenet, gaussian 0.2, n_query=5",
                                            "mnist_5k, lenet, no noise, n_query=10"]
     assert runs.groupby("group").size().tolist() == [2, 2, 2, 6]  # a, e and f share a group
-    assert report.group_names([report.group_key({**DEFAULT_CONFIG, "strategy": "bald"})]) == {
-        report.group_key(DEFAULT_CONFIG): "mnist, lenet, no noise"}  # strategy is not part of the key
+    assert group_names([group_key({**DEFAULT_CONFIG, "strategy": "bald"})]) == {
+        group_key(DEFAULT_CONFIG): "mnist, lenet, no noise"}  # strategy is not part of the key
 
 
 def test_find_runs_skips_the_experiment_folder_and_searches_recursively(tmp_path):
@@ -288,10 +311,39 @@ def test_cli_exit_code_2_on_a_missing_folder_and_on_no_runs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: no run folders") and err.count("\n") == 1
     assert report.main([str(tmp_path / "empty")]) == 2  # --out is required: one line, not argparse's usage
-    assert capsys.readouterr().err == "error: the following arguments are required: --out (see --help)\n"
+    assert capsys.readouterr().err == "error: the following arguments are required: --out (see report.py --help)\n"
     assert report.main([str(tmp_path / "empty"), "--out", "x", "--targets", "90"]) == 2
     assert not (tmp_path / "out").exists()
 
+
+def test_a_full_disk_keeps_the_earlier_report_and_exits_2_with_one_line(study, small_disk):
+    """Audit defect 10: report.py on a full disk gave a traceback (exit 1) and left a partial file. The earlier
+    report covers fewer runs, so the new one needs more room than the files it replaces free."""
+    out, sources = small_disk / "report", [str(study / "loose"), str(study / "sweep")]
+    assert report.main([sources[1], "--out", str(out)]) == 0
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    fill_disk(small_disk)
+    proc = subprocess.run([sys.executable, str(ROOT / "report.py"), *sources, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr == f"error: cannot write {out / 'runs.csv'}: No space left on device\n"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier  # every file whole, no temporary file
+
+
+def test_a_report_file_that_cannot_be_written_is_one_error_line(study, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "report.md").mkdir(parents=True)  # a folder where report.md belongs: os.replace fails (EISDIR)
+    (out / "report.md" / "keep").write_text("x")
+    assert report.main([str(study / "loose"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: cannot write {out / 'report.md'}: Is a directory\n"
+    assert (out / "report.md" / "keep").read_text() == "x" and not list(out.glob(".*.tmp"))
+    assert pd.read_csv(out / "runs.csv").shape[0] == 16  # the files before it are written, whole
+
+def test_report_files_have_the_permissions_of_a_plain_new_file(study, tmp_path):
+    (tmp_path / "plain").write_text("")  # open() gives 0666 less the umask; mkstemp alone would give 0600
+    plain = (tmp_path / "plain").stat().st_mode
+    path = report.write_report(loaded(study / "loose"), tmp_path / "out")
+    assert {p.name: p.stat().st_mode for p in path.parent.iterdir()} == {p.name: plain for p in path.parent.iterdir()}
 
 def test_end_to_end_on_real_runs(tmp_path):
     """Two tiny real main.py processes, then report.py on their folder: random as an --experiment with seeds

@@ -22,7 +22,7 @@ def curves():
 
 
 def test_labels_needed_is_the_first_size_at_or_above_the_target():
-    got = reproduce.labels_needed(curves(), 0.9)  # report.labels_needed, shared with report.py
+    got = reproduce.labels_needed(curves(), 0.9)  # reporting.stats.labels_needed, shared with report.py
     assert got[("random", 1)] == 40 and got[("random", 2)] == 30 and got[("bald", 1)] == 30
     assert pd.isna(got[("bald", 2)])
 

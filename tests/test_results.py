@@ -1,25 +1,15 @@
-"""results.py: exclusive run folders, atomic round files, aggregation across seeds."""
+"""results.py: exclusive run folders, atomic round files."""
 import json
-import math
 
 import pandas as pd
 import pytest
 
-from results import (ROUND_COLUMNS, OutputError, RunDir, aggregate_runs, atomic_write_text, check_writable,
-                     mean_sem)
+from results import ROUND_COLUMNS, OutputError, RunDir, atomic_write_text, check_writable
 
 
 def row(r, acc, n=10):
     base = {c: 0.0 for c in ROUND_COLUMNS}
     return {**base, "round": r, "n_labeled": n + 5 * r, "test_acc": acc, "val_acc": acc, "test_error": 1 - acc}
-
-
-def fake_run(parent, seed, accs):
-    run = RunDir.create(str(parent), f"run_seed{seed}")
-    run.write_config({"seed": seed})
-    for r, acc in enumerate(accs):
-        run.append_round(row(r, acc), [])
-    return run.path
 
 
 def test_create_never_reuses_a_folder(tmp_path):
@@ -48,25 +38,6 @@ def test_atomic_write_keeps_old_content_until_replaced(tmp_path):
     atomic_write_text(path, "old")
     atomic_write_text(path, "new")
     assert path.read_text() == "new"
-
-
-def test_aggregate_mean_and_standard_error(tmp_path):
-    paths = [fake_run(tmp_path, 1, [0.5, 0.6, 0.7]), fake_run(tmp_path, 2, [0.5, 0.8, 0.9]),
-             fake_run(tmp_path, 3, [0.5, 0.7])]  # seed 3 stopped after round 1
-    per_round, finals = aggregate_runs(paths)
-    assert per_round["round"].tolist() == [0, 1]  # round 2 is not finished by every run
-    assert per_round["test_acc_mean"].tolist() == pytest.approx([0.5, 0.7])
-    assert per_round["test_acc_sem"].iloc[0] == pytest.approx(0.0)
-    # values 0.6, 0.8, 0.7: sample sd 0.1, standard error 0.1 / sqrt(3)
-    assert per_round["test_acc_sem"].iloc[1] == pytest.approx(0.1 / math.sqrt(3))
-    assert sorted(finals["seed"]) == [1, 2, 3]
-    assert dict(zip(finals["seed"], finals["test_acc"])) == pytest.approx({1: 0.7, 2: 0.9, 3: 0.7})
-
-
-def test_mean_sem():
-    assert mean_sem([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0 / math.sqrt(3)))
-    mean, sem = mean_sem([4.0])
-    assert mean == 4.0 and math.isnan(sem)
 
 
 def test_check_writable(tmp_path):

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, Run, finished_run, interrupt_during_wandb_start, run_dirs, run_process, unreachable_wandb_env
+from conftest import (ROOT, Run, fill_disk, finished_run, interrupt_during_wandb_start, run_dirs, run_process,
+                      unreachable_wandb_env)
 from results import TIMING_COLUMNS, RunDir, prepare_run_folder, read_run, run_status
 
 # Rounds long enough (120 steps) that a kill lands in the middle of a round; 1 thread for bitwise
@@ -196,39 +197,11 @@ def test_experiment_reports_a_failing_seed_and_runs_the_others(tmp_path, monkeyp
     assert pd.read_csv(exp / "final_rounds.csv")["seed"].tolist() == [1, 2, 3]
 
 
-def _mount_tmpfs(path: Path, size: str) -> None:
-    path.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("a small real filesystem needs root (mount -t tmpfs)")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-
-
-def _fill(folder: Path) -> None:
-    with open(folder / "filler", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    disk = tmp_path / "disk"
-    _mount_tmpfs(disk, "4m")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
 def test_an_already_full_disk_is_refused_before_any_folder(small_disk, capsys):
     import main
 
     (small_disk / "runs").mkdir()
-    _fill(small_disk)
+    fill_disk(small_disk)
     rc = main.main([*ARGS, "--output_dir", str(small_disk / "runs")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
@@ -240,7 +213,7 @@ def test_a_disk_that_fills_during_the_run(small_disk):
     out = small_disk / "runs"
     proc = _popen(*ARGS, "--n_round", "6", "--min_steps", "60", "--output_dir", out)
     folder = _wait_rounds(out, 2, proc)
-    _fill(small_disk)
+    fill_disk(small_disk)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     lines = [line for line in err.splitlines() if "INFO" not in line]

@@ -1,0 +1,145 @@
+"""The report's input: finds run folders, reads them (through results, the run folder's one reader), groups the runs."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from config import OPERATIONAL_FIELDS
+from reporting.stats import aulc, has_label_noise
+from results import OutputError, is_run_folder, read_config, read_rounds, run_status
+
+NOT_GROUPING = OPERATIONAL_FIELDS | {"strategy", "seed"}
+NAME_FIELDS = ("dataset", "model", "noise", "noise_rate")  # always in a group's name
+NOISE_PARAMETERS = ("noise_rate", "noise_std", "sp_fraction")
+LABEL_NOISE_FIELDS = ("label_noise", "label_noise_rate", "label_noise_initial")
+
+
+class ReportError(ValueError):
+    """A user-facing problem with the input (reported as one line, exit code 2)."""
+
+
+def find_runs(paths) -> list:
+    """Run folders (config.json and rounds.csv side by side) anywhere under ``paths``, sorted, no repeats."""
+    found = {}
+    for root in map(Path, paths):
+        if not root.exists():
+            raise ReportError(f"{root} does not exist")
+        for rounds in sorted(root.rglob("rounds.csv")):
+            if is_run_folder(rounds.parent):
+                found.setdefault(rounds.parent.resolve(), rounds.parent)
+    if not found:
+        raise ReportError(f"no run folders (config.json with rounds.csv) under {' '.join(map(str, paths))}")
+    return sorted(found.values())
+
+
+def load_runs(folders, skipped: list | None = None) -> pd.DataFrame:
+    """One row per run: its config fields, status, group, rounds finished, final metrics, AULC and
+    whether it enters the statistics (``included``, with the reason in ``note`` when it does not).
+
+    A folder whose files are damaged is left out, with its reason appended to ``skipped`` (the report
+    says so and goes on with the rest); ReportError when no folder can be read.
+    """
+    rows = []
+    for folder in folders:
+        try:
+            config = read_config(folder)
+            rounds = read_rounds(folder).sort_values("n_labeled")
+        except (OSError, OutputError) as err:
+            if skipped is None:
+                raise ReportError(f"cannot read run folder {folder}: {err}") from None
+            skipped.append(f"{folder}: {err}")
+            continue
+        last = rounds.iloc[-1] if len(rounds) else {}
+        rows.append({**config, "run": str(folder), "status": run_status(folder), "group_key": group_key(config),
+                     "n_rounds": len(rounds), "final_n_labeled": last.get("n_labeled", math.nan),
+                     "final_test_acc": last.get("test_acc", math.nan),
+                     "final_n_corrupted": last.get("n_corrupted", math.nan),  # older runs: no column
+                     "aulc": aulc(rounds["n_labeled"], rounds["test_acc"])})
+    if not rows:
+        raise ReportError(f"no run folder could be read ({len(folders)} damaged: {skipped[0] if skipped else ''})")
+    runs = pd.DataFrame(rows)
+    runs["group"] = runs["group_key"].map(group_names(runs["group_key"]))
+    return mark_included(runs.sort_values(["group", "strategy", "seed", "run"], ignore_index=True))
+
+
+def load_rounds(runs: pd.DataFrame) -> pd.DataFrame:
+    """rounds.csv of the given runs, one row per finished round, with run, group, strategy and seed."""
+    frames = [read_rounds(r.run).assign(run=r.run, group=r.group, strategy=r.strategy, seed=r.seed)
+              for r in runs.itertuples()]
+    if not frames:
+        return pd.DataFrame(columns=["run", "group", "strategy", "seed", "n_labeled", "test_acc"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def seeded_rounds(run_paths) -> list:
+    """rounds.csv of each run folder, with the folder's name (``run``) and its seed in front, for
+    reporting.stats.aggregate_runs."""
+    frames = []
+    for path in run_paths:
+        df = read_rounds(path)
+        df.insert(0, "run", Path(path).name)
+        df.insert(1, "seed", read_config(path)["seed"])
+        frames.append(df)
+    return frames
+
+
+def group_key(config: dict) -> str:
+    """What must be equal for runs to be compared: every field but strategy, seed and operational ones.
+
+    Without noise, the noise parameters change nothing, so they do not split groups; the same for label
+    noise (clean labels: no label_noise fields in the key)."""
+    noiseless = config.get("noise", "none") == "none"
+    clean = not has_label_noise(config)
+    return json.dumps({k: v for k, v in config.items()
+                       if k not in NOT_GROUPING and not (noiseless and k in NOISE_PARAMETERS)
+                       and not (clean and k in LABEL_NOISE_FIELDS)}, sort_keys=True)
+
+
+def group_names(keys) -> dict:
+    """A readable, unique name per group key: dataset, model, noise, label noise (when any group has
+    some, e.g. "labels symmetric 0.2" or "clean labels"), then the other fields that vary."""
+    configs = {key: json.loads(key) for key in pd.unique(pd.Series(keys))}
+    fields = sorted({f for c in configs.values() for f in c} - set(NAME_FIELDS) - set(LABEL_NOISE_FIELDS))
+    varying = [f for f in fields if len({json.dumps(c[f]) for c in configs.values() if f in c}) > 1]
+    label_noises = {json.dumps([c.get(f) for f in LABEL_NOISE_FIELDS]) for c in configs.values()}
+    any_label_noise = any(has_label_noise(c) for c in configs.values())
+    names = {}
+    for key, c in configs.items():
+        noise = c.get("noise", "none")
+        rate = c.get("noise_rate") or 0
+        parts = [str(c.get("dataset")), str(c.get("model")),
+                 f"{noise} {rate:g}" if rate and noise != "none" else "no noise"]
+        if any_label_noise and len(label_noises) > 1:
+            parts.append(_label_noise_name(c))
+        names[key] = ", ".join(parts + [f"{f}={c[f]}" for f in varying if f in c])
+    return names
+
+
+def _label_noise_name(config: dict) -> str:
+    if not has_label_noise(config):
+        return "clean labels"
+    initial = " incl. initial set" if config.get("label_noise_initial") else ""
+    return f"labels {config['label_noise']} {config['label_noise_rate']:g}{initial}"
+
+
+def mark_included(runs: pd.DataFrame) -> pd.DataFrame:
+    """``included``: complete, ending where most complete runs of its group end, first of its strategy and
+    seed. ``note`` says why a run is left out of the statistics."""
+    runs = runs.copy()
+    runs["included"] = runs["status"] == "complete"
+    runs["note"] = np.where(runs["included"], "", "status " + runs["status"] + ": not in the statistics")
+    for _, g in runs[runs["included"]].groupby("group"):
+        ends = g.groupby(["n_rounds", "final_n_labeled"], dropna=False).size()
+        n_rounds, final = ends[ends == ends.max()].index.max()  # most common end; ties: the longest
+        short = g.index[(g["n_rounds"] != n_rounds) | (g["final_n_labeled"] != final)]
+        runs.loc[short, "included"] = False
+        runs.loc[short, "note"] = f"ends elsewhere than the group's {n_rounds} rounds / {final:g} labels"
+    kept = runs[runs["included"]]
+    repeated = kept.index[kept.duplicated(["group", "strategy", "seed"])]
+    runs.loc[repeated, "included"] = False
+    runs.loc[repeated, "note"] = "repeats the strategy and seed of an earlier run folder"
+    return runs

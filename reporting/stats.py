@@ -1,0 +1,212 @@
+"""The report's statistics: labels needed, AULC, paired tests with Holm, the tables, aggregation across seeds."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import integrate, stats
+
+from results import TIMING_COLUMNS
+
+DEFAULT_TARGETS = (0.80, 0.90, 0.95)
+ALPHA = 0.05  # significance level of the Holm-corrected p-values
+MIN_PAIRS = 3  # fewer pairs of seeds: no test at all ("too few seeds")
+WILCOXON_MIN_PAIRS = 6  # this many pairs or more: Wilcoxon signed-rank; fewer: paired t-test
+METRICS = {"final test acc": "final_test_acc", "AULC": "aulc"}
+PAIRED_COLUMNS = ["group", "strategy", "baseline", "metric", "n_pairs", "seeds", "mean_diff", "sem_diff",
+                  "test", "p", "p_holm", "significant"]
+TOO_FEW = "none (too few seeds)"
+LABEL_NOISE_COLUMNS = ["group", "strategy", "label_noise", "label_noise_rate", "n_seeds", "final_n_labeled",
+                       "n_corrupted_mean", "corrupted_fraction_mean", "final_test_acc_mean", "final_test_acc_sem"]
+
+
+def mean_sem(values) -> tuple:
+    """Mean and standard error of the mean (NaN error for a single value)."""
+    values = [float(v) for v in values]
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def aggregate_runs(frames: list) -> tuple:
+    """(per-round mean and standard error across runs, one row per run with its final round), from each
+    run's rounds with its ``run`` and ``seed`` columns (reporting.load.seeded_rounds).
+
+    Only rounds that every run finished are aggregated, so a crashed seed cannot shift the curve.
+    """
+    runs = pd.concat(frames, ignore_index=True)
+    common = runs.groupby("round")["run"].nunique()
+    runs_complete = runs[runs["round"].isin(common[common == len(frames)].index)]
+    metrics = ["n_labeled", "val_acc", "test_acc", "test_error", *TIMING_COLUMNS]
+    grouped = runs_complete.groupby("round")[metrics]
+    per_round = grouped.mean().add_suffix("_mean").join(grouped.sem(ddof=1).add_suffix("_sem"))
+    per_round.insert(0, "n_runs", len(frames))
+    finals = runs.sort_values("round").groupby("run").tail(1).reset_index(drop=True)
+    return per_round.reset_index(), finals
+
+
+def has_label_noise(config) -> bool:
+    """Whether the oracle of a run (a config dict or a runs row) gave wrong labels."""
+    return config.get("label_noise", "none") != "none" and (config.get("label_noise_rate") or 0) > 0
+
+
+def aulc(n_labeled, test_acc) -> float:
+    """Area under test accuracy against labelled images (trapezoid) over the labelled-set span:
+    1 for a perfect classifier, NaN for a curve with a single size."""
+    curve = pd.DataFrame({"n": n_labeled, "acc": test_acc}).sort_values("n")
+    span = curve["n"].max() - curve["n"].min() if len(curve) else 0
+    if not span > 0:
+        return math.nan
+    return float(integrate.trapezoid(curve["acc"], curve["n"]) / span)
+
+
+def labels_needed(rounds: pd.DataFrame, target: float, by=("strategy", "seed")) -> pd.Series:
+    """Per ``by`` (a run): the smallest labelled-set size whose test accuracy is ≥ target (NaN if never)."""
+    by = list(by)
+    first = rounds[rounds["test_acc"] >= target].groupby(by)["n_labeled"].min()
+    every = rounds.groupby(by)["n_labeled"].max() * math.nan
+    return first.combine_first(every)
+
+
+def reach_text(per_seed: pd.Series) -> str:
+    """"mean (min–max)" over the seeds that reach a target, ", k of n seeds" if not all, or "not reached"."""
+    got = per_seed.dropna()
+    if got.empty:
+        return "not reached"
+    text = f"{got.mean():.0f} ({got.min():.0f}–{got.max():.0f})"
+    if len(got) < len(per_seed):
+        text += f", {len(got)} of {len(per_seed)} seeds"
+    return text
+
+
+def labels_table(rounds: pd.DataFrame, targets) -> pd.DataFrame:
+    """Per group, strategy and target: seeds, seeds that reach it, mean/min/max labels and the text."""
+    rows = []
+    for target in targets:
+        needed = labels_needed(rounds, target, by=["group", "strategy", "seed"])
+        for (group, strategy), per_seed in needed.groupby(level=["group", "strategy"], sort=False):
+            got = per_seed.dropna()
+            rows.append({"group": group, "strategy": strategy, "target": target, "n_seeds": len(per_seed),
+                         "n_reached": len(got), "mean": got.mean(), "min": got.min(), "max": got.max(),
+                         "text": reach_text(per_seed)})
+    return pd.DataFrame(rows, columns=["group", "strategy", "target", "n_seeds", "n_reached", "mean", "min",
+                                       "max", "text"])
+
+
+def curves_table(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard error of test accuracy over seeds at each labelled-set size."""
+    acc = rounds.groupby(["group", "strategy", "n_labeled"])["test_acc"]
+    table = acc.agg(n_seeds="count", test_acc_mean="mean", test_acc_sem="sem")
+    return table.reset_index()
+
+
+def aulc_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per group and strategy: seeds, AULC and final test accuracy, mean and standard error."""
+    rows = []
+    for (group, strategy), g in runs.groupby(["group", "strategy"], sort=False):
+        aulc_mean, aulc_sem = mean_sem(g["aulc"])
+        acc_mean, acc_sem = mean_sem(g["final_test_acc"])
+        rows.append({"group": group, "strategy": strategy, "n_seeds": len(g), "aulc_mean": aulc_mean,
+                     "aulc_sem": aulc_sem, "final_test_acc_mean": acc_mean, "final_test_acc_sem": acc_sem})
+    return pd.DataFrame(rows, columns=["group", "strategy", "n_seeds", "aulc_mean", "aulc_sem",
+                                       "final_test_acc_mean", "final_test_acc_sem"])
+
+
+def cost_table(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Median seconds per round of training (all rounds) and of querying (rounds that scored the pool)."""
+    rows = []
+    for (group, strategy), g in rounds.groupby(["group", "strategy"], sort=False):
+        queried = g[g["n_scored"] > 0]
+        rows.append({"group": group, "strategy": strategy, "n_runs": g["run"].nunique(),
+                     "median_train_s": g["train_s"].median(), "median_query_s": queried["query_s"].median(),
+                     "train_rounds": len(g), "query_rounds": len(queried)})
+    return pd.DataFrame(rows, columns=["group", "strategy", "n_runs", "median_train_s", "median_query_s",
+                                       "train_rounds", "query_rounds"])
+
+
+def label_noise_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per group and strategy: final test accuracy against the corrupted labels of the final labelled set
+    (count and fraction of it), mean and standard error over seeds."""
+    rows = []
+    for (group, strategy), g in runs.groupby(["group", "strategy"], sort=False):
+        first = g.iloc[0]
+        fraction = g["final_n_corrupted"] / g["final_n_labeled"]
+        acc_mean, acc_sem = mean_sem(g["final_test_acc"])
+        rows.append({"group": group, "strategy": strategy,
+                     "label_noise": first["label_noise"] if has_label_noise(first) else "none",
+                     "label_noise_rate": first["label_noise_rate"] if has_label_noise(first) else 0.0,
+                     "n_seeds": len(g), "final_n_labeled": g["final_n_labeled"].mean(),
+                     "n_corrupted_mean": g["final_n_corrupted"].mean(), "corrupted_fraction_mean": fraction.mean(),
+                     "final_test_acc_mean": acc_mean, "final_test_acc_sem": acc_sem})
+    return pd.DataFrame(rows, columns=LABEL_NOISE_COLUMNS)
+
+
+def paired_test(x, y) -> tuple:
+    """(test name, two-sided p) for paired samples: none below MIN_PAIRS pairs, Wilcoxon signed-rank from
+    WILCOXON_MIN_PAIRS, a paired t-test in between. NaN p when the test gives none (e.g. no variation)."""
+    n = len(x)
+    if n < MIN_PAIRS:
+        return TOO_FEW, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # identical pairs: scipy warns and returns NaN
+        if n >= WILCOXON_MIN_PAIRS:
+            return "Wilcoxon signed-rank", float(stats.wilcoxon(x, y).pvalue)
+        return "paired t-test", float(stats.ttest_rel(x, y).pvalue)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm step-down adjusted p-values, in the input order; NaN entries are not tests and stay NaN."""
+    p = np.asarray(pvalues, dtype=float)
+    adjusted = np.full(p.shape, math.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    steps = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted[order] = np.maximum.accumulate(steps) if m else steps
+    return adjusted
+
+
+def paired_tests(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Each strategy against the baseline on the seeds both have, per group and metric (strategy minus
+    baseline), with the Holm correction across the strategies of a group, per metric."""
+    rows = []
+    for group, g in runs.groupby("group"):
+        base = g[g["strategy"] == baseline].set_index("seed")
+        if base.empty:
+            continue
+        for strategy in ordered_strategies(g["strategy"], baseline)[1:]:
+            other = g[g["strategy"] == strategy].set_index("seed")
+            seeds = sorted(set(base.index) & set(other.index))
+            for metric, column in METRICS.items():
+                x = other.loc[seeds, column].to_numpy(float)
+                y = base.loc[seeds, column].to_numpy(float)
+                mean, sem = mean_sem(x - y) if seeds else (math.nan, math.nan)
+                test, p = paired_test(x, y)
+                rows.append({"group": group, "strategy": strategy, "baseline": baseline, "metric": metric,
+                             "n_pairs": len(seeds), "seeds": " ".join(map(str, seeds)), "mean_diff": mean,
+                             "sem_diff": sem, "test": test, "p": p})
+    table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    table["p_holm"] = table.groupby(["group", "metric"])["p"].transform(holm) if rows else []
+    table["significant"] = table["p_holm"] < ALPHA
+    return table
+
+
+def ordered_strategies(strategies, baseline: str) -> list:
+    """The baseline first (when present), then the others alphabetically."""
+    present = sorted(set(strategies))
+    return ([baseline] if baseline in present else []) + [s for s in present if s != baseline]
+
+
+def build_tables(runs: pd.DataFrame, rounds: pd.DataFrame, targets, baseline: str) -> dict:
+    """Every table of the report, from the runs (all) and the rounds of the included runs."""
+    used = runs[runs["included"]]
+    tables = {"runs": runs, "curves": curves_table(rounds), "labels_needed": labels_table(rounds, targets),
+              "aulc": aulc_table(used), "paired": paired_tests(used, baseline), "cost": cost_table(rounds)}
+    if any(has_label_noise(r) for r in runs.to_dict("records")):
+        tables["label_noise"] = label_noise_table(used)
+    return tables

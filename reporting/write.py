@@ -1,0 +1,75 @@
+"""Writes a report folder: every table as CSV, the figures and report.md, each file atomically."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+from reporting.load import ReportError, load_rounds
+from reporting.markdown import LABEL_NOISE_PNG, markdown
+from reporting.plots import plot_curves, plot_label_noise
+from reporting.stats import DEFAULT_TARGETS, build_tables, ordered_strategies
+from results import OutputError, atomic_write_bytes
+
+RUN_CSV_COLUMNS = ["group", "strategy", "seed", "status", "included", "note", "n_rounds", "final_n_labeled",
+                   "final_test_acc", "aulc", "run"]
+
+
+def write_report(runs: pd.DataFrame, out, targets=DEFAULT_TARGETS, baseline: str = "random",
+                 sources=()) -> Path:
+    """Write the PNGs, the CSVs and report.md into ``out``; returns the path of report.md.
+
+    Each file is replaced in one step, so a failed write (a full disk) raises ReportError naming the file
+    and leaves that file's previous version, if any, whole."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"cannot create --out {out}: {err.strerror or err}") from None
+    mode = _plain_file_mode()
+    rounds = load_rounds(runs[runs["included"]])
+    tables = build_tables(runs, rounds, targets, baseline)
+    for name, table in tables.items():
+        csv = (table[RUN_CSV_COLUMNS] if name == "runs" else table).to_csv(index=False)
+        _write(out / f"{name}.csv", csv.encode("utf-8"), mode)
+    palette = matplotlib.colormaps["tab10"]
+    colors = {s: palette(i % 10) for i, s in enumerate(ordered_strategies(runs["strategy"], baseline))}
+    groups = sorted(runs["group"].unique())
+    pngs = {}
+    for group in groups:
+        curves = tables["curves"][tables["curves"]["group"] == group]
+        if len(curves):
+            pngs[group] = f"curve_{_slug(group, set(pngs.values()))}.png"
+            _write(out / pngs[group], plot_curves(curves, group, colors, baseline), mode)
+    if "label_noise" in tables and len(tables["label_noise"]):
+        _write(out / LABEL_NOISE_PNG, plot_label_noise(tables["label_noise"], colors, baseline), mode)
+    text = markdown(tables, groups, pngs, targets, baseline, sources)
+    _write(out / "report.md", text.encode("utf-8"), mode)
+    return out / "report.md"
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    try:
+        atomic_write_bytes(path, data, mode)
+    except OutputError as err:  # already one line naming the file, e.g. "cannot write …: No space left"
+        raise ReportError(str(err)) from None
+
+
+def _plain_file_mode() -> int:
+    """The permissions open() gives a new file (0666 less the umask): a report is meant to be shared, and
+    its files had these before they were written atomically (mkstemp alone gives 0600)."""
+    umask = os.umask(0)  # the only way to read it; set back at once (report.py runs one thread)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _slug(name: str, taken: set) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "group"
+    candidate, i = slug, 1
+    while f"curve_{candidate}.png" in taken:
+        i += 1
+        candidate = f"{slug}_{i}"
+    return candidate
