@@ -192,3 +192,31 @@ def test_a_flag_repeated_with_its_saved_value_is_accepted_on_resume(tmp_path, fi
     changed = run_process("--resume", folder, "--n_query", "5")
     assert changed.returncode == 2 and "--n_query 10 (saved) vs 5" in changed.stderr
     assert changed.stderr.count("--") == 1 + changed.stderr.count("--resume"), changed.stderr  # names only it
+
+
+@pytest.mark.parametrize("damage", [config_is_a_list, rounds_cut_mid_line, text_in_a_number],
+                         ids=lambda f: f.__name__)
+def test_a_report_skips_a_damaged_folder_says_so_and_reports_the_rest(tmp_path, finished, damage, capsys):
+    import report
+
+    runs = tmp_path / "runs"
+    shutil.copytree(finished, runs / "good")
+    shutil.copytree(finished, runs / "bad")
+    damage(runs / "bad")
+    assert report.main([str(runs), "--out", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: skipped damaged run folder") and "bad" in err, err
+    table = pd.read_csv(tmp_path / "report" / "runs.csv")
+    assert [Path(r).name for r in table["run"]] == ["good"]
+
+
+def test_a_sweep_status_lists_a_damaged_cell_and_goes_on(tmp_path, finished):
+    from sweeps.grid import CELLS_DIR, status_table
+
+    for name in ("a", "b", "c"):
+        shutil.copytree(finished, tmp_path / CELLS_DIR / name)
+    text_in_a_number(tmp_path / CELLS_DIR / "b")
+    (tmp_path / CELLS_DIR / "c" / "summary.json").write_text("[]")
+    table, statuses = status_table(tmp_path, ["a", "b", "c"])
+    assert statuses == {"a": "complete", "b": "damaged", "c": "damaged"}, table
+    assert "3 cells: 1 complete, 2 damaged" in table
