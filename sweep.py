@@ -303,7 +303,8 @@ class Sweep:
         import main
         from config import parse_config
         from data import DataUnavailable
-        from loop import check_budget, check_strategy
+        from loop import check_strategy
+        from memory import check_budget, resolve_device
 
         problems, seen = [], {}
         for cell in self.cells:
@@ -313,12 +314,11 @@ class Sweep:
                     raise ConfigError("--oracle human waits for a person at a web page; sweep cells run "
                                       "unattended: run main.py --oracle human yourself")
                 check_strategy(cfg)
-                if local:
-                    main.resolve_device(cfg.device)
+                device = resolve_device(cfg.device) if local else None  # Slurm's: the compute node's
                 size = _dataset_size(cfg.dataset, cfg.data_dir, required=local, image_size=cfg.image_size,
                                      test_fraction=cfg.test_fraction)
                 if size:
-                    check_budget(cfg, *size)
+                    check_budget(cfg, *size, device=device)
             except (ConfigError, DataUnavailable) as err:
                 problems.append(f"{cell.name}: {err}")
                 continue
