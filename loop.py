@@ -15,15 +15,15 @@ import torch
 from tqdm import tqdm
 
 from config import Config, ConfigError
-from data import DATASETS, Dataset, Images, PoolState, initial_positions, split_train
-from models import MODELS, build_model
+from data import Dataset, Images, PoolState, initial_positions, split_train
+from models import build_model
 from noise import apply_noise
 from oracles import make_oracle, replayable_oracle
 from results import RunDir
 from rng import torch_generator
 from strategies import Embeddings, Strategy, get_strategy, random_scores, select_top_k
-from train import (Schedule, check_query_memory, evaluate, fit, make_optimizer, memory_limit, pool_embeddings,
-                   pool_log_probs, score_pool, warm_start)
+from train import (Schedule, evaluate, fit, make_optimizer, pool_embeddings, pool_log_probs, score_pool,
+                   warm_start)
 
 
 @dataclass
@@ -48,59 +48,6 @@ class StudyData:
     @property
     def pool_y(self) -> torch.Tensor:
         return self.train_y[self.pool_idx]
-
-
-def check_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int = 0) -> None:
-    """The labelling budget, validation size and query memory must fit the training split and the machine.
-
-    The pool (training images − validation) must hold the initial set plus every round's queries,
-    and the initial set must leave at least one image unlabelled (its seeded draw splits the pool in
-    two non-empty parts; with --n_round ≥ 1 every query round needs --n_query unlabelled images, which
-    the budget already implies). A query that needs predictions must fit in memory for every
-    candidate count it can meet (round 0 has the most: the pool − the initial set, or --pool_subset).
-    The model must take the dataset's image size (lenet: 28 or 32 pixels; ``folder``: --image_size).
-    ``n_unlabeled``: images without labels that join the pool (``folder``'s unlabeled/ with --oracle
-    human); the initial set must still come from the labelled ones.
-    """
-    if cfg.num_valid < num_classes or cfg.num_valid >= n_train:
-        raise ConfigError(f"--num_valid {cfg.num_valid} must be between {num_classes} (one per class) "
-                          f"and {n_train - 1} for {cfg.dataset} ({n_train} training images)")
-    labelled_pool = n_train - cfg.num_valid
-    pool = labelled_pool + n_unlabeled
-    unlabeled = f" + {n_unlabeled} unlabelled" if n_unlabeled else ""
-    needed = cfg.n_init_labeled + cfg.n_query * cfg.n_round
-    if needed > pool:
-        raise ConfigError(f"--n_init_labeled + --n_query × --n_round = {cfg.n_init_labeled} + {cfg.n_query} × "
-                          f"{cfg.n_round} = {needed} exceeds the pool of {pool} images ({cfg.dataset}: "
-                          f"{n_train} training images − {cfg.num_valid} validation{unlabeled})")
-    if n_unlabeled and cfg.n_init_labeled > labelled_pool:
-        raise ConfigError(f"--n_init_labeled {cfg.n_init_labeled} needs labelled images, but train/ holds "
-                          f"{labelled_pool} after --num_valid {cfg.num_valid}; unlabeled/ images cannot be in "
-                          "the initial set: lower --n_init_labeled or --num_valid, or label more images in train/")
-    if cfg.n_init_labeled >= pool:
-        raise ConfigError(f"--n_init_labeled {cfg.n_init_labeled} must leave at least one of the pool's {pool} "
-                          f"images unlabelled ({cfg.dataset}: {n_train} training images − {cfg.num_valid} "
-                          f"validation); lower it or --num_valid")
-    # A dataset sized by its data (folder) has --image_size pixels a side; its channels do not change
-    # the head's sizes, and every model takes 1 or 3.
-    shape = DATASETS[cfg.dataset].shape if cfg.dataset in DATASETS else (1, 28)
-    channels, size = shape[:2] if shape is not None else (1, cfg.image_size)
-    try:
-        with torch.device("meta"):  # only sizes are needed: no memory, no random draws
-            head = MODELS[cfg.model](channels, size, num_classes, cfg.dropout).head
-    except ValueError as err:  # e.g. lenet takes 28 or 32 pixels only
-        hint = " (set --image_size)" if shape is None else ""
-        raise ConfigError(f"--model {cfg.model} cannot take the {size}-pixel images of {cfg.dataset}: {err}"
-                          f"{hint}") from None
-    strategy = get_strategy(cfg.strategy)
-    if cfg.n_round > 0 and strategy.needs_predictions:
-        k = cfg.mc_samples if strategy.mc and cfg.mc_samples > 1 else 1
-        candidates = pool - cfg.n_init_labeled
-        if cfg.pool_subset:
-            candidates = min(candidates, cfg.pool_subset)
-        device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        check_query_memory(head, k, candidates, joint=strategy.select_batch is not None,
-                           limit=memory_limit(device))
 
 
 def check_strategy(cfg: Config) -> None:
@@ -418,31 +365,76 @@ def candidate_positions(state: PoolState, subset: int, generator: torch.Generato
 def query(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, model, r: int) -> tuple:
     """(pool positions to label, their scores, how many were scored), best first (or in pick order)."""
     candidates = candidate_positions(state, cfg.pool_subset, torch_generator(cfg.seed, "subset", r))
-    if not strategy.needs_predictions:
-        scores = random_scores(candidates.numel(), torch_generator(cfg.seed, "random_query", r))
-    else:
-        mc = strategy.mc and cfg.mc_samples > 1
-        k = cfg.mc_samples if mc else 1
-        idx = data.pool_idx[candidates.to(data.device)]
-        if strategy.needs_embeddings:
-            # The strategy chooses the batch from one deterministic pass's penultimate features and
-            # probabilities of the candidates, plus the features of every labelled image.
-            labeled_idx = data.pool_idx[state.labeled_positions().to(data.device)]
-            h, p = pool_embeddings(model, data.train, idx, cfg.eval_batch_size)
-            labeled_h, _ = pool_embeddings(model, data.train, labeled_idx, cfg.eval_batch_size)
-            picked, picked_scores = strategy.select_embeddings(Embeddings(h, p, labeled_h), cfg.n_query,
-                                                               torch_generator(cfg.seed, strategy.name, r))
-            return candidates[picked.cpu()], picked_scores.cpu(), candidates.numel()
-        mc_gen = torch_generator(cfg.seed, "mc_dropout", r, device=data.device)
-        if strategy.select_batch is not None:
-            # The strategy chooses the batch jointly, from all K predictions of every candidate.
-            log_probs = pool_log_probs(model, data.train, idx, k, mc, mc_gen, cfg.eval_batch_size)
-            picked, picked_scores = strategy.select_batch(log_probs, cfg.n_query,
-                                                          torch_generator(cfg.seed, strategy.name, r))
-            return candidates[picked], picked_scores, candidates.numel()
-        scores = score_pool(model, data.train, idx, strategy.score, k, mc, mc_gen, cfg.eval_batch_size).cpu()
-    best = select_top_k(scores, cfg.n_query)
-    return candidates[best], scores[best], candidates.numel()
+    # Ask the strategy as its kind says; each way gives positions into the candidates and their scores
+    picked, picked_scores = QUERY_BY_KIND[strategy.kind](Query(cfg, data, state, strategy, model, r, candidates))
+    return candidates[picked], picked_scores, candidates.numel()
+
+
+@dataclass
+class Query:
+    """What one round's query works from: the trained model and the candidates (unlabelled pool positions)."""
+
+    cfg: Config
+    data: StudyData
+    state: PoolState
+    strategy: Strategy
+    model: torch.nn.Module | None
+    r: int
+    candidates: torch.Tensor
+
+    @property
+    def idx(self) -> torch.Tensor:
+        """The candidates' dataset indices, on the device."""
+        return self.data.pool_idx[self.candidates.to(self.data.device)]
+
+    @property
+    def mc(self) -> bool:
+        """Whether predictions are K MC dropout samples (a strategy that asks for them, K > 1)."""
+        return self.strategy.mc and self.cfg.mc_samples > 1
+
+    @property
+    def k(self) -> int:
+        return self.cfg.mc_samples if self.mc else 1
+
+    def generator(self, purpose: str, device: torch.device | str = "cpu") -> torch.Generator:
+        return torch_generator(self.cfg.seed, purpose, self.r, device=device)
+
+
+def query_random(q: Query) -> tuple:
+    """No predictions: uniformly random scores, the top --n_query of them."""
+    scores = random_scores(q.candidates.numel(), q.generator("random_query"))
+    best = select_top_k(scores, q.cfg.n_query)
+    return best, scores[best]
+
+
+def query_scores(q: Query) -> tuple:
+    """The strategy scores every candidate from its K predictions, chunk by chunk; the top --n_query."""
+    scores = score_pool(q.model, q.data.train, q.idx, q.strategy.score, q.k, q.mc,
+                        q.generator("mc_dropout", q.data.device), q.cfg.eval_batch_size).cpu()
+    best = select_top_k(scores, q.cfg.n_query)
+    return best, scores[best]
+
+
+def query_batch(q: Query) -> tuple:
+    """The strategy chooses the batch jointly, from all K predictions of every candidate."""
+    log_probs = pool_log_probs(q.model, q.data.train, q.idx, q.k, q.mc, q.generator("mc_dropout", q.data.device),
+                               q.cfg.eval_batch_size)
+    return q.strategy.select_batch(log_probs, q.cfg.n_query, q.generator(q.strategy.name))
+
+
+def query_embeddings(q: Query) -> tuple:
+    """The strategy chooses the batch from one deterministic pass's penultimate features and
+    probabilities of the candidates, plus the features of every labelled image."""
+    labeled_idx = q.data.pool_idx[q.state.labeled_positions().to(q.data.device)]
+    h, p = pool_embeddings(q.model, q.data.train, q.idx, q.cfg.eval_batch_size)
+    labeled_h, _ = pool_embeddings(q.model, q.data.train, labeled_idx, q.cfg.eval_batch_size)
+    picked, picked_scores = q.strategy.select_embeddings(Embeddings(h, p, labeled_h), q.cfg.n_query,
+                                                         q.generator(q.strategy.name))
+    return picked.cpu(), picked_scores.cpu()
+
+
+# How the loop queries for each kind of strategy (strategies.KINDS): it never asks which strategy it runs.
+QUERY_BY_KIND = {"random": query_random, "score": query_scores, "batch": query_batch, "embeddings": query_embeddings}
 
 
 def format_row(row: dict) -> str:

@@ -27,7 +27,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from config import OPERATIONAL_FIELDS, Config, ConfigError, get_logger, given_flags, parse_config
 from data import DATASETS, DataUnavailable, Dataset, load_dataset
-from loop import check_budget, check_resumable, check_strategy, prepare_data, run_study, unlabeled_in_pool
+from loop import check_resumable, check_strategy, prepare_data, run_study, unlabeled_in_pool
+from memory import check_budget, resolve_device
 from models import MODELS
 from oracles import check_address
 from reporting.load import seeded_rounds
@@ -120,7 +121,8 @@ def run(cfg: Config, log: logging.Logger) -> int:
     torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
     log.debug("config: %s", cfg.to_dict())
     dataset = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, test_fraction=cfg.test_fraction)
-    check_budget(cfg, dataset.train_y.numel(), dataset.num_classes, n_unlabeled=unlabeled_in_pool(cfg, dataset))
+    check_budget(cfg, dataset.train_y.numel(), dataset.num_classes, n_unlabeled=unlabeled_in_pool(cfg, dataset),
+                 channels=dataset.shape[0], device=device)
     if dataset.unlabeled_x is not None and cfg.oracle != "human":
         log.warning("%d images in unlabeled/ are not used: only a person can label them (--oracle human)",
                     dataset.unlabeled_x.shape[0])
@@ -446,16 +448,6 @@ def round_table(rows: list) -> str:
     """The per-round table printed at the end of a run."""
     df = pd.DataFrame(rows)[TABLE_COLUMNS]
     return df.to_string(index=False, float_format=lambda v: f"{v:.4f}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto: cuda, then mps, then cpu. An explicitly requested device must exist."""
-    has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
-    if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
-    if not has[name]:
-        raise ConfigError(f"--device {name} is not available on this machine")
-    return torch.device(name)
 
 
 def _bad_input(err: Exception) -> int:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -11,25 +10,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from config import ConfigError
-from models import DropoutHead, TrunkHeadModel
-from models.head import SAMPLE_TEMP_BYTES
-from strategies.batchbald import DEFAULT_NUM_SAMPLES
-
-# MC scoring memory. The pool goes in chunks of --eval_batch_size rows, fewer when K is so large that
-# a chunk's K × rows temporaries would pass MC_CHUNK_BYTES (down to one row). What stays whatever the
-# chunk (the K masks) and batchbald's whole K × N × C table are checked before a run starts
-# (check_query_memory, from loop.check_budget) against memory_limit().
-MC_CHUNK_BYTES = 256 * 2**20
-# Per row of a chunk: the head's outputs (DropoutHead.sample_row_bytes), then log_softmax and the
-# score function's K × C temporaries. bald, the largest, measured 2 float32 copies of its K × N × C
-# input above the input itself; 8 copies leave room.
-SCORE_TEMP_COPIES = 8
-# batchbald_select holds its K × N × C input plus 3.7–4.8 copies of it (measured peak resident memory,
-# K = 20–1000, N = 2,000–100,000, C = 10), and sampled configurations × K tables (about 3 of them).
-JOINT_COPIES = 6
-JOINT_TABLES = 3
-MEMORY_FRACTION = 0.5  # of physical memory (and of the GPU's when scoring runs on one)
+from memory import mc_chunk_rows
+from models import TrunkHeadModel
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
@@ -220,75 +202,14 @@ def evaluate(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, 
     return {"acc": float(correct) / n, "loss": float(loss) / n}
 
 
-def memory_limit(device: torch.device | str | None = None) -> int:
-    """The most that one query step may plan to hold: MEMORY_FRACTION of physical memory.
-
-    On a CUDA device, also at most that fraction of the GPU's memory. 16 GiB when the platform does
-    not say (os.sysconf is POSIX).
-    """
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        total = 16 * 2**30
-    limit = int(total * MEMORY_FRACTION)
-    device = torch.device(device) if device is not None else None
-    if device is not None and device.type == "cuda" and torch.cuda.is_available():
-        limit = min(limit, int(torch.cuda.get_device_properties(device).total_memory * MEMORY_FRACTION))
-    return limit
-
-
-def mc_row_bytes(head: DropoutHead, k: int) -> int:
-    """Bytes per pool row of one MC scoring chunk: head outputs, log-probabilities, score temporaries."""
-    num_classes = head.linears[-1].out_features
-    return head.sample_row_bytes(k) + SCORE_TEMP_COPIES * k * num_classes * 4
-
-
-def mc_chunk_rows(head: DropoutHead, k: int, chunk: int) -> int:
-    """Rows per MC chunk: ``chunk``, or fewer (at least 1) so that they stay within MC_CHUNK_BYTES."""
-    return max(1, min(chunk, MC_CHUNK_BYTES // max(mc_row_bytes(head, k), 1)))
-
-
-def mc_scoring_bytes(head: DropoutHead, k: int, rows: int = 1) -> int:
-    """What MC scoring holds at its peak with ``rows`` rows a chunk: masks, sampling groups, the rows."""
-    return head.mask_bytes(k) + SAMPLE_TEMP_BYTES + rows * mc_row_bytes(head, k)
-
-
-def joint_bytes(k: int, n: int, num_classes: int) -> int:
-    """What a joint-batch query holds: pool_log_probs' K × N × C float32 and batchbald's working copies."""
-    return JOINT_COPIES * k * n * num_classes * 4 + JOINT_TABLES * DEFAULT_NUM_SAMPLES * k * 4
-
-
-def check_query_memory(head: DropoutHead, k: int, n_candidates: int, joint: bool, limit: int) -> None:
-    """ConfigError when a query with K samples over ``n_candidates`` images cannot fit in ``limit`` bytes.
-
-    MC scoring itself is bounded by chunking, down to one row at a time, so it is refused only when
-    the K masks and a single row already exceed the limit; a joint query (batchbald) keeps all of
-    K × N × C and is refused when that (with its working copies) would.
-    """
-    gib = 2**30
-    allowed = f"the {limit / gib:.1f} GiB a query may use (half of the machine's memory, or of the GPU's)"
-    need = mc_scoring_bytes(head, k, rows=1)
-    if need > limit:
-        raise ConfigError(f"--mc_samples {k} needs {need / gib:.1f} GiB to score even one pool image "
-                          f"(K dropout masks and K samples of the head per image), more than {allowed}; "
-                          f"use fewer --mc_samples")
-    if joint:
-        c = head.linears[-1].out_features
-        need = joint_bytes(k, n_candidates, c)
-        if need > limit:
-            raise ConfigError(f"a joint batch query keeps K × N × C = {k} × {n_candidates} × {c} log-probabilities "
-                              f"({k * n_candidates * c * 4 / gib:.1f} GiB, {need / gib:.1f} GiB with its working "
-                              f"copies), more than {allowed}; use fewer --mc_samples or a smaller --pool_subset")
-
-
 @torch.inference_mode()
 def log_probs_chunks(model: TrunkHeadModel, images, idx: torch.Tensor, k: int, mc: bool,
                      generator: torch.Generator, chunk: int) -> Iterator[torch.Tensor]:
     """log_probs_K_n_C for consecutive chunks of images[idx] (memory bounded by ``chunk``).
 
     With ``mc``, K dropout samples of the head over one trunk pass; otherwise K=1, dropout off. With
-    many samples a chunk has fewer than ``chunk`` rows (mc_chunk_rows), so that its K × rows
-    temporaries stay within MC_CHUNK_BYTES whatever K is; the scores do not depend on the chunking.
+    many samples a chunk has fewer than ``chunk`` rows (memory.mc_chunk_rows), so that its K × rows
+    temporaries stay within memory.MC_CHUNK_BYTES whatever K is; the scores do not depend on the chunking.
     """
     model.eval()
     # One set of K masks for the whole pool: chunking changes neither the scores nor their consistency.

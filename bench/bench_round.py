@@ -145,7 +145,7 @@ def scale_child(n: int, device: str, threads: int, chunk: int) -> None:
     from config import Config
     from data import Images, PoolState
     from loop import StudyData, query
-    from main import resolve_device
+    from memory import resolve_device
     from models import build_model
     from rng import torch_generator
     from strategies import get_strategy
@@ -188,7 +188,7 @@ def main() -> None:
     args, extra = parser.parse_known_args()  # anything else goes to the protocol's main.py run
     if args._scale:
         return scale_child(args._scale, args.device, args.threads, args.chunk)
-    from main import resolve_device
+    from memory import resolve_device
 
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))

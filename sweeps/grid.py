@@ -26,7 +26,8 @@ import yaml
 import main
 from config import OPERATIONAL_FIELDS, Config, ConfigError, parse_config
 from data import DataUnavailable, load_dataset
-from loop import check_budget, check_strategy
+from loop import check_strategy
+from memory import check_budget, resolve_device
 from results import (RUN_NAME_MAX, DamagedRun, OutputError, config_differences, prepare_run_folder, read_config,
                      read_run, run_status, write_json)
 
@@ -304,12 +305,11 @@ class Sweep:
                     raise ConfigError("--oracle human waits for a person at a web page; sweep cells run "
                                       "unattended: run main.py --oracle human yourself")
                 check_strategy(cfg)
-                if here:
-                    main.resolve_device(cfg.device)
+                device = resolve_device(cfg.device) if here else None  # elsewhere: the compute node's
                 size = _dataset_size(cfg.dataset, cfg.data_dir, required=here, image_size=cfg.image_size,
                                      test_fraction=cfg.test_fraction)
                 if size:
-                    _check_budget_once(cfg, size, budgets)
+                    _check_budget_once(cfg, size, budgets, device)
             except (ConfigError, DataUnavailable) as err:
                 problems.append(f"{cell.name}: {shorten(str(err), 400)}")
                 continue
@@ -426,16 +426,16 @@ def _dataset_size(name: str, data_dir: str, required: bool, **options):
     return _DATASET_SIZES[key]
 
 
-def _check_budget_once(cfg: Config, size: tuple, answers: dict) -> None:
+def _check_budget_once(cfg: Config, size: tuple, answers: dict, device) -> None:
     """check_budget, asked once per configuration apart from its seed (``answers``: the answers so far).
 
     A seed changes what a run draws, never what it holds; seeds are the grid key that every sweep has
     (it cannot have --seeds), and check_budget builds a model's head on the meta device (milliseconds).
     """
-    key = (size, _identity({**cfg.to_dict(), "seed": None}))
+    key = (size, str(device), _identity({**cfg.to_dict(), "seed": None}))
     if key not in answers:
         try:
-            check_budget(cfg, *size)
+            check_budget(cfg, *size, device=device)
             answers[key] = ""
         except ConfigError as err:
             answers[key] = str(err)

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import memory
 from conftest import SMALL, run_process
 
 OK = ["--dataset", "mnist_5k", "--no-wandb", "--n_init_labeled", "20", "--n_query", "10", "--n_round", "2"]
@@ -118,10 +119,8 @@ MEMORY = [
 
 @pytest.mark.parametrize("argv, message", MEMORY)
 def test_queries_too_large_for_memory_exit_2_before_a_folder(cli, tmp_path, monkeypatch, argv, message):
-    import loop
-    # The same limit on every machine; patched where check_budget looks it up (loop imports it from train).
-    # Patching only train.memory_limit let a 128 GiB machine run these queries instead of refusing them.
-    monkeypatch.setattr(loop, "memory_limit", lambda device=None: 8 * 2**30)
+    # The same limit on every machine; patched where check_budget looks it up (memory.py's own name).
+    monkeypatch.setattr(memory, "memory_limit", lambda device=None: 8 * 2**30)
     rc, out, err, runs = cli(*OK, "--num_valid", "10", *argv)
     assert rc == 2, err
     lines = err.strip().splitlines()

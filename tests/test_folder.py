@@ -11,7 +11,8 @@ from PIL import Image
 from config import Config
 from data import DataUnavailable, load_dataset
 from data.folder import FOLDER_SPLIT_SEED, held_out_split
-from loop import check_budget, prepare_data
+from loop import prepare_data
+from memory import check_budget
 from sweeps.grid import _dataset_size
 
 CLASSES = ["circle", "cross", "square"]  # sorted: labels 0, 1, 2

@@ -21,7 +21,8 @@ from config import Config, ConfigError
 from conftest import ROOT
 from data import load_dataset
 from data.splits import initial_positions
-from loop import check_budget, prepare_data
+from loop import prepare_data
+from memory import check_budget
 from test_folder import make_folder, pattern
 
 N_UNLABELED = 10

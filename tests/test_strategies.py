@@ -11,7 +11,7 @@ import statistics
 import pytest
 import torch
 
-from strategies import (STRATEGIES, Strategy, bald, entropy_of, get_strategy, least_confidence, margin,
+from strategies import (KINDS, STRATEGIES, Strategy, bald, entropy_of, get_strategy, least_confidence, margin,
                         max_entropy, mean_log_probs, mean_std, random_scores, select_top_k, var_ratios)
 
 NEW_SCORES = [var_ratios, mean_std, margin, least_confidence]
@@ -408,6 +408,33 @@ def test_registry_has_the_documented_strategies():
         assert STRATEGIES[name].mc and STRATEGIES[name].min_mc_samples == 2, name
     for name in ("entropy", "margin", "least_confidence"):
         assert STRATEGIES[name].mc and STRATEGIES[name].min_mc_samples == 1, name
+
+
+def _select(lp_K_N_C, batch_size, generator):
+    return torch.arange(batch_size), torch.zeros(batch_size)
+
+
+@pytest.mark.parametrize("kind, callables, refused", [
+    ("score", {"score": bald, "select_batch": _select}, "got score, select_batch"),  # two ways to choose
+    ("batch", {"select_batch": _select, "select_embeddings": _select}, "got select_batch, select_embeddings"),
+    ("score", {}, "must set score, got none"),  # none: the loop would have nothing to call
+    ("embeddings", {}, "must set select_embeddings, got none"),
+    ("score", {"select_batch": _select}, "must set score, got select_batch"),  # not its kind's callable
+    ("random", {"score": bald}, "must set no callable, got score"),
+    ("scores", {"score": bald}, "unknown kind 'scores'"),
+])
+def test_a_strategy_whose_callables_do_not_match_its_kind_is_refused_when_built(kind, callables, refused):
+    with pytest.raises(ValueError, match=refused):
+        Strategy("odd", kind, mc=True, **callables)
+
+
+@pytest.mark.parametrize("kind, callables", [("random", {}), ("score", {"score": bald}),
+                                             ("batch", {"select_batch": _select}),
+                                             ("embeddings", {"select_embeddings": _select})])
+def test_each_kind_is_built_with_its_one_callable(kind, callables):
+    s = Strategy("fine", kind, mc=False, **callables)
+    assert s.needs_predictions == (kind != "random") and s.needs_embeddings == (kind == "embeddings")
+    assert set(KINDS) == {"random", "score", "batch", "embeddings"}
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
