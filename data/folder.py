@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from sklearn.model_selection import train_test_split
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from tqdm import tqdm
 
-from data.datasets import DataUnavailable, Dataset
+from data.base import DataUnavailable, Dataset
+from data.splits import stratified_draw
 
 FOLDER_SPLIT_SEED = 0  # a fixed split, like an official one: every run tests on the same images
 GREY_MODES = ("1", "L", "LA")
@@ -138,9 +138,10 @@ def held_out_split(y: np.ndarray, test_fraction: float, classes: list, where: st
         raise _fail(f"{where} has too few images to hold out a stratified --test_fraction {test_fraction:g} "
                     f"({len(y)} images, {n_test} for test, class {small!r} has {counts.min()}): every class "
                     f"needs images on both sides; add images, change --test_fraction, or provide a test/ folder")
-    train_i, test_i = train_test_split(np.arange(len(y)), test_size=test_fraction, stratify=y,
-                                       random_state=FOLDER_SPLIT_SEED)
-    return np.sort(train_i), np.sort(test_i)
+    # n_test, not the fraction: scikit-learn turns a fraction into this very count (ceil), so the split
+    # is the one a fraction gives.
+    train_i, test_i = stratified_draw(y, n_test, FOLDER_SPLIT_SEED)
+    return train_i.numpy(), test_i.numpy()
 
 
 def load_image_folder(data_dir: str, image_size: int = 32, test_fraction: float = 0.2) -> Dataset:

@@ -14,10 +14,11 @@ import pytest
 import torch
 import torchvision
 
-import data.datasets
+import data.integrity
 from data import (DATASETS, DataUnavailable, Images, PoolState, initial_positions, load_dataset,
                   split_train, stratified_draw)
 from data.folder import held_out_split
+from rng import numpy_rng
 from test_folder import make_folder
 
 IDX_NAMES = {  # torchvision's names for the four IDX files of MNIST and Fashion-MNIST
@@ -112,7 +113,7 @@ def test_fashion_mnist_reads_the_written_idx_files_before_debian(tmp_path, monke
     # a Debian folder with other contents must not override what is already in data_dir
     debian = tmp_path / "debian"
     write_idx_files(debian, fake_idx_splits(2), gzipped=True)
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(debian))
     ds = load_dataset("fashion_mnist", str(tmp_path / "data"))
     assert ds.name == "fashion_mnist"
     assert_matches_idx(ds, arrays)
@@ -122,7 +123,7 @@ def test_fashion_mnist_from_the_debian_folder(tmp_path, monkeypatch):
     arrays = fake_idx_splits(3)
     debian = tmp_path / "debian"
     write_idx_files(debian, arrays, gzipped=True)
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(debian))
     data_dir = tmp_path / "data"
     ds = load_dataset("fashion_mnist", str(data_dir))
     assert_matches_idx(ds, arrays)
@@ -131,7 +132,7 @@ def test_fashion_mnist_from_the_debian_folder(tmp_path, monkeypatch):
         assert (data_dir / "FashionMNIST" / "raw" / name).is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(empty))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(empty))
     assert_matches_idx(load_dataset("fashion_mnist", str(data_dir)), arrays)
 
 
@@ -212,7 +213,7 @@ def test_damaged_idx_file_raises_data_unavailable(tmp_path, damage):
 def test_fashion_mnist_without_debian_package_raises_data_unavailable(tmp_path, monkeypatch):
     empty = tmp_path / "no_debian"
     empty.mkdir()
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(empty))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(empty))
     data_dir = tmp_path / "data"
     with pytest.raises(DataUnavailable) as err:
         load_dataset("fashion_mnist", str(data_dir))
@@ -343,8 +344,8 @@ def test_initial_positions_below_one_per_class():
 
 def test_stratified_draw_streams_are_independent():
     y = labels_with_counts([30] * 10, 12)
-    rest_a, drawn_a = stratified_draw(y, 20, 1, "validation")
-    _, drawn_b = stratified_draw(y, 20, 1, "initial")
+    rest_a, drawn_a = stratified_draw(y, 20, numpy_rng(1, "validation"))
+    _, drawn_b = stratified_draw(y, 20, numpy_rng(1, "initial"))
     assert not torch.equal(drawn_a, drawn_b)
     assert torch.equal(torch.cat([rest_a, drawn_a]).sort().values, torch.arange(300))
 
@@ -404,7 +405,7 @@ def fake_debian(tmp_path, monkeypatch, arrays=None, seed=20):
     debian = tmp_path / "debian"
     arrays = arrays or fake_idx_splits(seed)
     write_idx_files(debian, arrays, gzipped=True)
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(debian))
     return debian, arrays
 
 
@@ -419,7 +420,7 @@ def test_unpacking_never_writes_through_a_planted_symlink(tmp_path, monkeypatch,
         link = raw / (name + ".part" if planted != "target-name" else name)
         link.symlink_to(victim if planted != "dangling-old-part-name" else tmp_path / "not-yet" / name)
     if planted == "target-name":  # links at the targets: they count as present, so unpack directly
-        data.datasets._unpack_debian_fashion(str(raw))
+        data.integrity.unpack_debian_fashion(str(raw))
     ds = load_dataset("fashion_mnist", str(tmp_path / "data"))
     assert_matches_idx(ds, arrays)
     assert victim.read_text() == "precious"
@@ -437,10 +438,10 @@ def test_temporary_names_are_created_exclusively(tmp_path, monkeypatch):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     tokens = iter(["planted", "fresh0", "planted", "fresh1", "planted", "fresh2", "planted", "fresh3"])
-    monkeypatch.setattr(data.datasets.secrets, "token_hex", lambda n: next(tokens))
+    monkeypatch.setattr(data.integrity.secrets, "token_hex", lambda n: next(tokens))
     for name in IDX_NAMES.values():
         (raw / f"{name}.planted.part").symlink_to(victim)
-    data.datasets._unpack_debian_fashion(str(raw))
+    data.integrity.unpack_debian_fashion(str(raw))
     assert victim.read_text() == "precious"
     assert sorted(p.name for p in raw.iterdir() if not p.is_symlink()) == sorted(IDX_NAMES.values())
 
@@ -509,7 +510,7 @@ IDX_DAMAGE = [  # (file, damage, words the message must hold)
 def test_damaged_idx_file_is_named_with_its_fix(tmp_path, monkeypatch, name, folder, key, damage, words):
     empty = tmp_path / "no_debian"
     empty.mkdir()
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(empty))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(empty))
     write_idx_files(tmp_path / folder / "raw", fake_idx_splits(13))
     path = tmp_path / folder / "raw" / IDX_NAMES[key]
     damage_idx(path, damage)
@@ -552,7 +553,7 @@ def test_damaged_content_in_debians_archive_says_reinstall(tmp_path, monkeypatch
     write_idx_files(debian, arrays, gzipped=True)
     with gzip.open(debian / (IDX_NAMES[key] + ".gz"), "wb") as f:
         f.write(plain.read_bytes())
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(debian))
     with pytest.raises(DataUnavailable) as err:
         load_dataset("fashion_mnist", str(tmp_path / "data"))
     message = str(err.value)
