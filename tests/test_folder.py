@@ -211,29 +211,6 @@ def test_lenet_with_another_image_size_is_refused_before_any_run_folder(tmp_path
     assert rc == 2 and err.strip().startswith("error: --model lenet") and "--image_size" in err and runs == []
 
 
-# --- end to end ------------------------------------------------------------------------------------
-
-def test_a_study_on_own_images_learns(tmp_path, cli):
-    make_folder(tmp_path / "shapes", 40, size=24)
-    rc, out, err, runs = cli("--dataset", "folder", "--data_dir", tmp_path / "shapes", "--image_size", "28",
-                             "--n_init_labeled", "9", "--n_query", "6", "--n_round", "2", "--num_valid", "15",
-                             "--epochs", "2", "--min_steps", "60", "--no-wandb", "--threads", "1",
-                             "--strategy", "entropy", "--mc_samples", "1")
-    assert rc == 0, err
-    (run,) = runs
-    assert run.config["dataset"] == "folder" and run.config["image_size"] == 28
-    assert len(run.rounds) == 3 and run.rounds["n_labeled"].tolist() == [9, 15, 21]
-    assert run.rounds["test_acc"].iloc[-1] >= 0.7  # chance is 1/3
-
-
-def test_sweep_checks_budgets_against_the_folder_as_its_cells_will_load_it(tmp_path):
-    import sweep
-
-    make_folder(tmp_path, 20)  # 60 images
-    assert sweep._dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.2) == (48, 3)
-    assert sweep._dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.5) == (30, 3)
-
-
 # --- image modes: 16-bit grey scaled to 8 bits; a mode without a fixed range refused -----------------
 
 def save_folder_like(source: Path, target: Path, convert) -> Path:
@@ -405,3 +382,26 @@ def test_a_run_on_a_folder_with_a_link_loop_warns_once_on_stderr(tmp_path):
     assert len(lines) == 1 and "WARNING" in lines[0] and "train/circle/loop" in lines[0], proc.stderr
     [run] = [Run(p) for p in run_dirs(tmp_path / "runs")]
     assert run.config["dataset"] == "folder" and len(run.rounds) == 2
+
+
+# --- end to end ------------------------------------------------------------------------------------
+
+def test_a_study_on_own_images_learns(tmp_path, cli):
+    make_folder(tmp_path / "shapes", 40, size=24)
+    rc, out, err, runs = cli("--dataset", "folder", "--data_dir", tmp_path / "shapes", "--image_size", "28",
+                             "--n_init_labeled", "9", "--n_query", "6", "--n_round", "2", "--num_valid", "15",
+                             "--epochs", "2", "--min_steps", "60", "--no-wandb", "--threads", "1",
+                             "--strategy", "entropy", "--mc_samples", "1")
+    assert rc == 0, err
+    (run,) = runs
+    assert run.config["dataset"] == "folder" and run.config["image_size"] == 28
+    assert len(run.rounds) == 3 and run.rounds["n_labeled"].tolist() == [9, 15, 21]
+    assert run.rounds["test_acc"].iloc[-1] >= 0.7  # chance is 1/3
+
+
+def test_sweep_checks_budgets_against_the_folder_as_its_cells_will_load_it(tmp_path):
+    import sweep
+
+    make_folder(tmp_path, 20)  # 60 images
+    assert sweep._dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.2) == (48, 3)
+    assert sweep._dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.5) == (30, 3)
