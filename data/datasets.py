@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torchvision
 
-from data import integrity
+import data.integrity as integrity
 from data.base import DataUnavailable, Dataset, DatasetSpec
 from data.folder import load_image_folder
 from data.splits import stratified_draw

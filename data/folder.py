@@ -72,7 +72,7 @@ class ReadOnce:
         self.folders: dict = {}  # (st_dev, st_ino) -> the path it was first reached by
         self.files: dict = {}
         self.repeated_files: list = []  # (path, the first path to the same file)
-        for folder in folders:  # the layout's own folders: a link to one of them is never followed
+        for folder in folders:  # read already, in effect: they are walked from the top, never through a link
             self._first(self.folders, folder)
 
     def new_folder(self, path: str) -> bool:
@@ -244,6 +244,21 @@ def held_out_split(y: np.ndarray, test_fraction: float, classes: list, where: st
     return train_i.numpy(), test_i.numpy()
 
 
+def list_folder(root: str) -> tuple:
+    """(classes, train [(path, label)], test [(path, label)], unlabeled paths) of root, each file once."""
+    splits = ["train", "test"] if os.path.isdir(os.path.join(root, "test")) else ["train"]
+    # The layout's own folders come first: a link to one of them, from anywhere inside, is not followed.
+    layout = [root, *(os.path.join(root, d) for d in (*splits, UNLABELED))]
+    layout += [os.path.join(root, s, c) for s in splits for c in class_names(os.path.join(root, s))]
+    once = ReadOnce(root, layout)
+    classes, train_items = list_split(root, "train", once)
+    test_items = list_split(root, "test", once, classes)[1] if "test" in splits else []
+    unlabeled_dir = os.path.join(root, UNLABELED)
+    unlabeled = image_files(unlabeled_dir, once) if os.path.isdir(unlabeled_dir) else []
+    once.warn_repeated_files()
+    return classes, train_items, test_items, unlabeled
+
+
 def load_image_folder(data_dir: str, image_size: int = 32, test_fraction: float = 0.2) -> Dataset:
     """The images in ``data_dir`` (see the module's docstring) as a Dataset."""
     root = os.path.abspath(data_dir)
@@ -251,17 +266,8 @@ def load_image_folder(data_dir: str, image_size: int = 32, test_fraction: float 
         raise _fail(f"--data_dir {root} does not exist; expected {LAYOUT}")
     if not os.path.isdir(os.path.join(root, "train")):
         raise _fail(f"{root} has no train/ folder; expected {LAYOUT}")
-    splits = ["train", "test"] if os.path.isdir(os.path.join(root, "test")) else ["train"]
-    once = ReadOnce(root, [root, *(os.path.join(root, d) for d in (*splits, UNLABELED)),
-                           *(os.path.join(root, s, c) for s in splits for c in class_names(os.path.join(root, s)))])
-    classes, train_items = list_split(root, "train", once)
-    test_items = []
-    if "test" in splits:
-        _, test_items = list_split(root, "test", once, classes)
+    classes, train_items, test_items, unlabeled = list_folder(root)
     items = train_items + test_items
-    unlabeled_dir = os.path.join(root, UNLABELED)
-    unlabeled = image_files(unlabeled_dir, once) if os.path.isdir(unlabeled_dir) else []
-    once.warn_repeated_files()
     # Read together, so that one colour image anywhere makes every image RGB.
     x = torch.from_numpy(np.ascontiguousarray(read_images(root, [p for p, _ in items] + unlabeled, image_size)))
     x, unlabeled_x = x[:len(items)], x[len(items):].contiguous()
