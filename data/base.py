@@ -1,0 +1,48 @@
+"""What every dataset module shares: the Dataset in memory, a registry entry (DatasetSpec), DataUnavailable."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+class DataUnavailable(RuntimeError):
+    """The dataset can be neither found nor downloaded (reported as one line, exit code 2)."""
+
+
+@dataclass
+class Dataset:
+    """A whole dataset in memory: images are uint8 N×C×H×W, labels int64 N."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple  # per-channel mean of pixel/255, used for normalisation
+    std: tuple
+    classes: tuple | None = None  # class names by label (None when the dataset has none)
+    # Images without labels (``folder``'s unlabeled/): only a person (--oracle human) can label them.
+    unlabeled_x: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> tuple:
+        """(channels, height, width) of one image."""
+        return tuple(self.train_x.shape[1:])
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to load one dataset and how to normalise it."""
+
+    loader: Callable[[str], tuple]  # data_dir -> (train_x, train_y, test_x, test_y)
+    num_classes: int
+    mean: tuple
+    std: tuple
+    files: str  # where the files are expected, for the error message
+    # (channels, height, width) of one image: models can be sized before loading. None: known only from
+    # the data (``folder``: its loader returns a whole Dataset, and num_classes, mean, std come from it).
+    shape: tuple | None = (1, 28, 28)
+    classes: tuple | None = None  # class names by label
