@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results import read_run  # noqa: E402
+
 
 def true_labels(num_valid: int, seed: int) -> list:
     """The dataset label of every pool position, as prepare_data orders the pool (no input noise)."""
@@ -139,9 +141,7 @@ def main() -> int:
         rc = proc.wait(timeout=900)
         prober.stop.set()
         folder = next((out / "runs").iterdir())
-        rounds = [line.split(",") for line in (folder / "rounds.csv").read_text().splitlines()]
-        header = rounds[0]
-        train_s = [float(row[header.index("train_s")]) for row in rounds[1:]]
+        train_s = [row["train_s"] for row in read_run(folder)[0]]
         summary = {"event": "summary", "exit_code": rc, "batches": len(batches),
                    "median_keyboard_s": statistics.median(b["keyboard_s"] for b in batches),
                    "median_wait_s": statistics.median([b["wait_s"] for b in batches if b["wait_s"] is not None] or [0]),

@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from results import read_rounds  # noqa: E402
+
 PROTOCOL = ["--dataset", "fashion_mnist", "--model", "lenet", "--num_valid", "300", "--n_init_labeled", "100",
             "--n_query", "10", "--epochs", "100", "--batch_size", "64", "--strategy", "bald", "--mc_samples", "20",
             "--noise", "none", "--no-wandb"]
@@ -101,7 +103,6 @@ def per_image_flops(model_name: str, k: int, batch_size: int) -> dict:
 
 def run_protocol(rounds: int, device: str, threads: int, min_steps: int | None, extra: list = ()) -> None:
     import main
-    import pandas as pd
 
     with tempfile.TemporaryDirectory() as out:
         argv = [*PROTOCOL, "--n_round", str(rounds), "--device", device, "--threads", str(threads),
@@ -111,7 +112,7 @@ def run_protocol(rounds: int, device: str, threads: int, min_steps: int | None, 
         if rc != 0:
             raise SystemExit("the protocol run failed")
         [rounds_csv] = Path(out).rglob("rounds.csv")
-        df = pd.read_csv(rounds_csv)
+        df = read_rounds(rounds_csv.parent)
     flops = per_image_flops("lenet", 20, 64)
     n_val, n_test = 300, 10_000
     for row in df.to_dict("records"):

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from reporting.stats import labels_needed, mean_sem, reach_text  # noqa: E402
+from results import read_rounds  # noqa: E402
 
 # Gal et al. 2017 (arXiv 1703.02910), Table 1: labels to reach 10% and 5% test error on full MNIST.
 PUBLISHED = {
@@ -77,7 +78,7 @@ def load_rounds(folders: dict) -> pd.DataFrame:
     """rounds.csv of every run, with strategy and seed columns."""
     frames = []
     for (strategy, seed), folder in folders.items():
-        df = pd.read_csv(folder / "rounds.csv")
+        df = read_rounds(folder)
         frames.append(df.assign(strategy=strategy, seed=seed))
     return pd.concat(frames, ignore_index=True)
 
