@@ -221,8 +221,9 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
     dataset_idx = torch.tensor([row["dataset_index"] for row in acquired], dtype=torch.int64)
     rounds = torch.tensor([row["round"] for row in acquired], dtype=torch.int64)
     initial = positions[rounds == -1].sort().values
-    if positions.unique().numel() != positions.numel():
-        raise ConfigError("the run folder's acquired.csv lists a pool position twice (an image is labelled "
+    given = positions[torch.tensor([row["label"] >= 0 for row in acquired], dtype=torch.bool)]
+    if given.unique().numel() != given.numel():  # "I don't know" (-1) may be asked again with --dont_know pool
+        raise ConfigError("the run folder's acquired.csv labels a pool position twice (an image is labelled "
                           "once): it cannot be resumed")
     if (positions.numel() == 0 or (positions < 0).any() or (positions >= len(state)).any()
             or not torch.equal(data.pool_idx.cpu()[positions.clamp(max=len(state) - 1)], dataset_idx)
