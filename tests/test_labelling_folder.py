@@ -127,6 +127,63 @@ def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
     assert json.loads((folder / "summary.json").read_text())["status"] == "complete"
 
 
+def test_images_the_folder_labels_are_never_asked_of_the_person(tmp_path):
+    """Issue 16, bug 8: the labelled train/ images left in the pool may be queried; they are answered with
+    the folder's label, and the page asks the person only for unlabeled/ images (a real run, answered over
+    HTTP as the page does)."""
+    data = tmp_path / "images"
+    make_folder(data, 8, "train")
+    make_folder(data, 3, "test", start=100)
+    add_unlabeled(data)
+    out = tmp_path / "runs"
+    log = tmp_path / "run.log"
+    # 24 labelled - 6 validation = 18 labelled in the pool (positions 0-17), 6 of them the initial set;
+    # the unlabeled/ images are positions 18-27. 10 queries from 22 candidates reach both kinds.
+    argv = ["--dataset", "folder", "--data_dir", str(data), "--image_size", "28", "--oracle", "human",
+            "--num_valid", "6", "--n_init_labeled", "6", "--n_query", "5", "--n_round", "2", "--epochs", "1",
+            "--min_steps", "5", "--no-wandb", "--threads", "1", "--output_dir", str(out), "--run_name", "mine"]
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, stderr=err,
+                                stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        base, token = wait_for(log, r"label the queried images at (http://\S+)", proc).split("/?token=")
+        shown = {}  # round -> pool positions the page asked the person for
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/view?token={token}", timeout=10) as r:
+                    html = r.read().decode()
+            except OSError:  # the run closes the page when it finishes
+                time.sleep(0.1)
+                continue
+            batch = re.search(r'id="batch" data-round="(\d+)"', html)
+            if batch and int(batch.group(1)) not in shown:
+                round_ = int(batch.group(1))
+                shown[round_] = [int(p) for p in re.findall(r'data-position="(\d+)"', html)]
+                for p in shown[round_]:
+                    post(base, token, "answer", {"batch": round_, "position": p, "label": 2})
+                post(base, token, "submit", {"batch": round_})
+            time.sleep(0.1)
+        assert proc.wait(timeout=120) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (folder,) = out.iterdir()
+    acquired = pd.read_csv(folder / "acquired.csv")
+    queried = acquired[acquired["round"] >= 0]
+    from_folder = queried[queried["pool_position"] < 18]
+    assert len(queried) == 10 and len(from_folder) > 0  # the strategy did choose images the folder labels
+    asked = sorted(p for positions in shown.values() for p in positions)
+    assert asked == sorted(queried.loc[queried["pool_position"] >= 18, "pool_position"])  # and only the others
+    assert (from_folder["label"] == from_folder["true_label"]).all() and (from_folder["true_label"] >= 0).all()
+    assert (queried.loc[queried["pool_position"] >= 18, "label"] == 2).all()
+    assert re.search(r"more labelled in the folder, not asked|are labelled in the folder; nobody is asked",
+                     log.read_text())
+    rounds = pd.read_csv(folder / "rounds.csv")
+    assert rounds["n_labeled"].tolist() == [6, 11, 16] and rounds["n_corrupted"].tolist() == [0, 0, 0]
+
+
 def wait_for(log: Path, pattern: str, proc, timeout: float = 120) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:
