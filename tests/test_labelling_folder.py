@@ -84,9 +84,17 @@ def test_budget_counts_unlabeled_images_but_not_for_the_initial_set():
         check_budget(cfg.replace(n_init_labeled=19, n_round=1), 24, 3, n_unlabeled=10)
 
 
-def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
-    """A real main.py run: the whole labelled pool is the initial set, so every query is an unlabelled
-    image; the answers (over HTTP, as the page sends them) are what acquired.csv records."""
+def queries_of(out: Path) -> tuple:
+    """(the one run folder under ``out``, its acquired.csv, the rows of the images queried after round 0)."""
+    (folder,) = out.iterdir()
+    acquired = pd.read_csv(folder / "acquired.csv")
+    return folder, acquired, acquired[acquired["round"] >= 0]
+
+
+def folder_run(tmp_path: Path, n_init_labeled: int, n_query: int) -> tuple:
+    """A real main.py --oracle human run of 2 query rounds over a folder of 24 labelled images (3 classes;
+    18 in the pool after 6 for validation, pool positions 0-17) and 10 unlabelled ones (positions 18-27):
+    (the process, its stderr log, the output folder)."""
     data = tmp_path / "images"
     make_folder(data, 8, "train")
     make_folder(data, 3, "test", start=100)
@@ -94,12 +102,20 @@ def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
     out = tmp_path / "runs"
     log = tmp_path / "run.log"
     argv = ["--dataset", "folder", "--data_dir", str(data), "--image_size", "28", "--oracle", "human",
-            "--num_valid", "6", "--n_init_labeled", "18", "--n_query", "3", "--n_round", "2", "--epochs", "1",
-            "--min_steps", "5", "--no-wandb", "--threads", "1", "--output_dir", str(out), "--run_name", "mine"]
+            "--num_valid", "6", "--n_init_labeled", str(n_init_labeled), "--n_query", str(n_query), "--n_round",
+            "2", "--epochs", "1", "--min_steps", "5", "--no-wandb", "--threads", "1", "--output_dir", str(out),
+            "--run_name", "mine"]
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, stderr=err,
                                 stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return proc, log, out
+
+
+def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
+    """A real main.py run: the whole labelled pool is the initial set, so every query is an unlabelled
+    image; the answers (over HTTP, as the page sends them) are what acquired.csv records."""
+    proc, log, out = folder_run(tmp_path, n_init_labeled=18, n_query=3)
     try:
         given = {}
         for round_ in range(2):
@@ -116,9 +132,7 @@ def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    (folder,) = out.iterdir()
-    acquired = pd.read_csv(folder / "acquired.csv")
-    queried = acquired[acquired["round"] >= 0]
+    folder, acquired, queried = queries_of(out)
     assert dict(zip(queried["pool_position"], queried["label"])) == given
     assert (queried["pool_position"] >= 18).all() and (queried["true_label"] == -1).all()
     assert (acquired.loc[acquired["round"] == -1, "true_label"] >= 0).all()
@@ -131,21 +145,8 @@ def test_images_the_folder_labels_are_never_asked_of_the_person(tmp_path):
     """Issue 16, bug 8: the labelled train/ images left in the pool may be queried; they are answered with
     the folder's label, and the page asks the person only for unlabeled/ images (a real run, answered over
     HTTP as the page does)."""
-    data = tmp_path / "images"
-    make_folder(data, 8, "train")
-    make_folder(data, 3, "test", start=100)
-    add_unlabeled(data)
-    out = tmp_path / "runs"
-    log = tmp_path / "run.log"
-    # 24 labelled - 6 validation = 18 labelled in the pool (positions 0-17), 6 of them the initial set;
-    # the unlabeled/ images are positions 18-27. 10 queries from 22 candidates reach both kinds.
-    argv = ["--dataset", "folder", "--data_dir", str(data), "--image_size", "28", "--oracle", "human",
-            "--num_valid", "6", "--n_init_labeled", "6", "--n_query", "5", "--n_round", "2", "--epochs", "1",
-            "--min_steps", "5", "--no-wandb", "--threads", "1", "--output_dir", str(out), "--run_name", "mine"]
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, stderr=err,
-                                stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # 6 of the 18 labelled pool images are the initial set: 10 queries from 22 candidates reach both kinds
+    proc, log, out = folder_run(tmp_path, n_init_labeled=6, n_query=5)
     try:
         base, token = wait_for(log, r"label the queried images at (http://\S+)", proc).split("/?token=")
         shown = {}  # round -> pool positions the page asked the person for
@@ -169,9 +170,7 @@ def test_images_the_folder_labels_are_never_asked_of_the_person(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    (folder,) = out.iterdir()
-    acquired = pd.read_csv(folder / "acquired.csv")
-    queried = acquired[acquired["round"] >= 0]
+    folder, acquired, queried = queries_of(out)
     from_folder = queried[queried["pool_position"] < 18]
     assert len(queried) == 10 and len(from_folder) > 0  # the strategy did choose images the folder labels
     asked = sorted(p for positions in shown.values() for p in positions)
