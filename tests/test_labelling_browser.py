@@ -189,7 +189,7 @@ def test_label_a_study_in_the_browser(tmp_path):
             given[positions[3]] = 1
             wait_saved(folder, 0, N_QUERY)
             page.screenshot(path=str(tmp_path / "labelling_batch0.png"), full_page=True)
-            page.locator("#submit").click()
+            page.keyboard.press("Enter")  # after clicks too: a clicked button keeps no focus to press again
             expect(page.locator("#message")).to_contain_text("submitted", timeout=60_000)
             assert batch_file(folder)["submitted"] is True
             # A second submission of the same batch is refused.
@@ -271,7 +271,7 @@ def test_label_a_study_in_the_browser(tmp_path):
                 page.keyboard.press(key)
                 given[p] = -1 if key == "?" else int(key)
             wait_saved(folder, 2, N_QUERY)
-            page.keyboard.press("Enter")
+            page.locator("#submit").click()
             # The page follows to the end: it says finished, and no message says the model is training.
             expect(page.locator("#view .phase")).to_contain_text("Finished", timeout=120_000)
             assert "training" not in page.locator("#message").inner_text()
