@@ -5,6 +5,7 @@ import json
 import logging
 import re
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from PIL import Image
 from config import Config, ConfigError
 from conftest import ROOT, SMALL, probe_study_data, run_dirs
 from data import Images, PoolState
-from oracles.human.oracle import BATCH_FILE, HumanOracle, encode_png
+from oracles.human.oracle import BATCH_FILE, TOKEN_FILE, HumanOracle, encode_png
 from oracles.human.web import create_app
 from loop import OracleContext, acquired_rows, count_corrupted, restore_labeled
 from results import ROUND_COLUMNS, RunDir
@@ -139,6 +140,36 @@ def test_every_route_needs_the_token_and_posts_take_it_only_from_the_header(make
     assert submit(client, oracle) == (200, {"message": "round 1 of 4: 3 labels submitted; the model is training"})
     thread.join(5)
     assert out["labels"] == [7, 1, 2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_token_is_kept_in_the_run_folder_for_its_owner_only(make_oracle, run_dir):
+    # Issue 16, "stop and come back": a resumed run's page has the same address (token from the run
+    # folder, the port from --human_port), so a tab left open reconnects; the page still needs the token.
+    port = free_port()
+    first = make_oracle(port=port)
+    path = run_dir.path / TOKEN_FILE
+    assert path.read_text() == first.token + "\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    first.close()
+    path.chmod(0o644)
+    second = make_oracle(port=port)  # --resume
+    assert second.token == first.token and second.url == first.url
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    client = create_app(second).test_client()
+    assert client.get("/state").status_code == 403 and client.get(f"/state?token={second.token}").status_code == 200
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(second.url.split("?")[0])
+    assert err.value.code == 403
+    second.close()
+    path.write_text("not a token\n")  # damaged: replaced by a new one
+    third = make_oracle()
+    assert third.token != first.token and path.read_text() == third.token + "\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 # ------------------------------------------------------------------------------------------ a batch

@@ -3,8 +3,9 @@
 
 One study of 3 query rounds of 5 images: batch 0 is labelled by clicking (with a reload half-way and
 refused answers through the page), batch 1 by keyboard, batch 2 is half labelled when the run is
-killed with SIGKILL; the resumed run shows the answers again, the rest is labelled and the run
-finishes. acquired.csv must then hold exactly the answers given.
+killed with SIGKILL; the resumed run (the same address: the token is kept in the run folder, the port is
+--human_port's) shows the answers again in the tab left open, which reconnects by itself; the rest is
+labelled and the run finishes. acquired.csv must then hold exactly the answers given.
 
 On the way, the keyboard flow of issue 16 (at 1280×800, where the fifth card starts below the fold):
 focus stays on a pressed button when the page redraws, Enter presses a focused button and submits an
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -138,7 +140,10 @@ FOCUSED = "(() => { const b = document.activeElement; const c = b.closest('.card
 
 def test_label_a_study_in_the_browser(tmp_path):
     out = tmp_path / "runs"
-    study = Study([*ARGS, "--output_dir", str(out)], tmp_path / "run1.log")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    study = Study([*ARGS, "--human_port", str(port), "--output_dir", str(out)], tmp_path / "run1.log")
     (folder,) = out.iterdir()  # human_<timestamp>
     given: dict = {}  # pool position -> label given (-1: I don't know)
     base = study.url.split("/?token=")[0]
@@ -259,11 +264,20 @@ def test_label_a_study_in_the_browser(tmp_path):
             assert "Not saved" in page.locator("#message").inner_text()
             assert saved_answers(folder, 2) == {positions[0]: 4, positions[1]: 8}
 
-            # Resumed: the page shows the same batch with the two answers; finish it.
+            # Resumed at the same address: the tab left open reconnects by itself and shows the same batch
+            # with the two saved answers, and not the one given while disconnected; finish it.
             resumed = Study(["--resume", str(folder)], tmp_path / "run2.log")
-            assert resumed.url != study.url  # a new token
-            page.goto(resumed.url)
+            assert resumed.url == study.url
+            deadline = time.time() + 120
+            while json.loads(urllib.request.urlopen(f"{base}/state?token={token}", timeout=10).read())["phase"] \
+                    != "labelling":
+                assert time.time() < deadline and resumed.proc.poll() is None, resumed.log.read_text()
+                time.sleep(0.1)
+            wait_redrawn(page, base, token)
+            expect(page.locator("#online")).to_have_text("connected")
             assert open_batch(page, 2) == positions
+            assert "answered" not in card(page, positions[2]).get_attribute("class").split()
+            assert page.locator("#answered").inner_text() == "2"
             for p, label in ((positions[0], 4), (positions[1], 8)):
                 assert card(page, p).locator("button.chosen").get_attribute("data-label") == str(label)
                 given[p] = label

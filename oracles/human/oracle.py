@@ -14,6 +14,9 @@ Nothing a person answers is lost:
   for images the resumed round did not query again (possible on a GPU, whose kernels need not be
   deterministic) are kept in the file under ``unused`` and filled in if those images are asked later.
 - A batch submitted but not yet recorded in rounds.csv (a kill in between) is not asked again.
+- The page's token is kept in ``human_token`` in the run folder (readable by its owner only), so after
+  ``--resume`` the same address works again when the port is the same (``--human_port``, kept in
+  config.json), and a tab left open reconnects by itself.
 
 The initial set keeps the dataset's labels (it must be labelled, like the test set); the person is
 asked only for the queried images. With ``--dataset folder`` the labels in ``train/<class>/`` are the
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import reprlib
 import secrets
 import threading
@@ -37,9 +42,10 @@ from PIL import Image
 from oracles.human.address import check_address, is_loopback
 from oracles.human.web import Refused, start_server
 from oracles.simulated import CleanOracle
-from results import write_json
+from results import OutputError, atomic_write_text, write_json
 
 BATCH_FILE = "human_batch.json"
+TOKEN_FILE = "human_token"
 SKIP = -1  # the label of an "I don't know" answer
 # Keyboard shortcuts of the class buttons: 0-9 for the first ten classes, then a-z.
 KEYS = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -84,9 +90,10 @@ class HumanOracle(CleanOracle):
         names = data.classes or tuple(str(c) for c in range(data.num_classes))
         self.classes = tuple(str(n) for n in names)
         self.path = study.run_dir.path / BATCH_FILE
-        self.token = secrets.token_urlsafe(24)
+        self.token = self._token(study.run_dir.path / TOKEN_FILE)
         self.lock = threading.Lock()
         self.version = 0          # bumped on every change the page must show
+        self.process = secrets.token_hex(4)  # in the version: a tab that outlived a resumed run's restart redraws
         self.batch = None         # the open (or last) batch: see __call__
         self.finished = False
         self.last_seen = 0.0      # monotonic time of the last request with the token
@@ -233,7 +240,8 @@ class HumanOracle(CleanOracle):
                      for i, p in enumerate(b["positions"])] if open_ else []
             return {
                 # Changes whenever the page must be redrawn: an answer, a batch, a recorded round, a step.
-                "version": f"{self.version}.{len(run_dir.rounds)}.{live.get('round')}.{live.get('phase')}",
+                "version": f"{self.process}.{self.version}.{len(run_dir.rounds)}.{live.get('round')}."
+                           f"{live.get('phase')}",
                 "phase": phase, "round": min(round_, self.cfg.n_round), "step": step, "n_training": n_training,
                 "last": round_ >= self.cfg.n_round, "from_dataset": b.get("from_dataset", 0) if open_ else 0,
                 "n_round": self.cfg.n_round, "n_labeled": state.n_labeled, "n_aside": state.n_aside,
@@ -273,6 +281,23 @@ class HumanOracle(CleanOracle):
                   "unused": {str(p): a for p, a in batch.get("unused", {}).items()},
                   "classes": list(self.classes), "updated": _now()}
         write_json(self.path, record)
+
+    def _token(self, path) -> str:
+        """The page's token: the run folder's (a resumed run's page keeps its address), or a new one saved
+        there, readable by the owner only (whoever reads it can answer for the person)."""
+        try:
+            token = path.read_text().strip()
+            if re.fullmatch(r"[A-Za-z0-9_-]{32,}", token):
+                os.chmod(path, 0o600)
+                return token
+            self.log.warning("%s does not hold a token: the page gets a new one (and a new address)", path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise OutputError(f"cannot use {path}: {err.strerror or err}") from None
+        token = secrets.token_urlsafe(24)
+        atomic_write_text(path, token + "\n")  # its temporary file is created 0600, and renamed so
+        return token
 
     def _read_saved(self) -> dict | None:
         """The batch file a previous process left (None when there is none or it cannot be read)."""
