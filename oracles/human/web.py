@@ -3,7 +3,8 @@
 Routes (every one needs the run's token, without it: 403; and a Host header that names the page's own
 address, otherwise: 400, see address.accepted_hosts):
 
-- ``GET /?token=T``: the page (server-rendered; its script polls ``/state`` and swaps in ``/view``);
+- ``GET /?token=T``: the page (server-rendered; its script polls ``/state`` and draws ``/view``, the open
+  batch's cards updated in place so that focus stays);
 - ``GET /view?token=T``: the page's main part (progress, learning curve, the open batch);
 - ``GET /state?token=T``: ``{"version", "phase"}``: the page refreshes when the version changes;
 - ``GET /image/<pool position>.png?token=T``: an image of the open batch, PNG-encoded from memory;
