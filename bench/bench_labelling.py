@@ -129,7 +129,7 @@ def main() -> int:
                     if args.screenshot and r == args.rounds - 1 and i == len(positions) // 2:
                         page.screenshot(path=args.screenshot, full_page=True)
                 page.keyboard.press("Enter")
-                expect(page.locator("#message")).to_contain_text(f"round {r}:", timeout=60_000)
+                expect(page.locator("#message")).to_contain_text(f"round {r + 1} of", timeout=60_000)
                 submitted = time.perf_counter()
                 seconds = submitted - t0
                 row = {"event": "batch", "round": r, "images": len(positions), "keyboard_s": round(seconds, 3),

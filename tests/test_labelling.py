@@ -3,7 +3,9 @@ refusals and PNGs, the loop's "I don't know", the configuration checks, and one 
 import io
 import json
 import logging
+import re
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -20,7 +22,7 @@ from PIL import Image
 from config import Config, ConfigError
 from conftest import ROOT, SMALL, probe_study_data, run_dirs
 from data import Images, PoolState
-from oracles.human.oracle import BATCH_FILE, HumanOracle, encode_png
+from oracles.human.oracle import BATCH_FILE, TOKEN_FILE, HumanOracle, encode_png
 from oracles.human.web import create_app
 from loop import OracleContext, acquired_rows, count_corrupted, restore_labeled
 from results import ROUND_COLUMNS, RunDir
@@ -135,9 +137,39 @@ def test_every_route_needs_the_token_and_posts_take_it_only_from_the_header(make
     assert err.value.code == 403
     for position, label in zip(ASKED, (7, 1, 2)):
         assert give(client, oracle, position, label)[0] == 200
-    assert submit(client, oracle) == (200, {"message": "round 0: 3 labels submitted; the model is training"})
+    assert submit(client, oracle) == (200, {"message": "round 1 of 4: 3 labels submitted; the model is training"})
     thread.join(5)
     assert out["labels"] == [7, 1, 2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_token_is_kept_in_the_run_folder_for_its_owner_only(make_oracle, run_dir):
+    # Issue 16, "stop and come back": a resumed run's page has the same address (token from the run
+    # folder, the port from --human_port), so a tab left open reconnects; the page still needs the token.
+    port = free_port()
+    first = make_oracle(port=port)
+    path = run_dir.path / TOKEN_FILE
+    assert path.read_text() == first.token + "\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    first.close()
+    path.chmod(0o644)
+    second = make_oracle(port=port)  # --resume
+    assert second.token == first.token and second.url == first.url
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    client = create_app(second).test_client()
+    assert client.get("/state").status_code == 403 and client.get(f"/state?token={second.token}").status_code == 200
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(second.url.split("?")[0])
+    assert err.value.code == 403
+    second.close()
+    path.write_text("not a token\n")  # damaged: replaced by a new one
+    third = make_oracle()
+    assert third.token != first.token and path.read_text() == third.token + "\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 # ------------------------------------------------------------------------------------------ a batch
@@ -155,7 +187,7 @@ def test_batch_is_saved_answer_by_answer_and_returned_on_submission(make_oracle)
         assert saved(oracle, "answers") == expected
     assert give(client, oracle, 5, "skip")[1] == {"message": "image 2: I don't know (saved)"}
     assert thread.is_alive() and oracle.view()["answered"] == 3
-    message = "round 0: 2 labels submitted, 1 skipped; the model is training"
+    message = "round 1 of 4: 2 labels submitted, 1 skipped; the model is training"
     assert submit(client, oracle) == (200, {"message": message})
     thread.join(5)
     assert not thread.is_alive() and out["labels"] == [7, -1, 0]
@@ -464,6 +496,78 @@ def test_the_page_shows_the_round_in_progress_before_it_is_recorded(make_oracle)
     client = create_app(oracle).test_client()
     html = client.get(f"/view?token={oracle.token}").get_data(as_text=True)
     assert "is choosing the next batch" in html and "test 62.5% at 4 labels" in html
+
+
+def status_line(client, oracle) -> str:
+    """The page's status line (what the run is doing), as /view renders it."""
+    html = client.get(f"/view?token={oracle.token}").get_data(as_text=True)
+    return re.search(r'<p class="phase [a-z]+">(.*?)</p>', html, re.S).group(1)
+
+
+def test_the_status_line_says_what_the_run_is_doing_from_start_to_finish(make_oracle):
+    # Issue 16, bug 5: after a submission the old round's "choosing the next batch" stayed (with the new
+    # labelled count) until the next round began; the last round promised a next batch.
+    oracle = make_oracle()  # --n_round 3: rounds 0..3, counted 1..4 as summary.json counts them
+    live, client = oracle.study.live, create_app(oracle).test_client()
+    live.update(round=0, phase="training", n_labeled=4)
+    assert status_line(client, oracle).startswith(
+        "Round 1 of 4: the model is training on 4 labelled images, then it chooses the next batch.")
+    live.update(phase="querying", val_acc=0.5, test_acc=0.625)
+    assert status_line(client, oracle).startswith(
+        "Round 1 of 4: the model trained on 4 labelled images is choosing the next batch.")
+    thread, out, client = open_batch(oracle)
+    assert status_line(client, oracle) == ("Round 1 of 4: waiting for you. The model trained on 4 labelled images "
+                                           "chose these 3 images. Label them, then submit.")
+    for position, label in ((10, 7), (5, "skip"), (30, 0)):
+        assert give(client, oracle, position, label)[0] == 200
+    assert submit(client, oracle)[0] == 200
+    thread.join(5)
+    # Submitted; the loop has not begun round 1 yet (its live step is still round 0's "querying")
+    assert status_line(client, oracle).startswith(
+        "Round 2 of 4: the model is training on 6 labelled images, then it chooses the next batch.")
+    live.clear()
+    live.update(round=3, phase="training", n_labeled=30)
+    last = status_line(client, oracle)
+    assert last.startswith("Round 4 of 4 (the last): the model is training on 30 labelled images; no images are "
+                           "asked after it.") and "next batch" not in last
+    live.update(phase="querying", val_acc=0.5, test_acc=0.7)  # the last round queries nothing
+    assert "next batch" not in status_line(client, oracle)
+    oracle.last_seen = 0.0  # no page watching: close does not linger
+    oracle.close(finished=True)
+    assert status_line(client, oracle) == "Finished: the study ran all 4 rounds and ended with 0 labelled images."
+
+
+def test_keys_pool_round_and_legend_agree_with_the_run(make_oracle, run_dir):
+    # Issue 16, bug 7: "Keys 0–9" for 3 classes, a pool count that never decreased, rounds counted from 0
+    # (summary.json counts from 1), and a curve without a legend.
+    data = uint8_data()
+    data.num_classes = 3
+    oracle = make_oracle(data)
+    client, state, live = create_app(oracle).test_client(), oracle.study.state, oracle.study.live
+    page = client.get(f"/?token={oracle.token}").get_data(as_text=True)
+    assert re.search(r"<footer>(.*?)</footer>", page, re.S).group(1).startswith(
+        "Keys: <kbd>0</kbd>–<kbd>2</kbd> label the highlighted image")
+    assert oracle.view()["pool"] == N_POOL
+    state.label(INITIAL, oracle.pool_y[INITIAL], round_=0)
+    state.set_aside(torch.tensor([7]))
+    assert oracle.view()["pool"] == N_POOL - 5
+    live.update(round=0, phase="querying", n_labeled=4, val_acc=0.5, test_acc=0.625)
+    html = client.get(f"/view?token={oracle.token}").get_data(as_text=True)
+    assert f"round 1 of 4 · <span id=\"n-labeled\">4</span> labelled · 1 set aside (I don't know) · " \
+           f"<span id=\"pool\">{N_POOL - 5}</span> unlabelled left in the pool" in html
+    legend = re.findall(r'<g class="legend"><line [^>]*stroke="([^"]+)"[^>]*?( stroke-dasharray="4 3")?/>'
+                        r'<text [^>]*>([^<]+)</text></g>', html)
+    assert legend == [("#999", ' stroke-dasharray="4 3"', "validation accuracy"), ("#1a5fb4", "", "test accuracy")]
+    # The finished page counts as summary.json does: rounds_completed of rounds_planned
+    run_dir.planned_rounds = 4
+    for r in range(4):
+        run_dir.append_round({**{c: 0 for c in ROUND_COLUMNS}, "round": r}, [])
+    live.clear()
+    oracle.last_seen = 0.0
+    oracle.close(finished=True)
+    summary = json.loads((run_dir.path / "summary.json").read_text())
+    html = client.get(f"/view?token={oracle.token}").get_data(as_text=True)
+    assert f"round {summary['rounds_completed']} of {summary['rounds_planned']} ·" in html
 
 
 def test_a_failed_write_takes_no_answer_and_stops_the_run_with_an_output_error(make_oracle, monkeypatch):

@@ -3,8 +3,15 @@
 
 One study of 3 query rounds of 5 images: batch 0 is labelled by clicking (with a reload half-way and
 refused answers through the page), batch 1 by keyboard, batch 2 is half labelled when the run is
-killed with SIGKILL; the resumed run shows the answers again, the rest is labelled and the run
-finishes. acquired.csv must then hold exactly the answers given.
+killed with SIGKILL; the resumed run (the same address: the token is kept in the run folder, the port is
+--human_port's) shows the answers again in the tab left open, which reconnects by itself; the rest is
+labelled and the run finishes. acquired.csv must then hold exactly the answers given.
+
+On the way, the keyboard flow of issue 16 (at 1280×800, where the fifth card starts below the fold):
+focus stays on a pressed button when the page redraws, Enter presses a focused button and submits an
+incomplete batch only to show the run's refusal, the highlighted card scrolls into view, an answer given
+after the run stopped is never shown as saved, and the status and message lines follow the run to
+"finished" with the round count of summary.json.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,9 +122,28 @@ def wait_saved(folder: Path, round_: int, n: int) -> dict:
     raise AssertionError(f"human_batch.json has {len(answers)} answers, expected {n}")
 
 
+def wait_redrawn(page, base: str, token: str) -> None:
+    """Wait until the page has drawn the run's latest state (its poll fetched /view after the last change)."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with urllib.request.urlopen(f"{base}/state?token={token}", timeout=10) as r:
+            server = json.loads(r.read())["version"]
+        if page.get_attribute("#view", "data-version") == server:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the page did not follow the run's state")
+
+
+FOCUSED = "(() => { const b = document.activeElement; const c = b.closest('.card'); " \
+          "return [b.tagName, b.dataset.label || null, c ? Number(c.dataset.position) : null]; })()"
+
+
 def test_label_a_study_in_the_browser(tmp_path):
     out = tmp_path / "runs"
-    study = Study([*ARGS, "--output_dir", str(out)], tmp_path / "run1.log")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    study = Study([*ARGS, "--human_port", str(port), "--output_dir", str(out)], tmp_path / "run1.log")
     (folder,) = out.iterdir()  # human_<timestamp>
     given: dict = {}  # pool position -> label given (-1: I don't know)
     base = study.url.split("/?token=")[0]
@@ -124,7 +151,7 @@ def test_label_a_study_in_the_browser(tmp_path):
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(study.url)
 
             # No token, a wrong token, or a POST whose token is only in the address: 403.
@@ -167,7 +194,7 @@ def test_label_a_study_in_the_browser(tmp_path):
             given[positions[3]] = 1
             wait_saved(folder, 0, N_QUERY)
             page.screenshot(path=str(tmp_path / "labelling_batch0.png"), full_page=True)
-            page.locator("#submit").click()
+            page.keyboard.press("Enter")  # after clicks too: a clicked button keeps no focus to press again
             expect(page.locator("#message")).to_contain_text("submitted", timeout=60_000)
             assert batch_file(folder)["submitted"] is True
             # A second submission of the same batch is refused.
@@ -179,15 +206,45 @@ def test_label_a_study_in_the_browser(tmp_path):
             # Batch 1, by keyboard (the page follows by itself, no reload): digits label the highlighted
             # image and move on; "?" is "I don't know"; Enter submits.
             positions = open_batch(page, 1)
-            # While round 1 trained, the page showed the progress and round 0's learning curve.
+            # While round 1 trained, the page showed the progress and round 0's learning curve, with a
+            # legend for its two lines; batch 0's "submitted" line is gone with the new batch.
             assert page.locator("#curve").count() == 1
-            keys = ["2", "?", "5", "5", "9"]
-            for p, key in zip(positions, keys):
-                page.keyboard.press(key)
-                given[p] = -1 if key == "?" else int(key)
-            wait_saved(folder, 1, N_QUERY)
+            assert page.locator("#curve .legend").all_text_contents() == ["validation accuracy", "test accuracy"]
+            assert page.locator("#message").inner_text() == ""
+            assert page.locator(".phase").inner_text().startswith("Round 2 of 4: waiting for you.")
+            # Enter on an incomplete batch: the run's refusal, on the page.
             page.keyboard.press("Enter")
-            expect(page.locator("#message")).to_contain_text("round 1", timeout=60_000)
+            expect(page.locator("#message.bad")).to_contain_text("5 of 5 images have no answer yet (image 1, 2, 3, "
+                                                                 "4, 5)", timeout=10_000)
+            # Space on a focused button labels its card; focus stays there when the page redraws, and Tab
+            # goes on to the next button of that card.
+            card(page, positions[0]).locator('button[data-label="2"]').focus()
+            page.keyboard.press(" ")
+            given[positions[0]] = 2
+            wait_saved(folder, 1, 1)
+            wait_redrawn(page, base, token)
+            assert page.evaluate(FOCUSED) == ["BUTTON", "2", positions[0]]
+            page.keyboard.press("Tab")
+            assert page.evaluate(FOCUSED) == ["BUTTON", "3", positions[0]]
+            # Enter on a focused button presses it, and does not submit.
+            card(page, positions[1]).locator('button[data-label="skip"]').focus()
+            page.keyboard.press("Enter")
+            given[positions[1]] = -1
+            assert wait_saved(folder, 1, 2) == {positions[0]: 2, positions[1]: -1}
+            # The keys label the highlighted card; the highlight moves on, and the card it moves to is in view.
+            for p, key in zip(positions[2:4], ["5", "5"]):
+                page.keyboard.press(key)
+                given[p] = int(key)
+            assert page.locator(".card.current").get_attribute("data-position") == str(positions[4])
+            box = page.locator(".card.current").bounding_box()
+            assert box["y"] >= 0 and box["y"] + box["height"] <= 800, box
+            page.keyboard.press("9")
+            given[positions[4]] = 9
+            wait_saved(folder, 1, N_QUERY)
+            page.locator("#submit").focus()  # Enter on the focused Submit button submits once
+            page.keyboard.press("Enter")
+            expect(page.locator("#message")).to_contain_text("round 2 of 4: 4 labels submitted, 1 skipped",
+                                                             timeout=60_000)
 
             # Batch 2: two answers, then the run is killed (SIGKILL) mid-batch.
             positions = open_batch(page, 2)
@@ -197,12 +254,33 @@ def test_label_a_study_in_the_browser(tmp_path):
             study.proc.send_signal(signal.SIGKILL)
             study.wait()
             page.wait_for_selector("#online.offline", timeout=10_000)
+            # An answer given now is not saved, and the page never shows it as saved.
+            expect(page.locator("#online")).to_contain_text("disconnected")
+            page.keyboard.press("3")
+            expect(card(page, positions[2])).to_have_class(re.compile(r"\bunsaved\b"), timeout=10_000)
+            assert "answered" not in card(page, positions[2]).get_attribute("class").split()
+            assert card(page, positions[2]).locator("button.unsent").get_attribute("data-label") == "3"
+            assert page.locator("#answered").inner_text() == "2"
+            assert "Not saved" in page.locator("#message").inner_text()
+            assert saved_answers(folder, 2) == {positions[0]: 4, positions[1]: 8}
 
-            # Resumed: the page shows the same batch with the two answers; finish it.
+            # Resumed at the same address: the tab left open reconnects by itself and shows the same batch
+            # with the two saved answers, and not the one given while disconnected; finish it.
             resumed = Study(["--resume", str(folder)], tmp_path / "run2.log")
-            assert resumed.url != study.url  # a new token
-            page.goto(resumed.url)
+            assert resumed.url == study.url
+            deadline = time.time() + 120
+            while json.loads(urllib.request.urlopen(f"{base}/state?token={token}", timeout=10).read())["phase"] \
+                    != "labelling":
+                assert time.time() < deadline and resumed.proc.poll() is None, resumed.log.read_text()
+                time.sleep(0.1)
+            wait_redrawn(page, base, token)
+            expect(page.locator("#online")).to_have_text("connected")
             assert open_batch(page, 2) == positions
+            assert "answered" not in card(page, positions[2]).get_attribute("class").split()
+            assert page.locator("#answered").inner_text() == "2"
+            # The highlight is where it was, or on the first open card when the page showed the training
+            # in between: a click on the card's image puts it on card 3.
+            card(page, positions[2]).locator("img").click()
             for p, label in ((positions[0], 4), (positions[1], 8)):
                 assert card(page, p).locator("button.chosen").get_attribute("data-label") == str(label)
                 given[p] = label
@@ -210,7 +288,11 @@ def test_label_a_study_in_the_browser(tmp_path):
                 page.keyboard.press(key)
                 given[p] = -1 if key == "?" else int(key)
             wait_saved(folder, 2, N_QUERY)
-            page.keyboard.press("Enter")
+            page.locator("#submit").click()
+            # The page follows to the end: it says finished, and no message says the model is training.
+            expect(page.locator("#view .phase")).to_contain_text("Finished", timeout=120_000)
+            assert "training" not in page.locator("#message").inner_text()
+            counts = page.locator("#view .counts").inner_text()
             assert resumed.wait() == 0, resumed.log.read_text()
         finally:
             browser.close()
@@ -224,5 +306,8 @@ def test_label_a_study_in_the_browser(tmp_path):
     assert rounds["n_skipped"].tolist() == [1, 1, 1, 0]
     # --dont_know out (the default): skipped images leave the pool; 20 initial + 4 labels a round.
     assert rounds["n_labeled"].tolist() == [20, 24, 28, 32]
-    assert json.loads((folder / "summary.json").read_text())["status"] == "complete"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "complete"
     assert json.loads((folder / "config.json").read_text())["oracle"] == "human"
+    # The page counted the rounds as summary.json does.
+    assert counts.startswith(f"round {summary['rounds_completed']} of {summary['rounds_planned']} · 32 labelled")

@@ -85,9 +85,17 @@ def test_budget_counts_unlabeled_images_but_not_for_the_initial_set():
         check_budget(cfg.replace(n_init_labeled=19, n_round=1), 24, 3, n_unlabeled=10)
 
 
-def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
-    """A real main.py run: the whole labelled pool is the initial set, so every query is an unlabelled
-    image; the answers (over HTTP, as the page sends them) are what acquired.csv records."""
+def queries_of(out: Path) -> tuple:
+    """(the one run folder under ``out``, its acquired.csv, the rows of the images queried after round 0)."""
+    (folder,) = out.iterdir()
+    acquired = pd.read_csv(folder / "acquired.csv")
+    return folder, acquired, acquired[acquired["round"] >= 0]
+
+
+def folder_run(tmp_path: Path, n_init_labeled: int, n_query: int) -> tuple:
+    """A real main.py --oracle human run of 2 query rounds over a folder of 24 labelled images (3 classes;
+    18 in the pool after 6 for validation, pool positions 0-17) and 10 unlabelled ones (positions 18-27):
+    (the process, its stderr log, the output folder)."""
     data = tmp_path / "images"
     make_folder(data, 8, "train")
     make_folder(data, 3, "test", start=100)
@@ -95,12 +103,20 @@ def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
     out = tmp_path / "runs"
     log = tmp_path / "run.log"
     argv = ["--dataset", "folder", "--data_dir", str(data), "--image_size", "28", "--oracle", "human",
-            "--num_valid", "6", "--n_init_labeled", "18", "--n_query", "3", "--n_round", "2", "--epochs", "1",
-            "--min_steps", "5", "--no-wandb", "--threads", "1", "--output_dir", str(out), "--run_name", "mine"]
+            "--num_valid", "6", "--n_init_labeled", str(n_init_labeled), "--n_query", str(n_query), "--n_round",
+            "2", "--epochs", "1", "--min_steps", "5", "--no-wandb", "--threads", "1", "--output_dir", str(out),
+            "--run_name", "mine"]
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, stderr=err,
                                 stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return proc, log, out
+
+
+def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
+    """A real main.py run: the whole labelled pool is the initial set, so every query is an unlabelled
+    image; the answers (over HTTP, as the page sends them) are what acquired.csv records."""
+    proc, log, out = folder_run(tmp_path, n_init_labeled=18, n_query=3)
     try:
         given = {}
         for round_ in range(2):
@@ -117,15 +133,55 @@ def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    (folder,) = out.iterdir()
-    acquired = pd.read_csv(folder / "acquired.csv")
-    queried = acquired[acquired["round"] >= 0]
+    folder, acquired, queried = queries_of(out)
     assert dict(zip(queried["pool_position"], queried["label"])) == given
     assert (queried["pool_position"] >= 18).all() and (queried["true_label"] == -1).all()
     assert (acquired.loc[acquired["round"] == -1, "true_label"] >= 0).all()
     rounds = pd.read_csv(folder / "rounds.csv")
     assert rounds["n_labeled"].tolist() == [18, 21, 23] and rounds["n_corrupted"].tolist() == [0, 0, 0]
     assert json.loads((folder / "summary.json").read_text())["status"] == "complete"
+
+
+def test_images_the_folder_labels_are_never_asked_of_the_person(tmp_path):
+    """Issue 16, bug 8: the labelled train/ images left in the pool may be queried; they are answered with
+    the folder's label, and the page asks the person only for unlabeled/ images (a real run, answered over
+    HTTP as the page does)."""
+    # 6 of the 18 labelled pool images are the initial set: 10 queries from 22 candidates reach both kinds
+    proc, log, out = folder_run(tmp_path, n_init_labeled=6, n_query=5)
+    try:
+        base, token = wait_for(log, r"label the queried images at (http://\S+)", proc).split("/?token=")
+        shown = {}  # round -> pool positions the page asked the person for
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/view?token={token}", timeout=10) as r:
+                    html = r.read().decode()
+            except OSError:  # the run closes the page when it finishes
+                time.sleep(0.1)
+                continue
+            batch = re.search(r'id="batch" data-round="(\d+)"', html)
+            if batch and int(batch.group(1)) not in shown:
+                round_ = int(batch.group(1))
+                shown[round_] = [int(p) for p in re.findall(r'data-position="(\d+)"', html)]
+                for p in shown[round_]:
+                    post(base, token, "answer", {"batch": round_, "position": p, "label": 2})
+                post(base, token, "submit", {"batch": round_})
+            time.sleep(0.1)
+        assert proc.wait(timeout=120) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    folder, acquired, queried = queries_of(out)
+    from_folder = queried[queried["pool_position"] < 18]
+    assert len(queried) == 10 and len(from_folder) > 0  # the strategy did choose images the folder labels
+    asked = sorted(p for positions in shown.values() for p in positions)
+    assert asked == sorted(queried.loc[queried["pool_position"] >= 18, "pool_position"])  # and only the others
+    assert (from_folder["label"] == from_folder["true_label"]).all() and (from_folder["true_label"] >= 0).all()
+    assert (queried.loc[queried["pool_position"] >= 18, "label"] == 2).all()
+    assert re.search(r"more labelled in the folder, not asked|are labelled in the folder; nobody is asked",
+                     log.read_text())
+    rounds = pd.read_csv(folder / "rounds.csv")
+    assert rounds["n_labeled"].tolist() == [6, 11, 16] and rounds["n_corrupted"].tolist() == [0, 0, 0]
 
 
 def wait_for(log: Path, pattern: str, proc, timeout: float = 120) -> str:

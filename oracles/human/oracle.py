@@ -14,15 +14,22 @@ Nothing a person answers is lost:
   for images the resumed round did not query again (possible on a GPU, whose kernels need not be
   deterministic) are kept in the file under ``unused`` and filled in if those images are asked later.
 - A batch submitted but not yet recorded in rounds.csv (a kill in between) is not asked again.
+- The page's token is kept in ``human_token`` in the run folder (readable by its owner only), so after
+  ``--resume`` the same address works again when the port is the same (``--human_port``, kept in
+  config.json), and a tab left open reconnects by itself.
 
 The initial set keeps the dataset's labels (it must be labelled, like the test set); the person is
-asked only for the queried images. Refused answers (an unknown class, an image not in the batch, a
-second submission) raise ``Refused`` and change nothing.
+asked only for the queried images. With ``--dataset folder`` the labels in ``train/<class>/`` are the
+person's own, so a queried image that the folder already labels is answered from there and never shown:
+the page asks only for images without a label (``unlabeled/``). Refused answers (an unknown class, an
+image not in the batch, a second submission) raise ``Refused`` and change nothing.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import reprlib
 import secrets
 import threading
@@ -35,14 +42,19 @@ from PIL import Image
 from oracles.human.address import check_address, is_loopback
 from oracles.human.web import Refused, start_server
 from oracles.simulated import CleanOracle
-from results import write_json
+from results import OutputError, atomic_write_text, write_json
 
 BATCH_FILE = "human_batch.json"
+TOKEN_FILE = "human_token"
 SKIP = -1  # the label of an "I don't know" answer
 # Keyboard shortcuts of the class buttons: 0-9 for the first ten classes, then a-z.
 KEYS = "0123456789abcdefghijklmnopqrstuvwxyz"
 SKIP_KEY = "?"  # also "/" (the same key without Shift)
-LINGER_S = 1.5  # after the last round, a page seen this recently gets time to show "finished"
+LINGER_S = 2.5  # after the last round, a page seen this recently gets time to show "finished" (it polls each 1 s)
+# Datasets whose labels a person gave (the user's own sorted images): a query for one of their labelled
+# images is answered with that label instead of asking the person again. Other datasets' labels are the
+# reference a person's answers are measured against (n_corrupted), so there the person is asked.
+OWN_LABELS = frozenset({"folder"})
 
 
 def _now() -> str:
@@ -52,9 +64,10 @@ def _now() -> str:
 class HumanOracle(CleanOracle):
     """Asks a person, through a local web page, for the labels of each round's queried images.
 
-    From CleanOracle: ``pool_y`` (the dataset's labels, -1 for an image it has none for; the initial set
-    is answered from it). ``remember`` keeps nothing: recorded rounds are never asked again. Whether a
-    person's answer is wrong is found afterwards, from the dataset (acquired.csv's true_label).
+    From CleanOracle: ``pool_y`` (the dataset's labels, -1 for an image it has none for; the initial set,
+    and with OWN_LABELS every labelled image, is answered from it). ``remember`` keeps nothing: recorded
+    rounds are never asked again. Whether a person's answer is wrong is found afterwards, from the
+    dataset (acquired.csv's true_label).
     """
 
     needs_predictions = False
@@ -68,13 +81,19 @@ class HumanOracle(CleanOracle):
         super().__init__(pool_y)
         self.cfg, self.study, self.log = cfg, study, study.log
         self.initial = set(torch.as_tensor(initial).tolist()) if initial is not None else set()
+        # The positions answered from the dataset without asking: the initial set, and every image the
+        # user's own folder labels
+        self.known = set(self.initial)
+        if cfg.dataset in OWN_LABELS:
+            self.known |= set(torch.nonzero(self.pool_y >= 0).flatten().tolist())
         data = study.data
         names = data.classes or tuple(str(c) for c in range(data.num_classes))
         self.classes = tuple(str(n) for n in names)
         self.path = study.run_dir.path / BATCH_FILE
-        self.token = secrets.token_urlsafe(24)
+        self.token = self._token(study.run_dir.path / TOKEN_FILE)
         self.lock = threading.Lock()
         self.version = 0          # bumped on every change the page must show
+        self.process = secrets.token_hex(4)  # in the version: a tab that outlived a resumed run's restart redraws
         self.batch = None         # the open (or last) batch: see __call__
         self.finished = False
         self.last_seen = 0.0      # monotonic time of the last request with the token
@@ -97,20 +116,24 @@ class HumanOracle(CleanOracle):
     def __call__(self, positions: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
         positions = torch.as_tensor(positions, dtype=torch.int64).cpu()
         wanted = positions.tolist()
-        if all(p in self.initial for p in wanted):  # the initial set: the dataset's labels
+        if all(p in self.known for p in wanted):  # the initial set (or a folder's labels): the dataset's labels
             labels = self.pool_y[positions]
             if (labels < 0).any():
                 raise ValueError("the initial set must be labelled images")
+            if not all(p in self.initial for p in wanted):
+                self.log.info("round %d: the %d images chosen are labelled in the folder; nobody is asked",
+                              len(self.study.run_dir.rounds), len(wanted))
             return labels.clone()
+        asked = [p for p in wanted if p not in self.known]
         r = len(self.study.run_dir.rounds)
-        answers, unused = self._saved_answers(r, wanted)
+        answers, unused = self._saved_answers(r, asked)
         if self.saved and self.saved.get("round") == r and self.saved.get("submitted") \
-                and sorted(self.saved.get("positions", [])) == sorted(wanted) and len(answers) == len(wanted):
+                and sorted(self.saved.get("positions", [])) == sorted(asked) and len(answers) == len(asked):
             self.log.info("round %d: the batch was submitted before the interruption; its answers are kept", r)
             self.saved = None
-            return torch.tensor([answers[p]["label"] for p in wanted], dtype=torch.int64)
-        batch = {"round": r, "positions": wanted, "answers": answers, "submitted": False, "opened": _now(),
-                 "unused": unused}
+            return self._labels(wanted, answers)
+        batch = {"round": r, "positions": asked, "answers": answers, "submitted": False, "opened": _now(),
+                 "unused": unused, "from_dataset": len(wanted) - len(asked)}
         with self.lock:
             self._write(batch)  # on disk before the page can show it
             self.batch, self._png = batch, {}
@@ -118,11 +141,12 @@ class HumanOracle(CleanOracle):
             self.version += 1
         self.saved = None
         given = f" ({len(answers)} answered before the interruption)" if answers else ""
-        self.log.info("round %d: %d images to label%s at %s", r, len(wanted), given, self.url)
+        known = f" ({batch['from_dataset']} more labelled in the folder, not asked)" if batch["from_dataset"] else ""
+        self.log.info("round %d: %d images to label%s%s at %s", r, len(asked), given, known, self.url)
         while not self._submitted.wait(0.5):  # short waits: Ctrl-C and SIGTERM get through
             pass
         with self.lock:
-            return torch.tensor([self.batch["answers"][p]["label"] for p in wanted], dtype=torch.int64)
+            return self._labels(wanted, self.batch["answers"])
 
     def close(self, finished: bool = False) -> None:
         """Stop the page's server (after a moment when the study finished and a page is watching)."""
@@ -175,7 +199,9 @@ class HumanOracle(CleanOracle):
             self.version += 1
             self._submitted.set()
             skipped = sum(a["label"] == SKIP for a in b["answers"].values())
-            return (f"round {b['round']}: {len(b['positions']) - skipped} labels submitted"
+            # Rounds counted from 1, as the page and summary.json count them (rounds.csv's round + 1)
+            return (f"round {b['round'] + 1} of {self.cfg.n_round + 1}: {len(b['positions']) - skipped} labels "
+                    "submitted"
                     + (f", {skipped} skipped" if skipped else "") + "; the model is training")
 
     def png(self, position: int) -> bytes | None:
@@ -189,7 +215,7 @@ class HumanOracle(CleanOracle):
 
     def view(self) -> dict:
         """Everything the page shows, read under the lock."""
-        data, state, run_dir = self.study.data, self.study.state, self.study.run_dir
+        state, run_dir = self.study.state, self.study.run_dir
         with self.lock:
             rows = [dict(row) for row in run_dir.rounds]
             live = dict(self.study.live)
@@ -203,23 +229,36 @@ class HumanOracle(CleanOracle):
                 phase = "labelling"
             else:
                 phase = "training"
-            round_ = live.get("round", len(run_dir.rounds))
+            round_, step = live.get("round", len(run_dir.rounds)), live.get("phase", "training")
+            n_training = live.get("n_labeled", state.n_labeled)  # what the round's model trains on
+            if b is not None and b["submitted"] and round_ == b["round"]:
+                # Submitted, and the loop has not started the next round yet (its live step still says
+                # "querying"): the next round trains next, on the labels just given.
+                round_, step = b["round"] + 1, "training"
+                n_training += b.get("from_dataset", 0) + sum(a["label"] != SKIP for a in b["answers"].values())
             items = [{"index": i + 1, "position": p, "answer": b["answers"].get(p, {}).get("label")}
                      for i, p in enumerate(b["positions"])] if open_ else []
             return {
                 # Changes whenever the page must be redrawn: an answer, a batch, a recorded round, a step.
-                "version": f"{self.version}.{len(run_dir.rounds)}.{live.get('round')}.{live.get('phase')}",
-                "phase": phase, "round": min(round_, self.cfg.n_round),
-                "step": live.get("phase", "training"),
+                "version": f"{self.process}.{self.version}.{len(run_dir.rounds)}.{live.get('round')}."
+                           f"{live.get('phase')}",
+                "phase": phase, "round": min(round_, self.cfg.n_round), "step": step, "n_training": n_training,
+                "last": round_ >= self.cfg.n_round, "from_dataset": b.get("from_dataset", 0) if open_ else 0,
                 "n_round": self.cfg.n_round, "n_labeled": state.n_labeled, "n_aside": state.n_aside,
                 "rows": rows, "batch_round": b["round"] if open_ else None, "items": items,
                 "answered": sum(item["answer"] is not None for item in items),
                 "classes": self.classes, "keys": KEYS[:len(self.classes)], "skip_key": SKIP_KEY,
                 "token": self.token, "run_name": run_dir.name, "dataset": self.cfg.dataset,
-                "strategy": self.cfg.strategy, "model": self.cfg.model, "pool": int(data.pool_idx.numel()),
+                "strategy": self.cfg.strategy, "model": self.cfg.model,
+                "pool": int(state.unlabeled_positions().numel()),  # what queries can still choose
             }
 
     # ------------------------------------------------------------------ internals
+    def _labels(self, wanted: list, answers: dict) -> torch.Tensor:
+        """The labels of the pool positions ``wanted``: the person's answers, the dataset's for the known."""
+        return torch.tensor([int(self.pool_y[p]) if p in self.known else answers[p]["label"] for p in wanted],
+                            dtype=torch.int64)
+
     def _open_batch(self, batch_round) -> dict:
         b = self.batch
         if isinstance(batch_round, bool) or not isinstance(batch_round, int):
@@ -242,6 +281,23 @@ class HumanOracle(CleanOracle):
                   "unused": {str(p): a for p, a in batch.get("unused", {}).items()},
                   "classes": list(self.classes), "updated": _now()}
         write_json(self.path, record)
+
+    def _token(self, path) -> str:
+        """The page's token: the run folder's (a resumed run's page keeps its address), or a new one saved
+        there, readable by the owner only (whoever reads it can answer for the person)."""
+        try:
+            token = path.read_text().strip()
+            if re.fullmatch(r"[A-Za-z0-9_-]{32,}", token):
+                os.chmod(path, 0o600)
+                return token
+            self.log.warning("%s does not hold a token: the page gets a new one (and a new address)", path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise OutputError(f"cannot use {path}: {err.strerror or err}") from None
+        token = secrets.token_urlsafe(24)
+        atomic_write_text(path, token + "\n")  # its temporary file is created 0600, and renamed so
+        return token
 
     def _read_saved(self) -> dict | None:
         """The batch file a previous process left (None when there is none or it cannot be read)."""

@@ -3,7 +3,8 @@
 Routes (every one needs the run's token, without it: 403; and a Host header that names the page's own
 address, otherwise: 400, see address.accepted_hosts):
 
-- ``GET /?token=T``: the page (server-rendered; its script polls ``/state`` and swaps in ``/view``);
+- ``GET /?token=T``: the page (server-rendered; its script polls ``/state`` and draws ``/view``, the open
+  batch's cards updated in place so that focus stays);
 - ``GET /view?token=T``: the page's main part (progress, learning curve, the open batch);
 - ``GET /state?token=T``: ``{"version", "phase"}``: the page refreshes when the version changes;
 - ``GET /image/<pool position>.png?token=T``: an image of the open batch, PNG-encoded from memory;
@@ -28,7 +29,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from oracles.human.address import LOOPBACK_NAMES, accepted_hosts, host_name, listen
 from results import OutputError
 
-CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 190, 44, 12, 12, 34
+CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 206, 44, 12, 12, 50  # the bottom: ticks, title, legend
 
 
 class Refused(Exception):
@@ -155,7 +156,7 @@ def _json_body() -> dict:
 
 def curve(rows: list) -> dict | None:
     """Where templates/curve.svg draws test (solid) and validation (dashed) accuracy against labelled
-    images, in pixels; None before the first round has a row."""
+    images, in pixels, and their legend; None before the first round has a row."""
     if not rows:
         return None
     xs = [float(r["n_labeled"]) for r in rows]
@@ -169,9 +170,10 @@ def curve(rows: list) -> dict | None:
     def y_px(acc: float) -> float:
         return PAD_T + (1 - acc) * h
 
-    series = [{"colour": colour, "dashed": dashed,
+    series = [{"colour": colour, "dashed": dashed, "name": name, "legend_x": PAD_L + w / 2 + legend_dx,
                "points": [(x_px(x), y_px(float(r[key]))) for x, r in zip(xs, rows)]}
-              for key, dashed, colour in (("val_acc", True, "#999"), ("test_acc", False, "#1a5fb4"))]
+              for key, dashed, colour, name, legend_dx in (("val_acc", True, "#999", "validation accuracy", 10),
+                                                           ("test_acc", False, "#1a5fb4", "test accuracy", -110))]
     return {"width": CURVE_W, "height": CURVE_H, "left": PAD_L, "right": CURVE_W - PAD_R, "top": PAD_T,
             "middle": PAD_L + w / 2, "grid": [(y_px(acc), acc) for acc in (0.0, 0.25, 0.5, 0.75, 1.0)],
             "ticks": [(x_px(x), x) for x in sorted({lo, hi})], "series": series,
