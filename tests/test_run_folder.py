@@ -112,14 +112,14 @@ DAMAGES = {  # damage → the file the error line must name
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=lambda f: f.__name__)
-def test_a_damaged_run_folder_is_refused_in_one_line_and_left_as_it_was(tmp_path, finished, damage):
+def test_a_damaged_run_folder_is_refused_in_one_line_and_left_as_it_was(tmp_path, finished, damage, capsys):
     folder = unfinished_copy(finished, tmp_path)
     damage(folder)
     before = snapshot(folder)
-    proc = run_process("--resume", folder)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
-    assert DAMAGES[damage] in proc.stderr
+    assert main.main(["--resume", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert DAMAGES[damage] in err
     assert snapshot(folder) == before  # a refused resume changes nothing, summary.json included
 
 
