@@ -377,10 +377,10 @@ class Sweep:
         for cell in self.cells:
             try:
                 prepare_run_folder(cell.path, cell.config)
+            except DamagedRun:  # config.json damaged: left as it is; the cell fails and its log says why
+                pass
             except OutputError as err:
                 raise SweepError(str(err)) from None
-            except ValueError:  # config.json damaged: left as it is; the cell fails and its log says why
-                pass
 
     def cells_to_run(self, held: dict) -> list:
         """The cells that are not complete and not being run elsewhere: a live process, or a job that an

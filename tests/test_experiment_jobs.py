@@ -98,11 +98,13 @@ def test_a_failing_seed_fails_alone(tmp_path, experiments, capsys):
     values = dict(zip(header.split(","), first.split(",")), dataset_index="-1")  # an item of another split
     (seeds[2] / "acquired.csv").write_text("\n".join([header, ",".join(values.values()), *rest]) + "\n")
 
+    summary_before = (seeds[2] / "summary.json").read_bytes()
     assert main.main(["--resume", str(exp), "--jobs", "2"]) == 1  # the workers are processes all the same
     assert "1 of 2 seeds failed: 2" in capsys.readouterr().err
     error = (seeds[2] / "error.txt").read_text()  # the tail of the worker's output
     assert f"--resume {seeds[2]}" in error and "error: the run folder's acquired.csv does not match" in error
-    assert run_status(seeds[1]) == "complete" and run_status(seeds[2]) == "failed"
+    # seed 2's refused resume changes nothing in its folder (issue 15): its failure is in error.txt
+    assert run_status(seeds[1]) == "complete" and (seeds[2] / "summary.json").read_bytes() == summary_before
     pd.testing.assert_frame_equal(_metrics(seeds[1]), _metrics(_seed_folders(experiments[0]["parallel"])[1]))
     assert pd.read_csv(exp / "final_rounds.csv")["seed"].tolist() == [1]
 
