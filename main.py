@@ -101,7 +101,8 @@ def resolve_resume(cfg: Config, argv: list) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"--resume {folder}: no run folder there (config.json not found)") from None
     given = given_flags(argv, CHOICES)
-    diff = [k for k in sorted(given - OPERATIONAL_FIELDS) if saved[k] != cfg.to_dict()[k]]
+    requested = cfg.to_dict()
+    diff = [k for k in sorted(given - OPERATIONAL_FIELDS) if saved[k] != requested[k]]
     if diff:
         shown = ", ".join(f"--{k} {saved[k]!r} (saved) vs {getattr(cfg, k)!r}" for k in diff[:4])
         raise ConfigError(f"--resume {folder}: the folder holds a run with another configuration: {shown}"

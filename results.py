@@ -254,10 +254,8 @@ def read_run(run_path) -> tuple:
     was recorded) are dropped; the initial set (round -1) is kept. DamagedRun when a file is damaged.
     """
     path = Path(run_path)
-    rounds = _read_csv_rows(path / "rounds.csv", REQUIRED_ROUND_COLUMNS, floats=set())
+    rounds = _read_round_rows(path)
     finished = {row["round"] for row in rounds}
-    if len(finished) != len(rounds) or any(isinstance(r, float) for r in finished):
-        raise _damaged(path / "rounds.csv", "a round number is repeated or not a whole number")
     acquired = [row for row in _read_csv_rows(path / "acquired.csv", REQUIRED_ACQUIRED_COLUMNS, _FLOAT_ACQUIRED)
                 if row["round"] == -1 or row["round"] in finished]
     if any(isinstance(row[c], float) for row in acquired for c in row if c not in _FLOAT_ACQUIRED):
@@ -265,9 +263,18 @@ def read_run(run_path) -> tuple:
     return rounds, acquired
 
 
+def _read_round_rows(path: Path) -> list:
+    """rounds.csv's rows, checked: every round number whole and listed once."""
+    rounds = _read_csv_rows(path / "rounds.csv", REQUIRED_ROUND_COLUMNS, floats=set())
+    numbers = [row["round"] for row in rounds]
+    if len(set(numbers)) != len(numbers) or any(isinstance(r, float) for r in numbers):
+        raise _damaged(path / "rounds.csv", "a round number is repeated or not a whole number")
+    return rounds
+
+
 def read_rounds(run_path) -> pd.DataFrame:
-    """rounds.csv of a run folder as a DataFrame (its finished rounds, read and checked by read_run)."""
-    rounds, _ = read_run(run_path)
+    """rounds.csv of a run folder as a DataFrame (its finished rounds; acquired.csv is not read)."""
+    rounds = _read_round_rows(Path(run_path))
     return pd.DataFrame(rounds, columns=list(rounds[0]) if rounds else ROUND_COLUMNS)
 
 
