@@ -25,6 +25,7 @@ LABEL_NOISES = ("none", "symmetric", "pair", "adversarial")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 WARM_STARTS = ("off", "continue", "shrink_perturb")
+UNCERTAINTIES = ("mc_dropout", "ensemble")
 PRESET_NAMES = ("", *PRESETS)  # "" = no preset
 
 
@@ -231,6 +232,13 @@ class Config:
                            rule=_FRACTION)
     perturb: float = option(0.1, "`--warm_start shrink_perturb`: σ, the factor on the fresh initial weights",
                             rule=_NON_NEGATIVE)
+    # Beyond MC dropout (issue 17): where the K predictions that the uncertainty scores read come from.
+    uncertainty: str = option("mc_dropout", "where the K predictions of the uncertainty strategies come from: "
+                                            "`mc_dropout` (K = `--mc_samples` dropout masks of one network) or "
+                                            "`ensemble` (K = `--ensemble_size` networks trained each round from "
+                                            "their own initial weights; their dropout is 0 unless `--dropout` is "
+                                            "given; Beluch et al. 2018)", choices=UNCERTAINTIES)
+    ensemble_size: int = option(5, "`--uncertainty ensemble`: M, the networks trained each round", rule=_COUNT)
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed (the config itself is frozen)."""
@@ -374,6 +382,11 @@ def parse_config(argv: Sequence[str] | None = None,
     args = parser.parse_args(argv)
     if args.preset:
         parser.set_defaults(**PRESETS[args.preset]["values"])
+        args = parser.parse_args(argv)
+    if args.uncertainty == "ensemble" and "dropout" not in PRESETS.get(args.preset, {}).get("values", {}):
+        # Ensemble members are plain networks (Beluch et al. train them without dropout): --dropout's
+        # default does not apply to them, an explicit --dropout does.
+        parser.set_defaults(dropout=0.0)
         args = parser.parse_args(argv)
     return Config.from_dict(vars(args)).validate(choices)
 

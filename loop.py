@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from config import Config, ConfigError
 from data import Dataset, Images, PoolState, initial_positions, split_train
-from models import build_model
+from models import Ensemble, build_model
 from noise import apply_noise
 from oracles import make_oracle, replayable_oracle
 from results import RunDir
@@ -53,7 +53,14 @@ class StudyData:
 def check_strategy(cfg: Config) -> None:
     """What the strategy declares it needs must be configured."""
     strategy = get_strategy(cfg.strategy)
-    if cfg.mc_samples < strategy.min_mc_samples:
+    if cfg.uncertainty == "ensemble":
+        if strategy.kind == "embeddings":
+            raise ConfigError(f"--strategy {cfg.strategy} chooses from one network's features; it does not take "
+                              f"--uncertainty ensemble")
+        if cfg.ensemble_size < strategy.min_mc_samples:
+            raise ConfigError(f"--strategy {cfg.strategy} needs --ensemble_size ≥ {strategy.min_mc_samples}, "
+                              f"got {cfg.ensemble_size}")
+    elif cfg.mc_samples < strategy.min_mc_samples:
         raise ConfigError(f"--strategy {cfg.strategy} needs --mc_samples ≥ {strategy.min_mc_samples}, "
                           f"got {cfg.mc_samples}")
 
@@ -196,6 +203,7 @@ def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
         row.setdefault("n_corrupted", 0)
         row.setdefault("n_skipped", 0)  # folders before the human oracle: nothing was skipped
         row.setdefault("label_s", 0.0)
+        row.setdefault("member_test_acc", row["test_acc"])  # before ensembles: one model, its own member
 
 
 def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
@@ -276,6 +284,9 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     val = validation_metrics(cfg, data, model)
     test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
                     cfg.eval_batch_size)
+    member_test_acc = (test["acc"] if not isinstance(model, Ensemble) else
+                       sum(evaluate(m, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
+                                    cfg.eval_batch_size)["acc"] for m in model.members) / len(model))
     eval_s = _elapsed(t, data.device)
     live.update(phase="querying", val_acc=val["acc"], test_acc=test["acc"])
     # Query the pool and reveal the chosen labels (no query after the last round). The oracle may not
@@ -299,7 +310,7 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
            "train_loss": trained["loss"],
            "train_epochs": trained["epochs"], "train_steps": trained["steps"],
            "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
-           "test_error": 1.0 - test["acc"], "n_scored": n_scored, "train_s": train_s, "eval_s": eval_s,
+           "test_error": 1.0 - test["acc"], "member_test_acc": member_test_acc, "n_scored": n_scored, "train_s": train_s, "eval_s": eval_s,
            "query_s": query_s, "label_s": label_s, "round_s": time.perf_counter() - t_round}
     return row, acquired
 
@@ -330,23 +341,42 @@ def predict_probs(cfg: Config, data: StudyData, model, positions: torch.Tensor) 
 
 def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous: dict | None = None) -> tuple:
     """A model initialised from (seed, round), or warm-started from ``previous`` (the last round's trained
-    state dict, with --warm_start), and trained on the revealed labels as the schedule says."""
+    state dict, with --warm_start), and trained on the revealed labels as the schedule says.
+
+    With --uncertainty ensemble the model is an Ensemble of --ensemble_size members, trained one after the
+    other, each from its own streams (seed, purpose, round, member); the returned steps are all members'.
+    """
     c, h, _ = data.train.x.shape[1:]
-    model = build_model(cfg.model, c, h, data.num_classes, cfg.dropout,
-                        torch_generator(cfg.seed, "weights", r)).to(data.device)
+    if cfg.uncertainty == "ensemble":
+        # Each member's initial weights, order and dropout masks are named by (round, member).
+        streams = [(r, m) for m in range(cfg.ensemble_size)]
+        members = [build_model(cfg.model, c, h, data.num_classes, cfg.dropout,
+                               torch_generator(cfg.seed, "weights", *s)) for s in streams]
+        model = Ensemble(members).to(data.device)
+    else:
+        streams = [(r,)]
+        model = build_model(cfg.model, c, h, data.num_classes, cfg.dropout,
+                            torch_generator(cfg.seed, "weights", r)).to(data.device)
+        members = [model]
     if previous is not None:  # TrainedWeights holds weights only with --warm_start
         warm_start(model, previous, cfg.warm_start, cfg.shrink, cfg.perturb)
     labeled = state.labeled_positions()
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay_for(labeled.numel()),
-                               cfg.momentum)
     idx = data.pool_idx[labeled.to(data.device)]
     y = state.labels_of(labeled).to(data.device)
     schedule = Schedule(cfg.epochs, cfg.batch_size, cfg.min_steps, cfg.epoch_samples, cfg.early_stopping,
                         cfg.stop_loss, cfg.stop_window, cfg.stop_min_steps)
-    return model, fit(model, data.train, idx, y, optimizer, schedule,
-                      shuffle_gen=torch_generator(cfg.seed, "shuffle", r),
-                      dropout_gen=torch_generator(cfg.seed, "dropout", r, device=data.device),
-                      validate=lambda m: validation_metrics(cfg, data, m)["acc"], desc=f"round {r} epochs")
+    fits = []
+    for member, s in zip(members, streams):
+        optimizer = make_optimizer(member, cfg.optimizer, cfg.lr, cfg.weight_decay_for(labeled.numel()),
+                                   cfg.momentum)
+        fits.append(fit(member, data.train, idx, y, optimizer, schedule,
+                        shuffle_gen=torch_generator(cfg.seed, "shuffle", *s),
+                        dropout_gen=torch_generator(cfg.seed, "dropout", *s, device=data.device),
+                        validate=lambda m: validation_metrics(cfg, data, m)["acc"], desc=f"round {r} epochs"))
+    if len(fits) == 1:
+        return model, fits[0]
+    return model, {"loss": sum(f["loss"] for f in fits) / len(fits), "epochs": max(f["epochs"] for f in fits),
+                   "steps": sum(f["steps"] for f in fits), "kept_epoch": max(f["kept_epoch"] for f in fits)}
 
 
 def validation_metrics(cfg: Config, data: StudyData, model) -> dict:
@@ -390,12 +420,17 @@ class Query:
 
     @property
     def mc(self) -> bool:
-        """Whether predictions are K MC dropout samples (a strategy that asks for them, K > 1)."""
-        return self.strategy.mc and self.cfg.mc_samples > 1
+        """Whether predictions are K samples (a strategy that asks for them, K > 1): MC dropout masks, or
+        the members of an ensemble."""
+        return self.strategy.mc and self.k_available > 1
+
+    @property
+    def k_available(self) -> int:
+        return self.cfg.ensemble_size if self.cfg.uncertainty == "ensemble" else self.cfg.mc_samples
 
     @property
     def k(self) -> int:
-        return self.cfg.mc_samples if self.mc else 1
+        return self.k_available if self.mc else 1
 
     def generator(self, purpose: str, device: torch.device | str = "cpu") -> torch.Generator:
         return torch_generator(self.cfg.seed, purpose, self.r, device=device)

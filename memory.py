@@ -48,15 +48,20 @@ def check_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int =
     Slurm runs elsewhere): the limit is then this machine's memory alone.
     """
     pool = check_labelling_budget(cfg, n_train, num_classes, n_unlabeled)
-    head = planned_head(cfg, num_classes, channels)
+    model = planned_model(cfg, num_classes, channels)
     strategy = get_strategy(cfg.strategy)
+    ensemble = cfg.uncertainty == "ensemble"
+    if ensemble:
+        check_ensemble_memory(model, cfg.ensemble_size, memory_limit(device))
     if cfg.n_round > 0 and strategy.needs_predictions:
         # Round 0 meets the most candidates: the pool − the initial set, or --pool_subset
-        k = cfg.mc_samples if strategy.mc and cfg.mc_samples > 1 else 1
+        available = cfg.ensemble_size if ensemble else cfg.mc_samples
+        k = available if strategy.mc and available > 1 else 1
         candidates = pool - cfg.n_init_labeled
         if cfg.pool_subset:
             candidates = min(candidates, cfg.pool_subset)
-        check_query_memory(head, k, candidates, joint=strategy.kind == "batch", limit=memory_limit(device))
+        check_query_memory(model.head, k, candidates, joint=strategy.kind == "batch", limit=memory_limit(device),
+                           flag="--ensemble_size" if ensemble else "--mc_samples", masks=not ensemble)
 
 
 def check_labelling_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int = 0) -> int:
@@ -102,15 +107,14 @@ def model_input(cfg: Config, channels: int | None = None) -> tuple:
     return channels or 1, cfg.image_size
 
 
-def planned_head(cfg: Config, num_classes: int, channels: int | None = None) -> DropoutHead:
-    """The head of the model the run will train, on the meta device (sizes only: no memory, no random draws).
-
-    ConfigError when the model cannot take the dataset's images (e.g. lenet takes 28 or 32 pixels only).
+def planned_model(cfg: Config, num_classes: int, channels: int | None = None) -> torch.nn.Module:
+    """The model the run will train (one network), on the meta device (sizes only: no memory, no random
+    draws). ConfigError when the model cannot take the dataset's images (e.g. lenet takes 28 or 32 pixels).
     """
     channels, size = model_input(cfg, channels)
     try:
         with torch.device("meta"):
-            return MODELS[cfg.model](channels, size, num_classes, cfg.dropout).head
+            return MODELS[cfg.model](channels, size, num_classes, cfg.dropout)
     except ValueError as err:
         hint = " (set --image_size)" if DATASETS[cfg.dataset].shape is None else ""
         raise ConfigError(f"--model {cfg.model} cannot take the {size}-pixel images of {cfg.dataset}: {err}"
@@ -155,17 +159,28 @@ def joint_bytes(k: int, n: int, num_classes: int) -> int:
     return JOINT_COPIES * k * n * num_classes * 4 + JOINT_TABLES * DEFAULT_NUM_SAMPLES * k * 4
 
 
-def check_query_memory(head: DropoutHead, k: int, n_candidates: int, joint: bool, limit: int) -> None:
+def check_ensemble_memory(model: torch.nn.Module, m: int, limit: int) -> None:
+    """ConfigError when the M networks of an ensemble (all held at once) cannot fit in ``limit`` bytes."""
+    need = m * sum(p.numel() * p.element_size() for p in model.parameters())
+    if need > limit:
+        raise ConfigError(f"--ensemble_size {m} keeps {m} networks of {need // m / 2**20:.1f} MiB "
+                          f"({need / 2**30:.1f} GiB), more than the {limit / 2**30:.1f} GiB a run may use for them "
+                          f"(half of the machine's memory, or of the GPU's); use a smaller --ensemble_size")
+
+
+def check_query_memory(head: DropoutHead, k: int, n_candidates: int, joint: bool, limit: int,
+                       flag: str = "--mc_samples", masks: bool = True) -> None:
     """ConfigError when a query with K samples over ``n_candidates`` images cannot fit in ``limit`` bytes.
 
     MC scoring itself is bounded by chunking, down to one row at a time, so it is refused only when
-    the K masks and a single row already exceed the limit; a joint query (batchbald) keeps all of
-    K × N × C and is refused when that (with its working copies) would.
+    the K masks and a single row already exceed the limit (``masks``: MC dropout; an ensemble's K
+    predictions need no masks); a joint query (batchbald) keeps all of K × N × C and is refused when
+    that (with its working copies) would. ``flag`` names where K comes from in the message.
     """
     gib = 2**30
     allowed = f"the {limit / gib:.1f} GiB a query may use (half of the machine's memory, or of the GPU's)"
     need = mc_scoring_bytes(head, k, rows=1)
-    if need > limit:
+    if masks and need > limit:
         raise ConfigError(f"--mc_samples {k} needs {need / gib:.1f} GiB to score even one pool image "
                           f"(K dropout masks and K samples of the head per image), more than {allowed}; "
                           f"use fewer --mc_samples")
@@ -175,4 +190,4 @@ def check_query_memory(head: DropoutHead, k: int, n_candidates: int, joint: bool
         if need > limit:
             raise ConfigError(f"a joint batch query keeps K × N × C = {k} × {n_candidates} × {c} log-probabilities "
                               f"({k * n_candidates * c * 4 / gib:.1f} GiB, {need / gib:.1f} GiB with its working "
-                              f"copies), more than {allowed}; use fewer --mc_samples or a smaller --pool_subset")
+                              f"copies), more than {allowed}; use a smaller {flag} or --pool_subset")

@@ -36,9 +36,11 @@ from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS, Config, ConfigError
 
 # n_skipped: queried images the oracle did not label ("I don't know"); label_s: seconds the oracle took to
 # answer (a person labelling; ~0 when simulated), not counted in query_s.
+# member_test_acc: the mean test accuracy of an ensemble's members (test_acc is their mean prediction's);
+# a single network is its own only member.
 ROUND_COLUMNS = ["round", "n_labeled", "n_corrupted", "n_skipped", "train_loss", "train_epochs", "train_steps",
-                 "val_acc", "val_loss", "test_acc", "test_loss", "test_error", "n_scored", "train_s", "eval_s",
-                 "query_s", "label_s", "round_s"]
+                 "val_acc", "val_loss", "test_acc", "test_loss", "test_error", "member_test_acc", "n_scored",
+                 "train_s", "eval_s", "query_s", "label_s", "round_s"]
 # label: the label the oracle gave (training uses it; -1: not answered, "I don't know"); true_label: the
 # dataset's (differs under label noise; -1 for an image the dataset has no label for).
 ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score"]
@@ -135,9 +137,10 @@ def _csv_text(rows: list, columns: list) -> str:
 # This module is the only reader of a run folder's files: each reader checks what it reads, and a
 # damaged file is one DamagedRun line naming it, never a traceback deep in a caller.
 
-# Columns a run folder of any version has; newer columns (n_corrupted, n_skipped, label_s, true_label) are
-# filled in by the loop when an older folder is resumed.
-REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS if c not in ("n_corrupted", "n_skipped", "label_s")]
+# Columns a run folder of any version has; newer columns (n_corrupted, n_skipped, label_s, member_test_acc,
+# true_label) are filled in by the loop when an older folder is resumed.
+REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS
+                          if c not in ("n_corrupted", "n_skipped", "label_s", "member_test_acc")]
 REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c != "true_label"]
 _FLOAT_ACQUIRED = {"score"}
 

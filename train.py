@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from memory import mc_chunk_rows
-from models import TrunkHeadModel
+from models import Ensemble, TrunkHeadModel
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
@@ -223,14 +223,17 @@ def log_probs_chunks(model: TrunkHeadModel, images, idx: torch.Tensor, k: int, m
                      generator: torch.Generator, chunk: int) -> Iterator[torch.Tensor]:
     """log_probs_K_n_C for consecutive chunks of images[idx] (memory bounded by ``chunk``).
 
-    With ``mc``, K dropout samples of the head over one trunk pass; otherwise K=1, dropout off. With
+    With ``mc``, K dropout samples of the head over one trunk pass (an Ensemble: its K = M members'
+    predictions); otherwise K=1, dropout off. With
     many samples a chunk has fewer than ``chunk`` rows (memory.mc_chunk_rows), so that its K × rows
     temporaries stay within memory.MC_CHUNK_BYTES whatever K is; the scores do not depend on the chunking.
     """
     model.eval()
     # One set of K masks for the whole pool: chunking changes neither the scores nor their consistency.
-    masks = model.head.draw_masks(k, generator, idx.device) if mc else None
-    rows = mc_chunk_rows(model.head, k, chunk) if mc else chunk
+    # An ensemble's K predictions are its members' (no masks; M × chunk × C outputs, like evaluation's).
+    sampled = mc and not isinstance(model, Ensemble)
+    masks = model.head.draw_masks(k, generator, idx.device) if sampled else None
+    rows = mc_chunk_rows(model.head, k, chunk) if sampled else chunk
     for start in range(0, idx.numel(), rows):
         x = images.batch(idx[start:start + rows])
         logits = model.mc_logits(x, k, masks=masks) if mc else model(x).unsqueeze(0)

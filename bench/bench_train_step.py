@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models import build_model  # noqa: E402
 from rng import torch_generator  # noqa: E402
-from train import make_optimizer, train_epoch  # noqa: E402
+from train import make_optimizer, train_epoch, training_layout  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -46,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", nargs="+", type=int, default=[20, 64])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--layouts", nargs="+", default=["default"], choices=["default", "nchw", "channels_last"],
-                   help="default: what models.build_model gives; nchw / channels_last force a memory format")
+                   help="default: the layout train.fit trains in (train.training_layout); nchw / channels_last "
+                        "force a memory format")
     p.add_argument("--steps", type=int, default=50, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, default=7)
     return p.parse_args(argv)
@@ -61,10 +62,10 @@ class Config:
         self.model = build_model(model, 1, 28, 10, 0.5, torch_generator(0, "bench", model))
         self.x = torch.randn(batch, 1, 28, 28, generator=torch_generator(0, "x"))
         self.y = torch.randint(0, 10, (batch,), generator=torch_generator(0, "y"))
-        if layout != "default":
-            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-            self.model = self.model.to(memory_format=fmt)
-            self.x = self.x.contiguous(memory_format=fmt)
+        fmt = {"default": training_layout(self.x), "channels_last": torch.channels_last,
+               "nchw": torch.contiguous_format}[layout]
+        self.model = self.model.to(memory_format=fmt)
+        self.x = self.x.contiguous(memory_format=fmt)
         self.optimizer = make_optimizer(self.model, "adam", 1e-3, 0.0, 0.9)
         self.gen = torch_generator(0, "dropout")
         self.losses = torch.empty(1)

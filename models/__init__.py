@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from models.cnn import batchbald_cnn, cnn
+from models.ensemble import Ensemble
 from models.head import DropoutHead, TrunkHeadModel
 from models.lenet import lenet
 from models.resnet import resnet18
@@ -47,4 +48,4 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
                 module.reset_running_stats()
 
 
-__all__ = ["MODELS", "DropoutHead", "TrunkHeadModel", "build_model", "init_weights"]
+__all__ = ["MODELS", "DropoutHead", "Ensemble", "TrunkHeadModel", "build_model", "init_weights"]

@@ -21,6 +21,10 @@ BAD = [
     pytest.param(OK + ["--noise", "speckle"], "invalid choice: 'speckle'", id="unknown-noise"),
     pytest.param(OK + ["--epochs", "0"], "epochs", id="epochs-zero"),
     pytest.param(OK + ["--strategy", "bald", "--mc_samples", "1"], "mc_samples", id="bald-one-sample"),
+    pytest.param(OK + ["--strategy", "bald", "--uncertainty", "ensemble", "--ensemble_size", "1"], "ensemble_size",
+                 id="bald-ensemble-of-one"),
+    pytest.param(OK + ["--strategy", "coreset", "--uncertainty", "ensemble"], "does not take --uncertainty ensemble",
+                 id="embeddings-strategy-with-an-ensemble"),
     pytest.param(OK + ["--epochs", "ten"], "invalid int value", id="not-a-number"),
     pytest.param(OK + ["--device", "cuda"], "not available", id="missing-device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
@@ -114,6 +118,11 @@ MEMORY = [
                  id="batchbald-k-1e5"),
     pytest.param(["--strategy", "batchbald", "--mc_samples", "20000", "--pool_subset", "3000"],
                  "K × N × C = 20000 × 3000 × 10", id="batchbald-subset"),
+    # An ensemble counts its M members: as the joint query's K, and as M networks held at once.
+    pytest.param(["--strategy", "batchbald", "--uncertainty", "ensemble", "--ensemble_size", "20000", "--pool_subset",
+                  "3000"], "K × N × C = 20000 × 3000 × 10", id="batchbald-ensemble-subset"),
+    pytest.param(["--strategy", "entropy", "--uncertainty", "ensemble", "--ensemble_size", "40000"],
+                 "keeps 40000 networks", id="ensemble-of-40000-lenets"),
 ]
 
 
