@@ -55,3 +55,13 @@ def test_training_step_bench_prints_each_configuration_beside_its_yardstick():
     for x in lines:
         assert x["ms_per_step"] > 0 and x["gemm_gflops"] > 0
         assert x["yardstick_ms"] == pytest.approx(x["step_mflop"] / x["gemm_gflops"], rel=0.01)
+
+
+def test_stacked_members_bench_times_both_ways_of_training_an_ensemble():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_stacked.py"), "--members", "3", "--batch", "4",
+                           "--steps", "2", "--repeats", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [x["variant"] for x in lines] == ["sequential", "stacked"]
+    assert all(x["members"] == 3 and x["ms_per_member_step"] > 0 for x in lines)
