@@ -100,6 +100,9 @@ class HumanOracle(CleanOracle):
         self._submitted = threading.Event()
         self._png: dict = {}
         self.saved = self._read_saved()
+        if self.saved and self.saved.get("submitted"):  # recorded, perhaps not yet in labels.csv: its times
+            self.answered_at.update({p: a["at"] for p, a in self.saved["answers"].items()
+                                     if isinstance(a, dict) and a.get("label") != SKIP and "at" in a})
         try:
             self.server, self.url = start_server(self, cfg.human_host, cfg.human_port)
         except OSError:
@@ -131,7 +134,7 @@ class HumanOracle(CleanOracle):
                 and sorted(self.saved.get("positions", [])) == sorted(asked) and len(answers) == len(asked):
             self.log.info("round %d: the batch was submitted before the interruption; its answers are kept", r)
             self.saved = None
-            return self._labels(wanted, answers)
+            return self._taken(wanted, answers)
         batch = {"round": r, "positions": asked, "answers": answers, "submitted": False, "opened": _now(),
                  "unused": unused, "from_dataset": len(wanted) - len(asked)}
         with self.lock:
@@ -146,7 +149,7 @@ class HumanOracle(CleanOracle):
         while not self._submitted.wait(0.5):  # short waits: Ctrl-C and SIGTERM get through
             pass
         with self.lock:
-            return self._labels(wanted, self.batch["answers"])
+            return self._taken(wanted, self.batch["answers"])
 
     def close(self, finished: bool = False) -> None:
         """Stop the page's server (after a moment when the study finished and a page is watching)."""
@@ -254,6 +257,11 @@ class HumanOracle(CleanOracle):
             }
 
     # ------------------------------------------------------------------ internals
+    def _taken(self, wanted: list, answers: dict) -> torch.Tensor:
+        """The labels of a submitted batch, whose answer times are kept for labels.csv."""
+        self.answered_at.update({p: a["at"] for p, a in answers.items() if a["label"] != SKIP and "at" in a})
+        return self._labels(wanted, answers)
+
     def _labels(self, wanted: list, answers: dict) -> torch.Tensor:
         """The labels of the pool positions ``wanted``: the person's answers, the dataset's for the known."""
         return torch.tensor([int(self.pool_y[p]) if p in self.known else answers[p]["label"] for p in wanted],
