@@ -9,8 +9,11 @@ A run folder is self-describing: everything a report needs is in it.
   and rounds.csv second, so acquired.csv can hold one round more than rounds.csv (the process died
   between the two writes), never fewer. Readers use read_run, which drops such rows; a resumed run
   rewrites acquired.csv without them.
+- A round's corrections (corrections.csv: an oracle changed an earlier answer) are written with its
+  queries, before its rounds.csv row; read_corrections drops those of a round that did not finish.
+  labels.csv (--dataset folder: each labelled image's file and label) is rewritten after every round.
 - Every file of a run folder is read here and only here (read_config, read_summary, read_run,
-  read_rounds, run_status); a damaged file is a DamagedRun naming it.
+  read_corrections, read_labels, read_rounds, run_status); a damaged file is a DamagedRun naming it.
 - A process that runs a folder holds its lock (``locked``): a second process is refused at once.
 - summary.json is rewritten after every round with the status, the rounds completed and the pid and
   host of the process; run_status tells a live run from one whose process died.
