@@ -453,6 +453,9 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
             # Round 1: the review lists round 1's answers; one is corrected (cross to square)
             page.wait_for_selector('#batch[data-round="1"]', timeout=60_000)
             second = http.batch()["positions"]
+            # What is left: 5 of the 8 unlabeled/ images, 3 labels given so far
+            assert (page.locator("#unlabeled-left").inner_text(), page.locator("#n-given").inner_text()) == ("5", "3")
+            assert "(5 of the 8 in unlabeled/)" in page.locator(".counts").inner_text()
             page.locator("#review-toggle").click()
             rows = page.locator("#review tbody tr")
             expect(rows).to_have_count(3)
