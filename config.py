@@ -213,6 +213,12 @@ class Config:
                                           "default)", operational=True)
     human_port: int = option(0, "`--oracle human`: port of the page (0 = any free port)",
                              rule=Rule(int, 0, 65535, why="a TCP port; 0 = any free port"), operational=True)
+    # The labelling tool (issue 16): the labelled files, and the model's guess on the page.
+    export_to: str = option("", "`--dataset folder`: when the run finishes, each labelled image (as `labels.csv` "
+                                "lists it) is hard-linked, or copied, into DIR/<class>/; DIR must be new, empty "
+                                "or this run's earlier export", operational=True, metavar="DIR")
+    show_guess: bool = option(False, "`--oracle human`: each card shows the model's top class and its probability "
+                                     "(off by default: seeing the guess anchors people to it)", operational=True)
     # Training at the machine's speed (issue 14): seeds in parallel, and where a round's weights start.
     jobs: int = option(1, "`--experiment`: run the seeds this many at a time, each in a worker process with one "
                           "torch thread (same numbers as `--threads 1`)",

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from config import Config, ConfigError
 from data import Dataset, Images, PoolState, initial_positions, split_train
+from export import LabelsFile
 from models import Ensemble, build_model
 from noise import apply_noise
 from oracles import make_oracle, replayable_oracle
@@ -40,6 +41,9 @@ class StudyData:
     noisy_train: int = 0
     noisy_test: int = 0
     classes: tuple | None = None  # class names by label, when the dataset has them
+    # ``folder``: the image files by dataset index (train, then unlabeled/), relative to ``root``
+    root: str | None = None
+    files: tuple | None = None
 
     @property
     def device(self) -> torch.device:
@@ -69,13 +73,14 @@ def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyDa
     """Split, add the run's fixed input noise, and move everything to the device once."""
     # Split train into validation and pool
     splits = split_train(dataset.train_y, cfg.num_valid, cfg.seed)
-    train_x, train_y, pool_idx = dataset.train_x, dataset.train_y, splits.pool_idx
+    train_x, train_y, pool_idx, files = dataset.train_x, dataset.train_y, splits.pool_idx, dataset.files
     extra = unlabeled_in_pool(cfg, dataset)
     if extra:  # images without labels (label -1) join the pool after the labelled ones
         n = train_y.numel()
         train_x = torch.cat([train_x, dataset.unlabeled_x])
         train_y = torch.cat([train_y, torch.full((extra,), -1, dtype=train_y.dtype)])
         pool_idx = torch.cat([pool_idx, torch.arange(n, n + extra, dtype=pool_idx.dtype)])
+        files = files + dataset.unlabeled_files if files is not None else None
     # Add input noise once per image, seeded by the run
     train, n_train_noisy = _noisy(train_x, dataset, cfg, "train")
     test, n_test_noisy = _noisy(dataset.test_x, dataset, cfg, "test")
@@ -83,7 +88,7 @@ def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyDa
                      test=test.to(device), test_y=dataset.test_y.to(device),
                      val_idx=splits.val_idx.to(device), pool_idx=pool_idx.to(device),
                      num_classes=dataset.num_classes, noisy_train=n_train_noisy, noisy_test=n_test_noisy,
-                     classes=tuple(dataset.classes) if dataset.classes else None)
+                     classes=tuple(dataset.classes) if dataset.classes else None, root=dataset.root, files=files)
 
 
 def unlabeled_in_pool(cfg: Config, dataset: Dataset) -> int:
@@ -116,6 +121,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     context = OracleContext(data, state, run_dir, log)
     oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first, study=context)
     weights = TrainedWeights(run_dir, keep=cfg.warm_start != "off")
+    labels = LabelsFile(data, run_dir)
     try:
         start = len(run_dir.rounds)
         if start == 0:
@@ -126,13 +132,18 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
         else:
             complete_old_records(data, run_dir)
             restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
+            replay_corrections(state, data, run_dir.corrections)
             run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
+            run_dir.reset_corrections(run_dir.corrections)  # and without its corrections
             weights.restore(start)
             log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
+        labels.update(state, oracle.answered_at)
         rows = list(run_dir.rounds)
         for r in tqdm(range(start, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
             row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live, weights=weights)
-            run_dir.append_round(row, acquired)
+            corrections = take_corrections(data, state, oracle, r)
+            run_dir.append_round(row, acquired, corrections)
+            labels.update(state, oracle.answered_at)
             tracker.log(row)
             log.info(format_row(row))
             rows.append(row)
@@ -211,8 +222,9 @@ def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
     a refused resume (ConfigError) leaves the folder exactly as it was."""
     first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
     oracle = replayable_oracle(cfg, data.pool_y, data.num_classes, initial=first)
-    restore_labeled(PoolState(data.pool_idx.numel()), data, run_dir.acquired, first, oracle,
-                    set_aside=cfg.dont_know == "out")
+    state = PoolState(data.pool_idx.numel())
+    restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
+    replay_corrections(state, data, run_dir.corrections)
     TrainedWeights(run_dir, keep=cfg.warm_start != "off").restore(len(run_dir.rounds))
 
 
@@ -258,6 +270,33 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
     if set_aside:
         skipped = positions[~answered]
         state.set_aside(skipped[state.round_P[skipped] < 0])
+
+
+def take_corrections(data: StudyData, state: PoolState, oracle, r: int) -> list:
+    """Apply the answers the oracle changed during round r (while its batch was open) to the labelled set,
+    so that round r + 1 trains on them: corrections.csv's rows (acquired.csv keeps the first answers)."""
+    rows = []
+    for fix in oracle.corrections():
+        p = int(fix["pool_position"])
+        old = int(state.labels_of(torch.tensor([p]))[0])
+        state.relabel(torch.tensor([p]), torch.tensor([fix["label"]]))
+        rows.append({"round": r, "pool_position": p, "dataset_index": int(data.pool_idx[p]), "old_label": old,
+                     "label": int(fix["label"]), "at": fix["at"]})
+    return rows
+
+
+def replay_corrections(state: PoolState, data: StudyData, corrections: list) -> None:
+    """Apply corrections.csv's rows (read back on --resume) in their order, checking that each changes a
+    label the run had given by then, as it was, to a class of this dataset."""
+    for row in corrections:
+        p = row["pool_position"]
+        ok = (0 <= p < len(state) and row["dataset_index"] == int(data.pool_idx[p])
+              and 0 <= state.round_P[p] <= row["round"] and state.label_P[p] == row["old_label"]
+              and 0 <= row["label"] < data.num_classes)
+        if not ok:
+            raise ConfigError("the run folder's corrections.csv does not match its acquired.csv (a correction "
+                              f"of pool position {p} in round {row['round']}): it cannot be resumed")
+        state.relabel(torch.tensor([p]), torch.tensor([row["label"]]))
 
 
 def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int,

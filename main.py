@@ -27,6 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from config import OPERATIONAL_FIELDS, Config, ConfigError, get_logger, given_flags, parse_config
 from data import DATASETS, DataUnavailable, Dataset, load_dataset
+from export import check_export_dir, export_labelled
 from loop import check_resumable, check_strategy, prepare_data, run_study, unlabeled_in_pool
 from memory import check_budget, resolve_device
 from models import MODELS
@@ -118,6 +119,8 @@ def run(cfg: Config, log: logging.Logger) -> int:
         log.warning("--jobs %d is ignored: it runs the seeds of an --experiment in parallel", cfg.jobs)
     if cfg.run_name:
         check_run_name(cfg.run_name)
+    if cfg.export_to:  # before anything is loaded: a person should not label for an hour into a refusal
+        check_export_dir(cfg, Path(cfg.resume) if cfg.resume else None)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
     log.debug("config: %s", cfg.to_dict())
@@ -176,6 +179,7 @@ def _run_in_folder(cfg: Config, data, run_dir: RunDir, device: torch.device, log
     if len(run_dir.rounds) >= run_dir.planned_rounds:
         log.info("run folder %s: all %d rounds are finished already", run_dir.path, len(run_dir.rounds))
         run_dir.finish("complete")
+        export_labels(cfg, data, run_dir, log)
         return run_dir
     log.info("run folder %s | %s on %s | pool %d, validation %d, test %d | noisy images: %d train, %d test",
              run_dir.path, cfg.model, device, data.pool_idx.numel(), data.val_idx.numel(), len(data.test),
@@ -192,7 +196,17 @@ def _run_in_folder(cfg: Config, data, run_dir: RunDir, device: torch.device, log
         raise
     finally:
         tracker.finish(run_dir.finish(status))
+    export_labels(cfg, data, run_dir, log)
     return run_dir
+
+
+def export_labels(cfg: Config, data, run_dir: RunDir, log: logging.Logger) -> None:
+    """--export_to: the finished run's labelled images (labels.csv) into DIR/<class>/."""
+    if not cfg.export_to:
+        return
+    linked, copied = export_labelled(run_dir.labels, data.root, cfg.export_to, run_dir.path)
+    log.info("exported the %d labelled images of labels.csv to %s/<class>/ (%d new hard links, %d new copies)",
+             len(run_dir.labels), cfg.export_to, linked, copied)
 
 
 def run_experiment(cfg: Config, dataset: Dataset, device: torch.device, log: logging.Logger,

@@ -9,8 +9,11 @@ A run folder is self-describing: everything a report needs is in it.
   and rounds.csv second, so acquired.csv can hold one round more than rounds.csv (the process died
   between the two writes), never fewer. Readers use read_run, which drops such rows; a resumed run
   rewrites acquired.csv without them.
+- A round's corrections (corrections.csv: an oracle changed an earlier answer) are written with its
+  queries, before its rounds.csv row; read_corrections drops those of a round that did not finish.
+  labels.csv (--dataset folder: each labelled image's file and label) is rewritten after every round.
 - Every file of a run folder is read here and only here (read_config, read_summary, read_run,
-  read_rounds, run_status); a damaged file is a DamagedRun naming it.
+  read_corrections, read_labels, read_rounds, run_status); a damaged file is a DamagedRun naming it.
 - A process that runs a folder holds its lock (``locked``): a second process is refused at once.
 - summary.json is rewritten after every round with the status, the rounds completed and the pid and
   host of the process; run_status tells a live run from one whose process died.
@@ -45,6 +48,12 @@ ROUND_COLUMNS = ["round", "n_labeled", "n_corrupted", "n_skipped", "train_loss",
 # dataset's (differs under label noise; -1 for an image the dataset has no label for).
 ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score"]
 TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "label_s", "round_s"]
+# corrections.csv: an answer the oracle changed after it was recorded (a person's correction), made while
+# round ``round``'s batch was open, so round + 1 trains on ``label`` (acquired.csv keeps the first answer).
+CORRECTION_COLUMNS = ["round", "pool_position", "dataset_index", "old_label", "label", "at"]
+# labels.csv (--dataset folder): every labelled image's file (relative to --data_dir) and its label as the
+# next round trains on it; who: "person" or "folder" (the folder's own label); round as in acquired.csv.
+LABEL_COLUMNS = ["path", "label_name", "label", "round", "answered_at", "who", "pool_position", "dataset_index"]
 # summary.json "status": pending (prepared, never started), running, complete, failed, interrupted
 # (Ctrl-C, SIGTERM, or a process that died: see run_status).
 STATUSES = ("pending", "running", "complete", "failed", "interrupted")
@@ -143,6 +152,8 @@ REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS
                           if c not in ("n_corrupted", "n_skipped", "label_s", "member_test_acc")]
 REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c != "true_label"]
 _FLOAT_ACQUIRED = {"score"}
+_TEXT_CORRECTIONS = {"at"}
+_TEXT_LABELS = {"path", "label_name", "answered_at", "who"}
 
 
 class DamagedRun(OutputError):
@@ -212,9 +223,10 @@ def read_summary(run_path) -> dict:
     return summary
 
 
-def _read_csv_rows(path: Path, required: list, floats: set) -> list:
+def _read_csv_rows(path: Path, required: list, floats: set, texts: set = frozenset()) -> list:
     """Rows of a CSV this module wrote, numbers parsed back exactly (ints as int) and checked: every
-    required column present, every cell a number of its kind; [] when the file does not exist."""
+    required column present, every cell a number of its kind (``texts``: kept as text); [] when the file
+    does not exist."""
     try:
         text = _read_text(path)
     except FileNotFoundError:
@@ -228,9 +240,9 @@ def _read_csv_rows(path: Path, required: list, floats: set) -> list:
         if None in row or None in row.values():
             raise _damaged(path, f"line {line} has {'more' if None in row else 'fewer'} cells than the header")
         try:
-            rows.append({k: float(v) if k in floats else _number(v) for k, v in row.items()})
+            rows.append({k: v if k in texts else float(v) if k in floats else _number(v) for k, v in row.items()})
         except ValueError:
-            bad = next(k for k, v in row.items() if not _is_number(v))
+            bad = next(k for k, v in row.items() if k not in texts and not _is_number(v))
             raise _damaged(path, f"line {line}, column {bad}: {row[bad][:40]!r} is not a number") from None
     return rows
 
@@ -264,6 +276,21 @@ def read_run(run_path) -> tuple:
     if any(isinstance(row[c], float) for row in acquired for c in row if c not in _FLOAT_ACQUIRED):
         raise _damaged(path / "acquired.csv", "an index, round or label is not a whole number")
     return rounds, acquired
+
+
+def read_corrections(run_path, finished: set) -> list:
+    """corrections.csv's rows of the finished rounds (a round's corrections are written before its
+    rounds.csv row, as its queries are); [] when the run has none. DamagedRun when it is damaged."""
+    path = Path(run_path) / "corrections.csv"
+    rows = _read_csv_rows(path, CORRECTION_COLUMNS, floats=set(), texts=_TEXT_CORRECTIONS)
+    if any(isinstance(row[c], float) for row in rows for c in row if c not in _TEXT_CORRECTIONS):
+        raise _damaged(path, "an index, round or label is not a whole number")
+    return [row for row in rows if row["round"] in finished]
+
+
+def read_labels(run_path) -> list:
+    """labels.csv's rows ([] when the run has none); DamagedRun when it is damaged."""
+    return _read_csv_rows(Path(run_path) / "labels.csv", LABEL_COLUMNS, floats=set(), texts=_TEXT_LABELS)
 
 
 def _read_round_rows(path: Path) -> list:
@@ -312,12 +339,15 @@ def locked(run_path):
 
 
 class RunDir:
-    """One run's folder: config.json, rounds.csv, acquired.csv and summary.json."""
+    """One run's folder: config.json, rounds.csv, acquired.csv and summary.json (and corrections.csv,
+    labels.csv when a run has them)."""
 
     def __init__(self, path: Path, environment: dict | None = None):
         self.path = Path(path)
         self.rounds: list = []
         self.acquired: list = []
+        self.corrections: list = []
+        self.labels: list = []
         self.environment = environment or {}
         self.planned_rounds = None
 
@@ -341,6 +371,8 @@ class RunDir:
         """An existing run folder, with its finished rounds and their acquired items loaded."""
         run = cls(path)
         run.rounds, run.acquired = read_run(path)
+        run.corrections = read_corrections(path, {row["round"] for row in run.rounds})
+        run.labels = read_labels(path)
         return run
 
     @property
@@ -372,8 +404,23 @@ class RunDir:
         self.acquired = []
         self.record_acquired(acquired)
 
-    def append_round(self, row: dict, acquired: list) -> None:
-        """Record one finished round: its queries, then its metrics (the commit), then the summary."""
+    def reset_corrections(self, corrections: list) -> None:
+        """Rewrite corrections.csv, when the run has one, with exactly these rows (as reset_acquired)."""
+        self.corrections = list(corrections)
+        if (self.path / "corrections.csv").exists():
+            atomic_write_text(self.path / "corrections.csv", _csv_text(self.corrections, CORRECTION_COLUMNS))
+
+    def write_labels(self, rows: list) -> None:
+        """Replace labels.csv with these rows, atomically."""
+        self.labels = list(rows)
+        atomic_write_text(self.path / "labels.csv", _csv_text(self.labels, LABEL_COLUMNS))
+
+    def append_round(self, row: dict, acquired: list, corrections: list = ()) -> None:
+        """Record one finished round: its corrections and queries, then its metrics (the commit), then the
+        summary."""
+        if corrections:
+            self.corrections.extend(corrections)
+            atomic_write_text(self.path / "corrections.csv", _csv_text(self.corrections, CORRECTION_COLUMNS))
         self.record_acquired(acquired)
         self.rounds.append(row)
         atomic_write_text(self.path / "rounds.csv", _csv_text(self.rounds, ROUND_COLUMNS))

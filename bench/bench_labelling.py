@@ -12,9 +12,11 @@ round), opens the page in Debian's Chromium through playwright, and for every ba
   the run waits for labels.
 
 Prints JSON lines (one per batch, then a summary). ``--screenshot PATH`` saves the page half-way
-through the last batch (the README's picture).
+through the last batch (the README's picture), ``--phone_screenshot PATH`` the same page's first screen
+on a phone in dark mode.
 
-    .venv/bin/python bench/bench_labelling.py --rounds 3 --screenshot docs/labelling_page.png
+    .venv/bin/python bench/bench_labelling.py --rounds 2 --screenshot docs/labelling_page.png \
+        --phone_screenshot docs/labelling_page_phone.png
 """
 from __future__ import annotations
 
@@ -81,12 +83,26 @@ def stats(values: list) -> dict:
             "p95_ms": round(values[int(0.95 * (len(values) - 1))], 1), "max_ms": round(values[-1], 1)}
 
 
+def phone_screenshot(browser, url: str, r: int, path: str) -> None:
+    """The page as a phone in dark mode shows it: its first screen, batch ``r`` open."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                  color_scheme="dark", device_scale_factor=2)
+    phone = context.new_page()
+    phone.goto(url)
+    phone.wait_for_selector(f'#batch[data-round="{r}"] img')
+    time.sleep(0.5)  # the pictures drawn
+    phone.screenshot(path=path)
+    context.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--rounds", type=int, default=3, help="query rounds (batches to label)")
     parser.add_argument("--n_query", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads of the run (0 = all cores)")
     parser.add_argument("--screenshot", default="", help="save the page half-way through the last batch here")
+    parser.add_argument("--phone_screenshot", default="",
+                        help="and the same page on a phone (390×844, dark mode), its first screen, here")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args, extra = parser.parse_known_args()  # anything else goes to main.py (e.g. --warm_start continue)
     from playwright.sync_api import expect, sync_playwright
@@ -128,6 +144,8 @@ def main() -> int:
                     page.keyboard.press(str(labels[p]))
                     if args.screenshot and r == args.rounds - 1 and i == len(positions) // 2:
                         page.screenshot(path=args.screenshot, full_page=True)
+                    if args.phone_screenshot and r == args.rounds - 1 and i == len(positions) // 2:
+                        phone_screenshot(browser, url, r, args.phone_screenshot)
                 page.keyboard.press("Enter")
                 expect(page.locator("#message")).to_contain_text(f"round {r + 1} of", timeout=60_000)
                 submitted = time.perf_counter()

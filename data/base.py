@@ -26,6 +26,11 @@ class Dataset:
     classes: tuple | None = None  # class names by label (None when the dataset has none)
     # Images without labels (``folder``'s unlabeled/): only a person (--oracle human) can label them.
     unlabeled_x: torch.Tensor | None = None
+    # ``folder`` only: the files the images were read from, relative to ``root`` (the --data_dir): ``files``
+    # by row of train_x, ``unlabeled_files`` by row of unlabeled_x (labels.csv, --export_to, the page).
+    root: str | None = None
+    files: tuple | None = None
+    unlabeled_files: tuple | None = None
 
     @property
     def shape(self) -> tuple:

@@ -279,5 +279,7 @@ def load_image_folder(data_dir: str, image_size: int = 32, test_fraction: float 
                                                                os.path.join(root, "train")))
     train_x, test_x = x[train_i].contiguous(), x[test_i].contiguous()
     mean, std = channel_stats(train_x)
+    files = tuple(os.path.relpath(items[i][0], root) for i in train_i.tolist())
     return Dataset("folder", train_x, y[train_i], test_x, y[test_i], len(classes), mean, std,
-                   classes=tuple(classes), unlabeled_x=unlabeled_x if unlabeled else None)
+                   classes=tuple(classes), unlabeled_x=unlabeled_x if unlabeled else None, root=root, files=files,
+                   unlabeled_files=tuple(os.path.relpath(p, root) for p in unlabeled) if unlabeled else None)

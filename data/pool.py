@@ -60,6 +60,13 @@ class PoolState:
         self.round_P[positions] = round_
         self.label_P[positions] = torch.as_tensor(labels, dtype=torch.int64)
 
+    def relabel(self, positions: torch.Tensor, labels: torch.Tensor) -> None:
+        """Give labelled pool positions another label (an oracle's correction); their round stays."""
+        positions = torch.as_tensor(positions, dtype=torch.int64)
+        if (self.round_P[positions] < 0).any():
+            raise ValueError("only a labelled pool item can be relabelled")
+        self.label_P[positions] = torch.as_tensor(labels, dtype=torch.int64)
+
     def state_dict(self) -> dict:
         return {"round_P": self.round_P.clone(), "label_P": self.label_P.clone(), "aside_P": self.aside_P.clone()}
 

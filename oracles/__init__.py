@@ -8,6 +8,11 @@ which kind it holds:
 - ``oracle(positions, probs=None)``: the given labels of those pool positions;
 - ``remember(positions, labels)``: answers given earlier (read back from acquired.csv on --resume), so
   that asking again gives the same answer;
+- ``corrections()``: answers the oracle changed since it was last called (a person correcting an earlier
+  label), as dicts ``{"pool_position", "label", "at"}``; the loop relabels those items from the next round
+  on and records each change in corrections.csv (acquired.csv keeps the first answer). Simulated: none;
+- ``answered_at``: when its answers (and corrections) were given, by pool position, where the oracle knows
+  (a person's; labels.csv shows them); empty for a simulated oracle;
 - ``close(finished=False)``: the study has ended (finished, or stopped by an error or Ctrl-C).
 
 The records need nothing else from an oracle: the dataset's label of each item and whether the given one

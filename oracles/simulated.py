@@ -33,6 +33,11 @@ class CleanOracle:
 
     def __init__(self, pool_y: torch.Tensor):
         self.pool_y = pool_y.cpu()
+        self.answered_at: dict = {}  # a simulated oracle's answers have no time of their own
+
+    def corrections(self) -> list:
+        """A simulated oracle never changes an answer."""
+        return []
 
     def __call__(self, positions: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
         """Labels for pool positions."""

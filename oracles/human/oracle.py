@@ -21,8 +21,15 @@ Nothing a person answers is lost:
 The initial set keeps the dataset's labels (it must be labelled, like the test set); the person is
 asked only for the queried images. With ``--dataset folder`` the labels in ``train/<class>/`` are the
 person's own, so a queried image that the folder already labels is answered from there and never shown:
-the page asks only for images without a label (``unlabeled/``). Refused answers (an unknown class, an
-image not in the batch, a second submission) raise ``Refused`` and change nothing.
+the page asks only for images without a label (``unlabeled/``), and shows each as the file it was read
+from (``original``: found by pool position, never by a path a browser sends). Refused answers (an unknown
+class, an image not in the batch, a second submission) raise ``Refused`` and change nothing.
+
+While a batch is open the person may also take back its last answer (``undo``) and correct a label they
+gave in an earlier, recorded round (``correct``; ``review`` lists them). Corrections are saved with the
+batch, like its answers, and handed to the loop with it (``corrections``): the loop relabels those images
+for the next round and records each change in corrections.csv; acquired.csv keeps the first answer. With
+--show_guess the loop passes the model's probabilities, and each card shows its top class.
 """
 from __future__ import annotations
 
@@ -37,8 +44,10 @@ import time
 from datetime import datetime, timezone
 
 import torch
+import numpy as np
 from PIL import Image
 
+from data.folder import eight_bits
 from oracles.human.address import check_address, is_loopback
 from oracles.human.web import Refused, start_server
 from oracles.simulated import CleanOracle
@@ -47,8 +56,11 @@ from results import OutputError, atomic_write_text, write_json
 BATCH_FILE = "human_batch.json"
 TOKEN_FILE = "human_token"
 SKIP = -1  # the label of an "I don't know" answer
-# Keyboard shortcuts of the class buttons: 0-9 for the first ten classes, then a-z.
-KEYS = "0123456789abcdefghijklmnopqrstuvwxyz"
+# Keyboard shortcuts of the class buttons: 0-9 for the first ten classes, then a-y (z zooms the image).
+KEYS = "0123456789abcdefghijklmnopqrstuvwxy"
+# The image formats a browser shows as they are; the others (TIFF, PGM, PPM) are sent as PNG.
+BROWSER_FORMATS = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+                   ".bmp": "image/bmp", ".gif": "image/gif"}
 SKIP_KEY = "?"  # also "/" (the same key without Shift)
 LINGER_S = 2.5  # after the last round, a page seen this recently gets time to show "finished" (it polls each 1 s)
 # Datasets whose labels a person gave (the user's own sorted images): a query for one of their labelled
@@ -80,6 +92,7 @@ class HumanOracle(CleanOracle):
             raise ValueError("the human oracle needs the study (images, labelled set, run folder)")
         super().__init__(pool_y)
         self.cfg, self.study, self.log = cfg, study, study.log
+        self.needs_predictions = cfg.show_guess
         self.initial = set(torch.as_tensor(initial).tolist()) if initial is not None else set()
         # The positions answered from the dataset without asking: the initial set, and every image the
         # user's own folder labels
@@ -99,7 +112,13 @@ class HumanOracle(CleanOracle):
         self.last_seen = 0.0      # monotonic time of the last request with the token
         self._submitted = threading.Event()
         self._png: dict = {}
+        self._corrections: dict = {}  # a submitted batch's corrections, until the loop takes them
+        self.guesses: dict = {}   # --show_guess: pool position -> (the model's top class, its probability)
+        self.returned = None      # monotonic time the last batch was taken: the next round's training began
         self.saved = self._read_saved()
+        if self.saved and self.saved.get("submitted"):  # recorded, perhaps not yet in labels.csv: its times
+            self.answered_at.update({p: a["at"] for p, a in self.saved["answers"].items()
+                                     if isinstance(a, dict) and a.get("label") != SKIP and "at" in a})
         try:
             self.server, self.url = start_server(self, cfg.human_host, cfg.human_port)
         except OSError:
@@ -123,17 +142,22 @@ class HumanOracle(CleanOracle):
             if not all(p in self.initial for p in wanted):
                 self.log.info("round %d: the %d images chosen are labelled in the folder; nobody is asked",
                               len(self.study.run_dir.rounds), len(wanted))
+            self.returned = time.monotonic()
             return labels.clone()
         asked = [p for p in wanted if p not in self.known]
         r = len(self.study.run_dir.rounds)
         answers, unused = self._saved_answers(r, asked)
+        corrections = self._saved_corrections(r)
+        if probs is not None:  # --show_guess: the model's top class of each image, and its probability
+            top = torch.as_tensor(probs, dtype=torch.float64).cpu().max(1)
+            self.guesses = {p: (int(c), float(q)) for p, c, q in zip(wanted, top.indices, top.values)}
         if self.saved and self.saved.get("round") == r and self.saved.get("submitted") \
                 and sorted(self.saved.get("positions", [])) == sorted(asked) and len(answers) == len(asked):
             self.log.info("round %d: the batch was submitted before the interruption; its answers are kept", r)
             self.saved = None
-            return self._labels(wanted, answers)
+            return self._taken(wanted, answers, corrections)
         batch = {"round": r, "positions": asked, "answers": answers, "submitted": False, "opened": _now(),
-                 "unused": unused, "from_dataset": len(wanted) - len(asked)}
+                 "unused": unused, "from_dataset": len(wanted) - len(asked), "corrections": corrections}
         with self.lock:
             self._write(batch)  # on disk before the page can show it
             self.batch, self._png = batch, {}
@@ -146,7 +170,13 @@ class HumanOracle(CleanOracle):
         while not self._submitted.wait(0.5):  # short waits: Ctrl-C and SIGTERM get through
             pass
         with self.lock:
-            return self._labels(wanted, self.batch["answers"])
+            return self._taken(wanted, self.batch["answers"], self.batch["corrections"])
+
+    def corrections(self) -> list:
+        """The corrections given while the last batch was open (each once): the loop applies and records them."""
+        taken, self._corrections = self._corrections, {}
+        self.answered_at.update({p: c["at"] for p, c in taken.items()})
+        return [{"pool_position": p, "label": c["label"], "at": c["at"]} for p, c in taken.items()]
 
     def close(self, finished: bool = False) -> None:
         """Stop the page's server (after a moment when the study finished and a page is watching)."""
@@ -179,12 +209,73 @@ class HumanOracle(CleanOracle):
             elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(self.classes):
                 raise Refused(f"unknown class {reprlib.repr(label)}: the classes are 0..{len(self.classes) - 1} "
                               f"({', '.join(self.classes)}) or \"skip\"; nothing was changed")
-            answers = {**b["answers"], position: {"label": label, "at": _now()}}
+            answers = {**{p: a for p, a in b["answers"].items() if p != position},
+                       position: {"label": label, "at": _now()}}  # the newest last: what undo takes back
             self._write({**b, "answers": answers})
             b["answers"] = answers
             self.version += 1
             what = "I don't know" if label == SKIP else self.classes[label]
             return f"image {b['positions'].index(position) + 1}: {what} (saved)"
+
+    def undo(self, batch_round) -> tuple:
+        """Take back the last answer given in the open batch: (its pool position, the message)."""
+        with self.lock:
+            b = self._open_batch(batch_round)
+            if not b["answers"]:
+                raise Refused(f"no answer to take back in the batch of round {b['round'] + 1}; nothing was changed")
+            # The newest by its time; among equal times (one millisecond), the later given (dict order)
+            order = list(b["answers"])
+            position = max(order, key=lambda p: (b["answers"][p].get("at", ""), order.index(p)))
+            answers = {p: a for p, a in b["answers"].items() if p != position}
+            self._write({**b, "answers": answers})
+            b["answers"] = answers
+            self.version += 1
+            return position, f"image {b['positions'].index(position) + 1}: answer taken back (saved)"
+
+    def correct(self, batch_round, position, label) -> str:
+        """Change the label of an image the person labelled in an earlier round (the review). Taken while a
+        batch is open, saved with it, and handed to the loop with it: the next round trains on the new label."""
+        with self.lock:
+            b = self._open_batch(batch_round)
+            mine = self._answered_by_person()
+            if isinstance(position, bool) or not isinstance(position, int) or position not in mine:
+                raise Refused(f"image {reprlib.repr(position)} is not one you labelled in an earlier round; "
+                              "nothing was changed")
+            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(self.classes):
+                raise Refused(f"unknown class {reprlib.repr(label)}: the classes are 0..{len(self.classes) - 1} "
+                              f"({', '.join(self.classes)}); nothing was changed")
+            now = int(self.study.state.labels_of(torch.tensor([position]))[0])  # corrections recorded included
+            corrections = {p: c for p, c in b["corrections"].items() if p != position}
+            if label != now:
+                corrections[position] = {"label": label, "at": _now()}
+            self._write({**b, "corrections": corrections})
+            b["corrections"] = corrections
+            self.version += 1
+            round_ = mine[position][0] + 1  # counted from 1, as the page counts rounds
+            if label == now:
+                return f"round {round_}'s image stays {self.classes[label]} (saved)"
+            return (f"round {round_}'s image: {self.classes[now]} corrected to {self.classes[label]} (saved; the "
+                    "next round trains on it)")
+
+    def review(self) -> dict:
+        """What the review shows: every answer the person gave in the recorded rounds, its label now (a
+        correction recorded, or one given while this batch is open), and whether corrections are taken now."""
+        with self.lock:
+            b = self.batch
+            open_ = b is not None and not b["submitted"] and not self.finished
+            pending = b["corrections"] if open_ else {}
+            label_P = self.study.state.label_P
+            rows = []
+            for row in list(self.study.run_dir.acquired):
+                p = row["pool_position"]
+                if row["round"] < 0 or p in self.known:
+                    continue
+                given = row["label"] >= 0
+                now = SKIP if not given else pending[p]["label"] if p in pending else int(label_P[p])
+                rows.append({"round": row["round"] + 1, "position": p, "given": row["label"], "label": now,
+                             "pending": given and p in pending})
+            return {"rows": rows, "open": open_, "batch_round": b["round"] if open_ else None,
+                    "classes": self.classes, "token": self.token, "originals": self.study.data.files is not None}
 
     def submit(self, batch_round) -> str:
         """Close the open batch when every image has an answer; the run then trains on it."""
@@ -205,13 +296,24 @@ class HumanOracle(CleanOracle):
                     + (f", {skipped} skipped" if skipped else "") + "; the model is training")
 
     def png(self, position: int) -> bytes | None:
-        """The PNG of a pool image of the open batch, from the in-memory tensor (None: not in the batch)."""
+        """The PNG of a pool image the page shows, from the in-memory tensor (None: one it does not show)."""
         with self.lock:
-            if self.batch is None or position not in self.batch["positions"]:
+            if not self._may_show(position):
                 return None
             if position not in self._png:
                 self._png[position] = encode_png(self._image(position))
             return self._png[position]
+
+    def original(self, position: int) -> tuple | None:
+        """(bytes, media type) of the file a pool image was read from (--dataset folder), found by its pool
+        position in the files the run was given: the file itself when a browser shows its format, else a
+        PNG of it; None when the page does not show that image or the dataset has no files."""
+        data = self.study.data
+        with self.lock:
+            if data.files is None or not self._may_show(position):
+                return None
+            path = os.path.join(data.root, data.files[int(data.pool_idx[position])])
+        return read_original(path)
 
     def view(self) -> dict:
         """Everything the page shows, read under the lock."""
@@ -236,8 +338,16 @@ class HumanOracle(CleanOracle):
                 # "querying"): the next round trains next, on the labels just given.
                 round_, step = b["round"] + 1, "training"
                 n_training += b.get("from_dataset", 0) + sum(a["label"] != SKIP for a in b["answers"].values())
-            items = [{"index": i + 1, "position": p, "answer": b["answers"].get(p, {}).get("label")}
+            guesses = self.guesses if self.cfg.show_guess else {}
+            items = [{"index": i + 1, "position": p, "answer": b["answers"].get(p, {}).get("label"),
+                      "guess": (self.classes[guesses[p][0]], guesses[p][1]) if p in guesses else None}
                      for i, p in enumerate(b["positions"])] if open_ else []
+            # While a model trains after a batch: how long the last recorded round trained, evaluated and
+            # queried, against the time since the batch was taken (none before a first batch, or on resume)
+            last = run_dir.rounds[-1] if run_dir.rounds else None
+            estimate = last["train_s"] + last["eval_s"] + last["query_s"] \
+                if phase == "training" and last and self.returned is not None else None
+            unlabeled = self.pool_y < 0  # a folder's unlabeled/ images
             return {
                 # Changes whenever the page must be redrawn: an answer, a batch, a recorded round, a step.
                 "version": f"{self.process}.{self.version}.{len(run_dir.rounds)}.{live.get('round')}."
@@ -251,9 +361,29 @@ class HumanOracle(CleanOracle):
                 "token": self.token, "run_name": run_dir.name, "dataset": self.cfg.dataset,
                 "strategy": self.cfg.strategy, "model": self.cfg.model,
                 "pool": int(state.unlabeled_positions().numel()),  # what queries can still choose
+                "originals": self.study.data.files is not None,  # the person's own files (--dataset folder)
+                "n_unlabeled": int(unlabeled.sum()),
+                "unlabeled_left": int((unlabeled & (state.round_P < 0) & ~state.aside_P).sum()),
+                "n_given": len(self._answered_by_person()),  # labels the person gave in the recorded rounds
+                "estimate_s": estimate,
+                "elapsed_s": time.monotonic() - self.returned if estimate is not None else None,
             }
 
     # ------------------------------------------------------------------ internals
+    def _may_show(self, position) -> bool:
+        """Whether the page shows the image at this pool position: the open batch's, and those the person
+        labelled (the review); under the lock."""
+        return (self.batch is not None and position in self.batch["positions"]) or \
+            position in self._answered_by_person()
+
+    def _taken(self, wanted: list, answers: dict, corrections: dict) -> torch.Tensor:
+        """The labels of a submitted batch; its answer times are kept for labels.csv, its corrections for
+        the loop (``corrections``), and when it returned for the page's estimate of the next round."""
+        self.answered_at.update({p: a["at"] for p, a in answers.items() if a["label"] != SKIP and "at" in a})
+        self._corrections = dict(corrections)
+        self.returned = time.monotonic()
+        return self._labels(wanted, answers)
+
     def _labels(self, wanted: list, answers: dict) -> torch.Tensor:
         """The labels of the pool positions ``wanted``: the person's answers, the dataset's for the known."""
         return torch.tensor([int(self.pool_y[p]) if p in self.known else answers[p]["label"] for p in wanted],
@@ -279,6 +409,7 @@ class HumanOracle(CleanOracle):
         nothing changes: the page answers 500 (web.py), the run stops with one error line (main.py)."""
         record = {**batch, "answers": {str(p): a for p, a in batch["answers"].items()},
                   "unused": {str(p): a for p, a in batch.get("unused", {}).items()},
+                  "corrections": {str(p): c for p, c in batch.get("corrections", {}).items()},
                   "classes": list(self.classes), "updated": _now()}
         write_json(self.path, record)
 
@@ -305,7 +436,7 @@ class HumanOracle(CleanOracle):
             return None
         try:
             saved = json.loads(self.path.read_text())
-            for key in ("answers", "unused"):
+            for key in ("answers", "unused", "corrections"):
                 saved[key] = {int(p): a for p, a in saved.get(key, {}).items()}
             return saved
         except (OSError, ValueError, AttributeError) as err:
@@ -324,6 +455,20 @@ class HumanOracle(CleanOracle):
                              "they stay in %s under 'unused'", r, len(unused), self.path)
         return answers, unused
 
+    def _saved_corrections(self, r: int) -> dict:
+        """Corrections saved while round r's batch was open (before an interruption), of answers still
+        recorded as the person's."""
+        if not self.saved or self.saved.get("round") != r:
+            return {}
+        mine = self._answered_by_person()
+        return {p: c for p, c in self.saved.get("corrections", {}).items() if p in mine}
+
+    def _answered_by_person(self) -> dict:
+        """{pool position: (round, label given)} of every label the person gave in the recorded rounds
+        ("I don't know" aside), from acquired.csv's rows (their first answers)."""
+        return {row["pool_position"]: (row["round"], row["label"]) for row in list(self.study.run_dir.acquired)
+                if row["round"] >= 0 and row["label"] >= 0 and row["pool_position"] not in self.known}
+
     def _image(self, position: int):
         """H×W or H×W×3 uint8 array of a pool image as the model sees it (noise included)."""
         data = self.study.data
@@ -334,6 +479,22 @@ class HumanOracle(CleanOracle):
             x = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
         x = x.permute(1, 2, 0)
         return (x[:, :, 0] if x.shape[2] == 1 else x).numpy()
+
+
+def read_original(path: str) -> tuple | None:
+    """(bytes, media type) of an image file as a browser can show it: the file's own bytes when the
+    browser reads its format, else a PNG of it (TIFF, PGM/PPM; 16-bit grey as the loader reads it);
+    None when it cannot be read now (moved or damaged since the run loaded it)."""
+    kind = BROWSER_FORMATS.get(os.path.splitext(path)[1].lower())
+    try:
+        if kind is not None:
+            with open(path, "rb") as f:
+                return f.read(), kind
+        with Image.open(path) as img:
+            img.load()
+            return encode_png(np.asarray(eight_bits(img))), "image/png"
+    except (OSError, ValueError, SyntaxError):  # PIL's errors for a file that changed since it was loaded
+        return None
 
 
 def encode_png(array) -> bytes:

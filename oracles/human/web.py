@@ -8,8 +8,12 @@ address, otherwise: 400, see address.accepted_hosts):
 - ``GET /view?token=T``: the page's main part (progress, learning curve, the open batch);
 - ``GET /state?token=T``: ``{"version", "phase"}``: the page refreshes when the version changes;
 - ``GET /image/<pool position>.png?token=T``: an image of the open batch, PNG-encoded from memory;
-- ``POST /answer``, ``POST /submit``: JSON bodies, the token in the ``X-Token`` header (a cross-site
-  form cannot set it, nor send JSON without a preflight), refused answers as ``{"error": ...}``.
+- ``GET /original/<pool position>?token=T``: with --dataset folder, the file that image was read from (the
+  oracle maps the position to the file the run was given; a browser never names a path);
+- ``GET /review?token=T``: every answer the person gave in the recorded rounds, to correct one;
+- ``POST /answer``, ``POST /undo`` (the open batch's last answer), ``POST /correct`` (an earlier round's
+  answer), ``POST /submit``: JSON bodies, the token in the ``X-Token`` header (a cross-site form cannot set
+  it, nor send JSON without a preflight), refused ones as ``{"error": ...}``.
 
 The server listens on --human_host (127.0.0.1 by default: this machine only) at --human_port (0: any
 free port). Responses are not cached and send no referrer (the token is in the address). A request body
@@ -129,10 +133,32 @@ def create_app(desk, hosts: frozenset | None = LOOPBACK_NAMES) -> Flask:
             return Response("not an image of the open batch\n", 404, mimetype="text/plain")
         return Response(png, mimetype="image/png")
 
+    @app.get("/original/<int:position>")
+    def original(position: int):
+        # By pool position only: the oracle maps it to the file the run was given, never to a browser's path
+        found = desk.original(position)
+        if found is None:
+            return Response("not an image file of the open batch\n", 404, mimetype="text/plain")
+        return Response(found[0], mimetype=found[1])
+
     @app.post("/answer")
     def answer():
         body = _json_body()
         return jsonify(message=desk.answer(body.get("batch"), body.get("position"), body.get("label")))
+
+    @app.post("/undo")
+    def undo():
+        position, message = desk.undo(_json_body().get("batch"))
+        return jsonify(message=message, position=position)
+
+    @app.get("/review")
+    def review():
+        return render_template("review.html", **desk.review())
+
+    @app.post("/correct")
+    def correct():
+        body = _json_body()
+        return jsonify(message=desk.correct(body.get("batch"), body.get("position"), body.get("label")))
 
     @app.post("/submit")
     def submit():

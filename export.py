@@ -1,0 +1,188 @@
+"""The labelled files of a ``--dataset folder`` run: labels.csv's rows, and --export_to's copies of them.
+
+labels.csv (in the run folder, written through results.RunDir) lists every labelled image's file, relative
+to --data_dir, with its label as the next round trains on it (a correction included), who gave it (the
+person, or the folder's own label) and when. It is rewritten after every recorded round.
+
+``--export_to DIR`` puts each file of labels.csv into ``DIR/<class name>/`` when the run finishes: a hard
+link when DIR is on the same filesystem as the images, else a copy. Inside its class folder a file keeps
+its path below ``train/<class>/`` or ``unlabeled/`` (a name taken twice gets ``-2``, ``-3``…). DIR must be
+new, empty, or hold only an earlier export of the same run (listed in DIR's MARKER file): a file a user
+has there is never overwritten.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from config import ConfigError
+from results import OutputError, write_json
+
+MARKER = ".active_learning_export.json"  # in DIR: the run that exported there, and the files it wrote
+
+
+def label_rows(data, state, answered_at: dict) -> list:
+    """labels.csv's rows (results.LABEL_COLUMNS): the labelled pool images in pool order, their labels now.
+
+    ``data``: loop.StudyData with ``files``; ``state``: the PoolState; ``answered_at``: when each label
+    was given, by pool position (a person's answers and corrections; the folder's own labels have none)."""
+    positions = state.labeled_positions()
+    dataset_idx = data.pool_idx.cpu()[positions].tolist()
+    true = data.pool_y.cpu()[positions].tolist()
+    rounds = (state.round_P[positions] - 1).tolist()  # as acquired.csv counts: -1 is the initial set
+    return [{"path": data.files[d], "label_name": data.classes[label], "label": label, "round": r,
+             "answered_at": answered_at.get(p, ""), "who": "folder" if t >= 0 else "person",
+             "pool_position": p, "dataset_index": d}
+            for p, d, label, t, r in zip(positions.tolist(), dataset_idx, state.labels_of(positions).tolist(), true,
+                                         rounds)]
+
+
+class LabelsFile:
+    """labels.csv of one run (kept for folder datasets only: the others have no files to name)."""
+
+    def __init__(self, data, run_dir):
+        self.data, self.run_dir = data, run_dir
+        # When each label was given: read back on --resume (no other file keeps earlier rounds' answer
+        # times), then the oracle's, newer, on every update
+        self.answered_at = {row["pool_position"]: row["answered_at"] for row in run_dir.labels}
+
+    def update(self, state, answered_at: dict) -> None:
+        """Rewrite labels.csv from the labelled set (its labels as the next round trains on them)."""
+        if self.data.files is None:
+            return
+        self.answered_at.update(answered_at)
+        self.run_dir.write_labels(label_rows(self.data, state, self.answered_at))
+
+
+def check_export_dir(cfg, run_path=None) -> None:
+    """ConfigError (before a run starts) unless --export_to can be done: a folder dataset, one run, and
+    a folder that does not exist, holds no file, or only those an earlier export of the run at
+    ``run_path`` (a resumed one) wrote. Checked on the configuration a --resume resolved to."""
+    folder = cfg.export_to
+    if cfg.dataset != "folder":
+        raise ConfigError("--export_to copies the labelled images' files: it needs --dataset folder")
+    if cfg.experiment:
+        raise ConfigError("--export_to exports one run's labels: it cannot be combined with --experiment")
+    dest = Path(folder)
+    if not os.path.lexists(dest):
+        return
+    if not dest.is_dir():
+        raise ConfigError(f"--export_to {folder}: it exists and is not a folder; give a new or empty folder")
+    ours = _exported_before(dest, run_path)
+    foreign = [rel for rel in _files(dest) if rel not in ours]
+    if foreign:
+        raise ConfigError(f"--export_to {folder} is not empty: it holds {len(foreign)} file(s) that this run did "
+                          f"not export (such as {foreign[0]}); give a new or empty folder (a file there is never "
+                          "overwritten)")
+
+
+def export_labelled(rows: list, root: str, folder: str, run_path) -> tuple:
+    """Put each file of labels.csv's ``rows`` (relative to ``root``) into ``folder``/<label name>/:
+    (hard links made, copies made). OutputError, before anything is written, when a file to be written is
+    there already and is not from an earlier export of this run."""
+    dest = Path(folder)
+    ours = _exported_before(dest, run_path) if dest.is_dir() else set()
+    wanted = export_names(rows)
+    taken = [rel for rel in wanted if rel not in ours and os.path.lexists(dest / rel)]
+    if taken:
+        raise OutputError(f"--export_to: {dest / taken[0]} exists and was not exported by this run; nothing was "
+                          f"exported (a file there is never overwritten): move it away, then export again with "
+                          f"main.py --resume {run_path} --export_to {folder}")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"--export_to: cannot create {folder}: {err.strerror or err}") from None
+    # Listed first, so that whatever a crash leaves half-done is known as this run's
+    _write_marker(dest, run_path, ours | set(wanted))
+    for rel in sorted(ours - set(wanted)):  # an image this run exported before under another class
+        (dest / rel).unlink(missing_ok=True)
+    linked = copied = 0
+    for rel, path in wanted.items():
+        source, target = Path(root) / path, dest / rel
+        if target.exists() and _same_file(source, target):
+            continue
+        how = _place(source, target)
+        linked, copied = linked + (how == "link"), copied + (how == "copy")
+    _write_marker(dest, run_path, set(wanted))
+    return linked, copied
+
+
+def export_names(rows: list) -> dict:
+    """{path inside the export folder: the image's path} for labels.csv's ``rows``: <label name>/, then the
+    file's path below train/<class>/ or unlabeled/; a name taken twice gets -2, -3… before its suffix."""
+    names: dict = {}
+    for row in sorted(rows, key=lambda row: row["path"]):
+        parts = Path(row["path"]).parts
+        inner = parts[2:] if parts[0] == "train" and len(parts) > 2 else parts[1:] if len(parts) > 1 else parts
+        name = Path(row["label_name"], *inner)
+        stem, n = name, 1
+        while name.as_posix() in names:
+            n += 1
+            name = stem.with_name(f"{stem.stem}-{n}{stem.suffix}")
+        names[name.as_posix()] = row["path"]
+    return names
+
+
+def _place(source: Path, target: Path) -> str:
+    """Hard-link ``source`` at ``target``, or copy it where a link cannot be made ("link" or "copy"); never
+    over a file (OutputError when one appeared there meanwhile)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)  # this run's own earlier export (checked by the caller)
+        try:
+            os.link(source, target)
+            return "link"
+        except FileExistsError:
+            raise
+        except OSError:  # another filesystem, or one without hard links
+            pass
+        try:
+            with open(source, "rb") as src, open(target, "xb") as out:
+                shutil.copyfileobj(src, out)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return "copy"
+    except FileExistsError:
+        raise OutputError(f"--export_to: {target} appeared while exporting; it was not overwritten") from None
+    except OSError as err:
+        raise OutputError(f"--export_to: cannot write {target}: {err.strerror or err}") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``b`` is ``a`` (a hard link) or a byte-for-byte copy of it."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def _files(dest: Path) -> list:
+    """Every file (and link) under ``dest`` but the marker, relative and sorted; folders do not count."""
+    found = []
+    for folder, dirs, files in os.walk(dest):
+        dirs.sort()
+        found += [Path(folder, f).relative_to(dest).as_posix() for f in files]
+        found += [Path(folder, d).relative_to(dest).as_posix() for d in dirs if Path(folder, d).is_symlink()]
+    return sorted(rel for rel in found if rel != MARKER)
+
+
+def _exported_before(dest: Path, run_path) -> set:
+    """The files an earlier export of the run at ``run_path`` wrote in ``dest`` (none for another run's)."""
+    try:
+        marker = json.loads((dest / MARKER).read_text())
+        if run_path is not None and marker["run"] == str(Path(run_path).resolve()):
+            return set(marker["files"])
+    except (OSError, ValueError, TypeError, KeyError):  # none, or not ours: its files are not this run's
+        pass
+    return set()
+
+
+def _write_marker(dest: Path, run_path, files: set) -> None:
+    write_json(dest / MARKER, {"run": str(Path(run_path).resolve()), "files": sorted(files)})

@@ -1,0 +1,510 @@
+"""What people expect from a labelling tool (issue 16, features): labels.csv and --export_to, corrections
+recorded and replayed on --resume; real runs of main.py on a small --dataset folder."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import main
+from config import Config
+from export import MARKER, check_export_dir, export_labelled
+from loop import acquired_rows
+from oracles.human.oracle import read_original
+from oracles.human.web import create_app
+from results import ROUND_COLUMNS, TIMING_COLUMNS, OutputError
+from test_folder import CLASSES, make_folder
+# make_oracle and run_dir are fixtures: importing them makes them this module's too
+from test_labelling import ASKED, free_port, give, make_oracle, open_batch, post, run_dir, saved, submit  # noqa: F401
+
+ORIGINAL_SIZE = (64, 40)  # unlabeled/ images: wider than tall, larger than the model's 28 pixels
+N_UNLABELED = 8
+FORMATS = (".png", ".jpg", ".tif")  # a browser shows the first two as they are; TIFF is sent as PNG
+CHROMIUM = "/usr/bin/chromium"
+
+
+def image_folder(root: Path) -> Path:
+    """root/train/<3 classes>/ (8 each), root/test/ (3 each) and root/unlabeled/ (8 colour images of
+    ORIGINAL_SIZE in FORMATS, two in a subfolder)."""
+    make_folder(root, 8, "train")
+    make_folder(root, 3, "test", start=100)
+    rng = np.random.default_rng(0)
+    for i in range(N_UNLABELED):
+        folder = root / "unlabeled" / ("more" if i >= N_UNLABELED - 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (ORIGINAL_SIZE[1], ORIGINAL_SIZE[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"u{i}{FORMATS[i % 3]}")
+    return root
+
+
+def folder_args(data: Path, *extra, n_init: int = 6) -> list:
+    """A folder run of 2 query rounds of 3 images: 18 labelled pool images (``n_init`` of them the initial
+    set; with 18, and --oracle human, every query is an unlabeled/ image) and 8 unlabelled ones."""
+    return ["--dataset", "folder", "--data_dir", str(data), "--image_size", "28", "--num_valid", "6",
+            "--n_init_labeled", str(n_init), "--n_query", "3", "--n_round", "2", "--epochs", "1", "--min_steps", "5",
+            "--device", "cpu", "--no-wandb", "--threads", "1", "--run_name", "mine", *extra]
+
+
+# ------------------------------------------------------------------------------------------ export
+
+def test_labels_csv_names_each_labelled_file_and_export_links_them_into_class_folders(cli, tmp_path):
+    data, out, dest = image_folder(tmp_path / "images"), tmp_path / "runs", tmp_path / "export"
+    rc, _, err, [run] = cli(*folder_args(data, "--export_to", dest), output_dir=out)
+    assert rc == 0, err
+    labels = pd.read_csv(run.path / "labels.csv", keep_default_na=False)
+    acquired = run.acquired[run.acquired["label"] >= 0]
+    assert sorted(labels["pool_position"]) == sorted(acquired["pool_position"])
+    by_position = labels.set_index("pool_position")
+    for row in acquired.itertuples():
+        got = by_position.loc[row.pool_position]
+        assert (got["label"], got["round"], got["dataset_index"]) == (row.label, row.round, row.dataset_index)
+        assert got["path"] == f"train/{got['label_name']}/{Path(got['path']).name}" and got["who"] == "folder"
+        assert got["answered_at"] == ""  # the folder's own labels were not answered by anyone
+    # Each labelled file, hard-linked (same filesystem) into export/<class>/, and nothing else
+    exported = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != MARKER)
+    assert exported == sorted(f"{r.label_name}/{Path(r.path).name}" for r in labels.itertuples())
+    for r in labels.itertuples():
+        assert os.path.samefile(data / r.path, dest / r.label_name / Path(r.path).name)
+
+    # The same run resumed (complete: it only exports) into the same folder: the same files, no error
+    rc, _, err, _ = cli("--resume", run.path, "--export_to", dest, output_dir=out)
+    assert rc == 0, err
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != MARKER) \
+        == exported
+    # A new run may not export into another run's export, nor into a folder holding a user's file
+    user_file = tmp_path / "mine" / "notes.txt"
+    user_file.parent.mkdir()
+    user_file.write_text("mine")
+    for folder, why in ((dest, "holds 12 file(s) that this run did not export"), (user_file.parent, "notes.txt")):
+        rc, _, err, runs = cli(*folder_args(data, "--export_to", folder), output_dir=tmp_path / "refused")
+        assert rc == 2 and err.count("\n") == 1 and err.startswith(f"error: --export_to {folder} is not empty")
+        assert why in err and runs == [] and not (tmp_path / "refused").exists()
+    assert user_file.read_text() == "mine"
+    rc, _, err, _ = cli(*folder_args(data, "--dataset", "mnist_5k", "--export_to", dest), output_dir=out)
+    assert rc == 2 and "--export_to copies the labelled images' files: it needs --dataset folder" in err
+
+
+def test_export_never_overwrites_a_file_that_appeared_and_copies_across_filesystems(cli, tmp_path, small_disk):
+    data, out = image_folder(tmp_path / "images"), tmp_path / "runs"
+    rc, _, err, [run] = cli(*folder_args(data), output_dir=out)
+    assert rc == 0, err
+    rows = pd.read_csv(run.path / "labels.csv", keep_default_na=False).to_dict("records")
+    first = rows[0]
+    dest = tmp_path / "export"
+    check_export_dir(Config(dataset="folder", export_to=str(dest)), run.path)  # passes: nothing there yet
+    # A user's file at a name the export wants, appearing after the check: refused, untouched, nothing written
+    taken = dest / first["label_name"] / Path(first["path"]).name
+    taken.parent.mkdir(parents=True)
+    taken.write_bytes(b"the user's")
+    with pytest.raises(OutputError, match=f"{taken} exists and was not exported by this run; nothing was exported"):
+        export_labelled(rows, str(data), str(dest), run.path)
+    assert taken.read_bytes() == b"the user's" and sorted(dest.rglob("*")) == [taken.parent, taken]
+    # On another filesystem (a tmpfs): copies, byte for byte
+    assert export_labelled(rows, str(data), str(small_disk / "export"), run.path) == (0, len(rows))
+    for row in rows:
+        copy = small_disk / "export" / row["label_name"] / Path(row["path"]).name
+        assert copy.read_bytes() == (data / row["path"]).read_bytes()
+        assert not os.path.samefile(copy, data / row["path"]) and stat.S_ISREG(copy.lstat().st_mode)
+
+
+# ------------------------------------------------------------------------------------------ corrections
+
+class InThread:
+    """main.main(argv) in a thread of this process (no interpreter to start): ``join`` gives its exit code."""
+
+    def __init__(self, argv: list):
+        self.rc = None
+        self.thread = threading.Thread(target=self._run, args=([str(a) for a in argv],), daemon=True)
+        self.thread.start()
+
+    def _run(self, argv):
+        self.rc = main.main(argv)
+
+    def join(self, timeout: float = 120) -> int:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the run did not finish"
+        return self.rc
+
+
+class Page:
+    """The labelling page of the one run under ``out``, over HTTP, as the page's script calls it."""
+
+    def __init__(self, out: Path, port: int, run: InThread, timeout: float = 60):
+        deadline = time.time() + timeout
+        while not list(out.glob("*/human_token")):
+            assert time.time() < deadline and run.thread.is_alive(), "no labelling page"
+            time.sleep(0.05)
+        (self.folder,) = [p.parent for p in out.glob("*/human_token")]
+        self.token = (self.folder / "human_token").read_text().strip()
+        self.base, self.run = f"http://127.0.0.1:{port}", run
+
+    def get(self, route: str) -> str:
+        return self.get_bytes(route).decode()
+
+    def get_bytes(self, route: str) -> bytes:
+        with urllib.request.urlopen(f"{self.base}/{route}?token={self.token}", timeout=10) as r:
+            return r.read()
+
+    def status(self, route: str) -> int:
+        try:
+            return urllib.request.urlopen(f"{self.base}/{route}?token={self.token}", timeout=10).status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    def post(self, route: str, body: dict) -> tuple:
+        request = urllib.request.Request(f"{self.base}/{route}", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json", "X-Token": self.token})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def batch(self) -> dict:
+        return json.loads((self.folder / "human_batch.json").read_text())
+
+    def wait_batch(self, round_: int, timeout: float = 60) -> list:
+        """The pool positions of round ``round_``'s batch, once the page shows it."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if json.loads(self.get("state"))["phase"] == "labelling" and self.batch()["round"] == round_:
+                    return self.batch()["positions"]
+            except (OSError, ValueError):  # the page not listening yet; the batch file being replaced
+                pass
+            assert time.time() < deadline and self.run.thread.is_alive(), f"no batch of round {round_}"
+            time.sleep(0.05)
+
+
+def test_a_correction_trains_the_next_round_is_recorded_apart_and_resume_replays_it(tmp_path, cli):
+    data, out, port = image_folder(tmp_path / "images"), tmp_path / "runs", free_port()
+    run = InThread([*folder_args(data, "--oracle", "human", "--human_port", port, "--output_dir", out, n_init=18)])
+    page = Page(out, port, run)
+    folder = page.folder
+    # Round 0's batch: the person's own pictures (no guess: --show_guess is off)
+    first = page.wait_batch(0)
+    html = page.get("view")
+    assert all(f'src="/original/{p}?token=' in html for p in first) and 'class="guess"' not in html
+    for p, label in zip(first, (0, 1, 2)):
+        assert page.post("answer", {"batch": 0, "position": p, "label": label})[0] == 200
+    answered_at = {int(p): a["at"] for p, a in page.batch()["answers"].items()}
+    assert page.post("submit", {"batch": 0})[0] == 200
+    second = page.wait_batch(1)
+    # labels.csv is up to date after round 0: the person's three labels, with when they were given
+    labels = pd.read_csv(folder / "labels.csv", keep_default_na=False).set_index("pool_position")
+    assert [(labels.loc[p, "label"], labels.loc[p, "who"], labels.loc[p, "answered_at"]) for p in first] == \
+        [(label, "person", answered_at[p]) for p, label in zip(first, (0, 1, 2))]
+    assert (labels.loc[labels["round"] == -1, "who"] == "folder").all()
+    # The review lists them (round 1, counted from 1 as the page counts), open to corrections
+    review = page.get("review")
+    assert review.count("<select class=\"correct\"") == 3 and " disabled" not in review
+    # The pictures of the review are the person's files too, found by pool position; no other file is served
+    for p in first:
+        assert page.get_bytes(f"original/{p}") == read_original(str(data / labels.loc[p, "path"]))[0]
+    for route in ("original/0", "original/999", "original/..%2F..%2Fconfig.json", "original/-1"):
+        assert page.status(route) == 404, route
+    # Refused corrections change nothing: the folder's own label, an answer of the open batch, no class
+    before = (folder / "human_batch.json").read_bytes()
+    for body, status, message in (({"batch": 1, "position": 0, "label": 1}, 400, "not one you labelled"),
+                                  ({"batch": 1, "position": second[0], "label": 1}, 400, "not one you labelled"),
+                                  ({"batch": 1, "position": first[1], "label": "skip"}, 400, "unknown class"),
+                                  ({"batch": 0, "position": first[1], "label": 2}, 409, "the open one is round 1's")):
+        got = page.post("correct", body)
+        assert got[0] == status and message in got[1]["error"] and "nothing was changed" in got[1]["error"], got
+    assert (folder / "human_batch.json").read_bytes() == before
+    # Round 0's second image: cross corrected to square
+    status, reply = page.post("correct", {"batch": 1, "position": first[1], "label": 2})
+    assert status == 200 and reply["message"] == ("round 1's image: cross corrected to square (saved; the next round "
+                                                  "trains on it)")
+    corrected_at = page.batch()["corrections"][str(first[1])]["at"]
+    for p in second:
+        assert page.post("answer", {"batch": 1, "position": p, "label": 0})[0] == 200
+    assert page.post("submit", {"batch": 1})[0] == 200
+    assert run.join() == 0
+    # Recorded apart: corrections.csv holds the change, acquired.csv the first answer; labels.csv, what round
+    # 2 trained on
+    corrections = pd.read_csv(folder / "corrections.csv")
+    dataset_index = int(labels.loc[first[1], "dataset_index"])
+    assert corrections.values.tolist() == [[1, first[1], dataset_index, 1, 2, corrected_at]]
+    acquired = pd.read_csv(folder / "acquired.csv").set_index("pool_position")
+    assert acquired.loc[first[1], "label"] == 1
+    labels = pd.read_csv(folder / "labels.csv", keep_default_na=False).set_index("pool_position")
+    assert (labels.loc[first[1], "label"], labels.loc[first[1], "label_name"], labels.loc[first[1], "answered_at"]) \
+        == (2, CLASSES[2], corrected_at)
+    rounds = pd.read_csv(folder / "rounds.csv")
+
+    # A kill after round 1's record leaves the folder without round 2's row: --resume replays the correction
+    # and round 2 gets the numbers of the uninterrupted run; without its corrections.csv it would not
+    for name, replayed in (("killed", True), ("without_corrections", False)):
+        copy = tmp_path / name
+        shutil.copytree(folder, copy)
+        lines = (copy / "rounds.csv").read_text().splitlines(keepends=True)
+        (copy / "rounds.csv").write_text("".join(lines[:3]))
+        if not replayed:
+            (copy / "corrections.csv").unlink()
+        rc, _, err, _ = cli("--resume", copy, output_dir=out)
+        assert rc == 0, err
+        resumed = pd.read_csv(copy / "rounds.csv")
+        assert resumed.drop(columns=TIMING_COLUMNS).equals(rounds.drop(columns=TIMING_COLUMNS)) == replayed
+    # A correction that does not match the labels given is refused, before anything is written
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    (damaged / "rounds.csv").write_text("".join(lines[:3]))
+    text = (damaged / "corrections.csv").read_text()
+    (damaged / "corrections.csv").write_text(text.replace(f",{dataset_index},1,2,", f",{dataset_index},0,2,"))
+    files = {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()}
+    rc, _, err, _ = cli("--resume", damaged, output_dir=out)
+    assert rc == 2 and err.count("\n") == 1
+    assert "corrections.csv does not match its acquired.csv" in err and "cannot be resumed" in err
+    assert {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()} == files
+
+
+
+# ------------------------------------------------------------------------------------------ the page's server
+
+def test_an_original_is_sent_as_it_is_when_a_browser_reads_its_format_else_as_png(tmp_path):
+    data = image_folder(tmp_path / "images")
+    for i, suffix in enumerate(FORMATS):
+        path = data / "unlabeled" / f"u{i}{suffix}"
+        body, kind = read_original(str(path))
+        if suffix == ".tif":
+            assert kind == "image/png" and np.array_equal(np.asarray(Image.open(io.BytesIO(body))),
+                                                          np.asarray(Image.open(path)))
+        else:
+            assert body == path.read_bytes() and kind == {".png": "image/png", ".jpg": "image/jpeg"}[suffix]
+    path.unlink()  # gone since the run read it: nothing to show (404), not an error
+    assert read_original(str(path)) is None
+
+
+def test_undo_takes_back_the_newest_answer_of_the_open_batch(make_oracle):
+    oracle = make_oracle()
+    thread, out, client = open_batch(oracle)
+    for position, label in ((10, 7), (5, 3), (30, 1), (10, 2)):  # 10 answered again: now the newest
+        assert give(client, oracle, position, label)[0] == 200
+    for position, left in ((10, {"5": 3, "30": 1}), (30, {"5": 3}), (5, {})):
+        assert post(client, oracle, "/undo", {"batch": 0}) == \
+            (200, {"position": position, "message": f"image {ASKED.index(position) + 1}: answer taken back (saved)"})
+        assert saved(oracle, "answers") == left
+    version, before = oracle.view()["version"], oracle.path.read_bytes()
+    for body, status, message in (({"batch": 0}, 400, "no answer to take back in the batch of round 1"),
+                                  ({"batch": 1}, 409, "the open one is round 0's")):
+        got = post(client, oracle, "/undo", body)
+        assert got[0] == status and message in got[1]["error"] and "nothing was changed" in got[1]["error"], got
+    assert oracle.path.read_bytes() == before and oracle.view()["version"] == version and thread.is_alive()
+
+
+def recorded_round_0(oracle, labels=(7, 3, 1)) -> None:
+    """Round 0 as the loop records it: ASKED answered with ``labels``, in the labelled set and acquired.csv."""
+    data, state, run = oracle.study.data, oracle.study.state, oracle.study.run_dir
+    state.label(torch.tensor(ASKED), torch.tensor(labels), round_=1)
+    run.append_round({**{c: 0 for c in ROUND_COLUMNS}, "round": 0, "train_s": 3.0, "eval_s": 1.0, "query_s": 2.0},
+                     acquired_rows(data, 0, torch.tensor(ASKED), torch.tensor(labels), torch.zeros(3)))
+
+
+def test_a_correction_given_before_an_interruption_is_shown_again_and_handed_to_the_loop_once(make_oracle):
+    first = make_oracle()
+    recorded_round_0(first)
+    thread, _, client = open_batch(first, [11, 12])
+    assert post(client, first, "/correct", {"batch": 1, "position": 5, "label": 4}) == \
+        (200, {"message": "round 1's image: 3 corrected to 4 (saved; the next round trains on it)"})
+    # Back to the label it has: no correction any more; then corrected again
+    assert post(client, first, "/correct", {"batch": 1, "position": 30, "label": 1}) == \
+        (200, {"message": "round 1's image stays 1 (saved)"})
+    assert post(client, first, "/correct", {"batch": 1, "position": 30, "label": 6})[0] == 200
+    assert post(client, first, "/correct", {"batch": 1, "position": 30, "label": 1})[0] == 200
+    at = saved(first)["corrections"]["5"]["at"]
+    assert saved(first)["corrections"] == {"5": {"label": 4, "at": at}}
+    first.close()  # interrupted with the batch open
+    second = make_oracle()  # --resume: the same state, the same round's batch again
+    second.study.state.label_P[:] = first.study.state.label_P
+    second.study.state.round_P[:] = first.study.state.round_P
+    second.study.run_dir.acquired = first.study.run_dir.acquired
+    second.study.run_dir.rounds = first.study.run_dir.rounds
+    thread, out, client = open_batch(second, [11, 12])
+    review = create_app(second).test_client().get(f"/review?token={second.token}").get_data(as_text=True)
+    assert review.count('<tr data-position="') == 3 and review.count('class="pending"') == 1
+    assert re.search(r'<tr data-position="5" class="pending">.*?<option value="4" selected>', review, re.S)
+    for position in (11, 12):
+        assert post(client, second, "/answer", {"batch": 1, "position": position, "label": 0})[0] == 200
+    assert submit(client, second, batch=1)[0] == 200
+    thread.join(5)
+    assert second.corrections() == [{"pool_position": 5, "label": 4, "at": at}] and second.corrections() == []
+    assert second.answered_at[5] == at
+
+
+def test_the_training_bar_estimates_from_the_last_round_and_the_counts(make_oracle):
+    oracle = make_oracle()
+    client = create_app(oracle).test_client()
+
+    def html():
+        return client.get(f"/view?token={oracle.token}").get_data(as_text=True)
+    assert 'id="training-bar"' not in html()  # round 0 trains: no round to estimate from
+    recorded_round_0(oracle)
+    thread, _, client = open_batch(oracle, [11, 12])
+    assert '<span id="n-given">3</span> labels given by you' in html() and "in unlabeled/" not in html()
+    for position in (11, 12):
+        assert post(client, oracle, "/answer", {"batch": 1, "position": position, "label": 0})[0] == 200
+    assert submit(client, oracle, batch=1)[0] == 200
+    thread.join(5)
+    # Round 1 trains: 3 + 1 + 2 s last time, a bar that the page's script fills
+    bar = re.search(r'<div id="training-bar" [^>]*data-elapsed="([0-9.]+)" data-estimate="6.00">', html())
+    assert bar and float(bar.group(1)) < 6
+    assert re.search(r'about [56] s left</span> \(estimated from the last round, which trained, evaluated and chose '
+                     r'its batch in 6 s\)', html())
+
+# ------------------------------------------------------------------------------------------ in a browser
+
+def natural_sizes(page) -> list:
+    return page.eval_on_selector_all(".card img.original", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
+
+
+def wait_for(check, what: str, timeout: float = 30):
+    """Poll ``check()`` until it is true (the page's CSP forbids the eval that wait_for_function needs)."""
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, what
+        time.sleep(0.05)
+
+
+TAP_TARGETS = "button.label, #submit, #review-toggle, #review select"
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "color_scheme": "dark"}
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no {CHROMIUM} (scripts/install_chromium.sh installs it)")
+def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export_and_a_dark_phone(tmp_path):
+    """One real run on a folder (--show_guess, --export_to): the person's own pictures and their zoom, the
+    model's guess, keys as typed, Backspace, a correction in the review that reaches the next round's
+    training and the export, and the same page on a phone in dark mode."""
+    sync_api = pytest.importorskip("playwright.sync_api")  # optional, and heavy: only this test needs it
+    expect = sync_api.expect
+    data, out, dest, port = image_folder(tmp_path / "images"), tmp_path / "runs", tmp_path / "export", free_port()
+    run = InThread([*folder_args(data, "--oracle", "human", "--human_port", port, "--output_dir", out,
+                                 "--show_guess", "--export_to", dest, n_init=18)])
+    http = Page(out, port, run)
+    folder = http.folder
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            first = http.wait_batch(0)
+            page.goto(f"{http.base}/?token={http.token}")
+            page.wait_for_selector('#batch[data-round="0"]')
+            cards = [page.locator(f'.card[data-position="{p}"]') for p in first]
+
+            # The person's own files, by pool position, at their own size (not the model's 28 pixels)
+            wait_for(lambda: natural_sizes(page) == [list(ORIGINAL_SIZE)] * 3, "the original pictures")
+            card_box = cards[0].bounding_box()
+            picture = cards[0].locator("img").bounding_box()
+            assert picture["width"] <= card_box["width"] and picture["height"] <= 200
+            # The model's guess on every card (--show_guess)
+            for c in cards:
+                guess = c.locator(".guess").inner_text()
+                assert re.fullmatch(r"the model's guess: (circle|cross|square) \(\d+%\)", guess), guess
+            # Zoom: a click on a picture, Enter on a focused one, or z; Esc (or z again) closes
+            zoom = page.locator("#zoom")
+            cards[1].locator("img").click()
+            expect(zoom).to_be_visible()
+            assert zoom.locator("img").get_attribute("src") == cards[1].locator("img").get_attribute("src")
+            assert zoom.locator("img").bounding_box()["width"] > 3 * picture["width"]
+            assert page.locator(".card.current").get_attribute("data-position") == str(first[1])
+            page.keyboard.press("Escape")
+            expect(zoom).to_be_hidden()
+            page.keyboard.press("z")
+            expect(zoom).to_be_visible()
+            page.keyboard.press("z")
+            expect(zoom).to_be_hidden()
+            cards[0].locator("img").focus()
+            page.keyboard.press("Enter")
+            expect(zoom).to_be_visible()
+            assert page.locator("#message").inner_text() == ""  # Enter on a picture enlarges it, nothing else
+            page.keyboard.press("Escape")
+            # Keys label the highlighted card; Backspace takes back the last answer, once the run has said so
+            page.keyboard.press("1")
+            page.keyboard.press("2")
+            wait_for(lambda: len(http.batch()["answers"]) == 2, "two answers saved")
+            page.keyboard.press("Backspace")
+            expect(page.locator("#message")).to_have_text("image 2: answer taken back (saved)")
+            assert {int(p): a["label"] for p, a in http.batch()["answers"].items()} == {first[0]: 1}
+            assert "answered" not in cards[1].get_attribute("class").split()
+            assert page.locator(".card.current").get_attribute("data-position") == str(first[1])
+            # A key is read as the character typed (event.key), whatever key of the layout typed it
+            page.dispatch_event("body", "keydown", {"key": "0", "code": "KeyP"})
+            page.keyboard.press("1")
+            wait_for(lambda: len(http.batch()["answers"]) == 3, "three answers saved")
+            assert {int(p): a["label"] for p, a in http.batch()["answers"].items()} == \
+                {first[0]: 1, first[1]: 0, first[2]: 1}
+            page.keyboard.press("Enter")
+            expect(page.locator("#message")).to_contain_text("3 labels submitted", timeout=30_000)
+
+            # Round 1: the review lists round 1's answers; one is corrected (cross to square)
+            page.wait_for_selector('#batch[data-round="1"]', timeout=60_000)
+            second = http.batch()["positions"]
+            # What is left: 5 of the 8 unlabeled/ images, 3 labels given so far
+            assert (page.locator("#unlabeled-left").inner_text(), page.locator("#n-given").inner_text()) == ("5", "3")
+            assert "(5 of the 8 in unlabeled/)" in page.locator(".counts").inner_text()
+            page.locator("#review-toggle").click()
+            rows = page.locator("#review tbody tr")
+            expect(rows).to_have_count(3)
+            page.locator(f'#review select[data-position="{first[0]}"]').select_option("2")
+            expect(page.locator("#message")).to_have_text("round 1's image: cross corrected to square (saved; the "
+                                                          "next round trains on it)")
+            expect(page.locator(f'#review tr[data-position="{first[0]}"]')).to_have_class("pending")
+            assert http.batch()["corrections"][str(first[0])]["label"] == 2
+
+            # The same page on a phone, in dark mode: nothing wider than the screen, fingers' tap targets
+            phone_context = browser.new_context(**PHONE)
+            phone = phone_context.new_page()
+            phone.goto(f"{http.base}/?token={http.token}")
+            phone.wait_for_selector('#batch[data-round="1"]')
+            phone.locator("#review-toggle").tap()
+            expect(phone.locator("#review tbody tr")).to_have_count(3)
+            wait_for(lambda: phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth"),
+                     "no horizontal scroll on a phone")
+            targets = phone.locator(TAP_TARGETS)
+            boxes = [targets.nth(i).bounding_box() for i in range(targets.count())]
+            assert len(boxes) == 3 * 4 + 1 + 1 + 3 and [b for b in boxes if min(b["width"], b["height"]) < 44] == []
+            assert phone.locator("#curve").bounding_box()["width"] <= 390 - 2 * 9
+            assert phone.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(27, 27, 29)"
+            assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgba(0, 0, 0, 0)"  # light
+            phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+            phone_context.close()
+
+            for key in ("0", "0", "?"):
+                page.keyboard.press(key)
+            wait_for(lambda: len(http.batch()["answers"]) == 3, "batch 1 answered")
+            page.keyboard.press("Enter")
+            expect(page.locator("#view .phase")).to_contain_text("Finished", timeout=60_000)
+        finally:
+            browser.close()
+    assert run.join() == 0
+
+    # The correction is its own record, and round 2 trained on it: labels.csv (written from the labelled set
+    # round 2 trained on) and the export hold the new label, acquired.csv the first answer
+    corrected_at = json.loads((folder / "human_batch.json").read_text())["corrections"][str(first[0])]["at"]
+    corrections = pd.read_csv(folder / "corrections.csv")
+    assert corrections[["round", "pool_position", "old_label", "label", "at"]].values.tolist() == \
+        [[1, first[0], 1, 2, corrected_at]]
+    assert pd.read_csv(folder / "acquired.csv").set_index("pool_position").loc[first[0], "label"] == 1
+    labels = pd.read_csv(folder / "labels.csv", keep_default_na=False).set_index("pool_position")
+    mine = labels[labels["who"] == "person"]
+    assert sorted(mine.index) == sorted([*first, *second[:2]])  # the "I don't know" is not labelled
+    assert (labels.loc[first[0], "label_name"], labels.loc[first[0], "answered_at"]) == ("square", corrected_at)
+    exported = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != MARKER}
+    for p, row in mine.iterrows():
+        name = f"{row['label_name']}/{Path(row['path']).relative_to('unlabeled').as_posix()}"
+        assert name in exported and os.path.samefile(dest / name, data / row["path"])
+    assert len(exported) == len(labels)
