@@ -5,8 +5,10 @@ the noise, the initial set and each round's initial weights are the same whateve
 """
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from noise import apply_noise
 from oracles import make_oracle, replayable_oracle
 from results import RunDir
 from rng import torch_generator
+from stopping import StopSignal, reached, stop_set_positions
 from strategies import Embeddings, Strategy, get_strategy, random_scores, select_top_k
 from train import (Schedule, evaluate, fit, make_optimizer, pool_embeddings, pool_log_probs, score_pool,
                    warm_start)
@@ -40,6 +43,7 @@ class StudyData:
     noisy_train: int = 0
     noisy_test: int = 0
     classes: tuple | None = None  # class names by label, when the dataset has them
+    noisy_P: torch.Tensor | None = None  # CPU bool per pool position: its input carries noise (None: none does)
 
     @property
     def device(self) -> torch.device:
@@ -48,6 +52,11 @@ class StudyData:
     @property
     def pool_y(self) -> torch.Tensor:
         return self.train_y[self.pool_idx]
+
+    def noisy_of(self, positions: torch.Tensor) -> torch.Tensor:
+        """Whether each of these pool positions' inputs carries noise (CPU bool)."""
+        positions = positions.cpu()
+        return self.noisy_P[positions] if self.noisy_P is not None else torch.zeros(positions.numel(), dtype=torch.bool)
 
 
 def check_strategy(cfg: Config) -> None:
@@ -70,13 +79,16 @@ def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyDa
         train_y = torch.cat([train_y, torch.full((extra,), -1, dtype=train_y.dtype)])
         pool_idx = torch.cat([pool_idx, torch.arange(n, n + extra, dtype=pool_idx.dtype)])
     # Add input noise once per image, seeded by the run
-    train, n_train_noisy = _noisy(train_x, dataset, cfg, "train")
-    test, n_test_noisy = _noisy(dataset.test_x, dataset, cfg, "test")
+    train, train_affected = _noisy(train_x, dataset, cfg, "train")
+    test, test_affected = _noisy(dataset.test_x, dataset, cfg, "test")
+    noisy = torch.zeros(train_x.shape[0], dtype=torch.bool)
+    noisy[train_affected] = True
     return StudyData(train=train.to(device), train_y=train_y.to(device),
                      test=test.to(device), test_y=dataset.test_y.to(device),
                      val_idx=splits.val_idx.to(device), pool_idx=pool_idx.to(device),
-                     num_classes=dataset.num_classes, noisy_train=n_train_noisy, noisy_test=n_test_noisy,
-                     classes=tuple(dataset.classes) if dataset.classes else None)
+                     num_classes=dataset.num_classes, noisy_train=train_affected.numel(),
+                     noisy_test=test_affected.numel(), classes=tuple(dataset.classes) if dataset.classes else None,
+                     noisy_P=noisy[pool_idx])
 
 
 def unlabeled_in_pool(cfg: Config, dataset: Dataset) -> int:
@@ -87,13 +99,14 @@ def unlabeled_in_pool(cfg: Config, dataset: Dataset) -> int:
 
 
 def _noisy(x_uint8: torch.Tensor, dataset: Dataset, cfg: Config, split: str) -> tuple:
+    """(the images with the run's input noise, the indices of the images that carry it)."""
     images = Images(x_uint8, dataset.mean, dataset.std)
     if cfg.noise == "none" or cfg.noise_rate == 0:
-        return images, 0
+        return images, torch.zeros(0, dtype=torch.int64)
     noisy, affected = apply_noise(images.normalised(), cfg.noise, cfg.noise_rate,
                                   torch_generator(cfg.seed, "noise", split),
                                   std=cfg.noise_std, sp_fraction=cfg.sp_fraction)
-    return images.replaced(noisy), int(affected.numel())
+    return images.replaced(noisy), affected
 
 
 def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: logging.Logger) -> list:
@@ -109,6 +122,8 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     context = OracleContext(data, state, run_dir, log)
     oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first, study=context)
     weights = TrainedWeights(run_dir, keep=cfg.warm_start != "off")
+    stop = StopSignal(run_dir, stop_set_positions(len(state), first, cfg.stop_set_size, cfg.seed))
+    run_dir.pool_noisy_fraction = float(data.noisy_of(torch.arange(len(state))).float().mean())
     try:
         start = len(run_dir.rounds)
         if start == 0:
@@ -121,18 +136,38 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
             restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
             run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
             weights.restore(start)
+            stop.restore(start)
             log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
         rows = list(run_dir.rounds)
-        for r in tqdm(range(start, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
-            row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live, weights=weights)
+        # A run that --stop_when_stable ended has no round left (it is resumed as complete)
+        first_round = cfg.n_round + 1 if rows and stops(cfg, rows[-1]) else start
+        for r in tqdm(range(first_round, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
+            row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live, weights=weights,
+                                      stop=stop)
             run_dir.append_round(row, acquired)
             tracker.log(row)
             log.info(format_row(row))
             rows.append(row)
+            if stops(cfg, row):
+                break
+        if rows and stops(cfg, rows[-1]):
+            run_dir.stopped_because = stopped_because(cfg, rows[-1])
+            log.info("stopping: %s", run_dir.stopped_because)
         oracle.close(finished=True)
     finally:
         oracle.close()
     return rows
+
+
+def stops(cfg: Config, row: dict) -> bool:
+    """Whether a round ends the run before its planned last round (--stop_when_stable: its kappa reached)."""
+    return row["round"] < cfg.n_round and reached(row.get("stop_kappa", math.nan), cfg.stop_when_stable)
+
+
+def stopped_because(cfg: Config, row: dict) -> str:
+    """The reason summary.json gives for a run that --stop_when_stable ended."""
+    return (f"predictions stable: stop_kappa {row['stop_kappa']:.4f} ≥ --stop_when_stable {cfg.stop_when_stable:g} "
+            f"at round {row['round']} ({row['n_labeled']} labels), before the {cfg.n_round} planned rounds")
 
 
 @dataclass
@@ -192,10 +227,16 @@ def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
     for row in run_dir.acquired:
         if "true_label" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
             row["true_label"] = int(data.pool_y[row["pool_position"]])
+    for row in run_dir.acquired:
+        if "noisy" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
+            row["noisy"] = int(data.noisy_of(torch.tensor([row["pool_position"]]))[0])
     for row in run_dir.rounds:
         row.setdefault("n_corrupted", 0)
         row.setdefault("n_skipped", 0)  # folders before the human oracle: nothing was skipped
         row.setdefault("label_s", 0.0)
+        # folders before the noise and stopping columns: the noise is known, earlier predictions are not
+        row.setdefault("n_noisy", sum(a.get("noisy", 0) for a in run_dir.acquired if a["round"] == row["round"]))
+        row.setdefault("stop_kappa", math.nan)
 
 
 def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
@@ -206,6 +247,8 @@ def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
     restore_labeled(PoolState(data.pool_idx.numel()), data, run_dir.acquired, first, oracle,
                     set_aside=cfg.dont_know == "out")
     TrainedWeights(run_dir, keep=cfg.warm_start != "off").restore(len(run_dir.rounds))
+    StopSignal(run_dir, stop_set_positions(data.pool_idx.numel(), first, cfg.stop_set_size, cfg.seed)
+               ).restore(len(run_dir.rounds))
 
 
 def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: torch.Tensor, oracle=None,
@@ -253,11 +296,14 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
 
 
 def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int,
-              live: dict | None = None, weights: TrainedWeights | None = None) -> tuple:
+              live: dict | None = None, weights: TrainedWeights | None = None,
+              stop: StopSignal | None = None) -> tuple:
     """One round: train a model, evaluate it, and (before the last round) query and reveal.
 
     ``live`` (the oracle context's) is updated as the round goes, for an oracle that shows progress;
-    ``weights`` holds the previous round's trained weights for --warm_start, and gets this round's."""
+    ``weights`` holds the previous round's trained weights for --warm_start, and gets this round's;
+    ``stop`` the stop set and the previous round's predictions on it, and gets this round's. A round
+    whose kappa ends the run (--stop_when_stable) queries nothing, like the last round."""
     live = {} if live is None else live
     live.clear()
     live.update(round=r, phase="training", n_labeled=state.n_labeled)
@@ -276,13 +322,15 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     val = validation_metrics(cfg, data, model)
     test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
                     cfg.eval_batch_size)
+    # Predict the stop set and compare with the previous round (written before this round's row)
+    kappa = stop.record(r, predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop else math.nan
     eval_s = _elapsed(t, data.device)
     live.update(phase="querying", val_acc=val["acc"], test_acc=test["acc"])
     # Query the pool and reveal the chosen labels (no query after the last round). The oracle may not
     # answer an item (label -1, "I don't know"): it is recorded, and set aside or left in the pool.
     t = time.perf_counter()
     acquired, n_scored, n_answered, n_skipped, label_s = [], 0, 0, 0, 0.0
-    if r < cfg.n_round:
+    if r < cfg.n_round and not reached(kappa, cfg.stop_when_stable):
         picked, picked_scores, n_scored = query(cfg, data, state, strategy, model, r)
         probs = predict_probs(cfg, data, model, picked) if oracle.needs_predictions else None
         t_label = time.perf_counter()
@@ -300,18 +348,23 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
            "train_epochs": trained["epochs"], "train_steps": trained["steps"],
            "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
            "test_error": 1.0 - test["acc"], "n_scored": n_scored, "train_s": train_s, "eval_s": eval_s,
-           "query_s": query_s, "label_s": label_s, "round_s": time.perf_counter() - t_round}
+           "query_s": query_s, "label_s": label_s, "round_s": time.perf_counter() - t_round,
+           "n_noisy": sum(a["noisy"] for a in acquired), "stop_kappa": kappa}
     return row, acquired
 
 
 def acquired_rows(data: StudyData, r: int, positions: torch.Tensor, labels: torch.Tensor,
                   scores: torch.Tensor) -> list:
     """Rows of acquired.csv: queried after round r (-1: the initial set), pool and dataset indices, the
-    label the oracle gave (``label``, what training uses) and the dataset's (``true_label``)."""
+    label the oracle gave (``label``, what training uses) and the dataset's (``true_label``), and whether
+    the image's input carries noise (``noisy``, 0/1)."""
     dataset_idx = data.pool_idx[positions.to(data.device)].tolist()
     true = data.pool_y[positions.to(data.device)].tolist()
-    return [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "true_label": t, "score": s}
-            for p, d, lab, t, s in zip(positions.tolist(), dataset_idx, labels.tolist(), true, scores.tolist())]
+    noisy = data.noisy_of(positions).int().tolist()
+    return [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "true_label": t, "score": s,
+             "noisy": z}
+            for p, d, lab, t, s, z in zip(positions.tolist(), dataset_idx, labels.tolist(), true, scores.tolist(),
+                                          noisy)]
 
 
 def count_corrupted(data: StudyData, state: PoolState) -> int:
@@ -423,6 +476,33 @@ def query_batch(q: Query) -> tuple:
     return q.strategy.select_batch(log_probs, q.cfg.n_query, q.generator(q.strategy.name))
 
 
+def query_targets(q: Query) -> tuple:
+    """The strategy scores every candidate against T target inputs' predictions (EPIG), chunk by chunk; the
+    top --n_query. Targets and candidates are predicted under the same K dropout masks (the same named
+    generator draws them), so that sample k is one model for both: the joint predictive needs pairs."""
+    images, target_idx = draw_targets(q)
+    targets = pool_log_probs(q.model, images, target_idx, q.k, q.mc, q.generator("mc_dropout", q.data.device),
+                             q.cfg.eval_batch_size).to(q.data.device)
+    score = functools.partial(q.strategy.score_targets, log_probs_K_T_C=targets)
+    scores = score_pool(q.model, q.data.train, q.idx, score, q.k, q.mc,
+                        q.generator("mc_dropout", q.data.device), q.cfg.eval_batch_size).cpu()
+    best = select_top_k(scores, q.cfg.n_query)
+    return best, scores[best]
+
+
+def draw_targets(q: Query) -> tuple:
+    """(images, their indices on the device): --epig_targets inputs drawn with the round's seeded stream from
+    the unlabelled pool (all of it, not only --pool_subset's candidates), or from the test inputs with
+    --epig_target_set test (their labels are never read); all of them when there are fewer."""
+    generator = q.generator("epig_targets")
+    if q.cfg.epig_target_set == "test":
+        chosen = torch.randperm(len(q.data.test), generator=generator)[:q.cfg.epig_targets].sort().values
+        return q.data.test, chosen.to(q.data.device)
+    unlabeled = q.state.unlabeled_positions()
+    chosen = unlabeled[torch.randperm(unlabeled.numel(), generator=generator)[:q.cfg.epig_targets].sort().values]
+    return q.data.train, q.data.pool_idx[chosen.to(q.data.device)]
+
+
 def query_embeddings(q: Query) -> tuple:
     """The strategy chooses the batch from one deterministic pass's penultimate features and
     probabilities of the candidates, plus the features of every labelled image."""
@@ -435,7 +515,8 @@ def query_embeddings(q: Query) -> tuple:
 
 
 # How the loop queries for each kind of strategy (strategies.KINDS): it never asks which strategy it runs.
-QUERY_BY_KIND = {"random": query_random, "score": query_scores, "batch": query_batch, "embeddings": query_embeddings}
+QUERY_BY_KIND = {"random": query_random, "score": query_scores, "batch": query_batch, "embeddings": query_embeddings,
+                 "targets": query_targets}
 
 
 def format_row(row: dict) -> str:

@@ -23,6 +23,7 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -35,13 +36,16 @@ import pandas as pd
 from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS, Config, ConfigError
 
 # n_skipped: queried images the oracle did not label ("I don't know"); label_s: seconds the oracle took to
-# answer (a person labelling; ~0 when simulated), not counted in query_s.
+# answer (a person labelling; ~0 when simulated), not counted in query_s. n_noisy: the round's queried
+# images whose input carries noise; stop_kappa: Cohen's kappa between this round's and the previous round's
+# predictions on the stop set (empty in round 0, and where the previous round's are not known).
 ROUND_COLUMNS = ["round", "n_labeled", "n_corrupted", "n_skipped", "train_loss", "train_epochs", "train_steps",
                  "val_acc", "val_loss", "test_acc", "test_loss", "test_error", "n_scored", "train_s", "eval_s",
-                 "query_s", "label_s", "round_s"]
+                 "query_s", "label_s", "round_s", "n_noisy", "stop_kappa"]
 # label: the label the oracle gave (training uses it; -1: not answered, "I don't know"); true_label: the
-# dataset's (differs under label noise; -1 for an image the dataset has no label for).
-ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score"]
+# dataset's (differs under label noise; -1 for an image the dataset has no label for); noisy: 1 when the
+# image's input carries noise (--noise), else 0.
+ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score", "noisy"]
 TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "label_s", "round_s"]
 # summary.json "status": pending (prepared, never started), running, complete, failed, interrupted
 # (Ctrl-C, SIGTERM, or a process that died: see run_status).
@@ -53,6 +57,9 @@ WRITE_CHECK_BYTES = 1 << 20  # check_writable writes this much: a full disk fail
 # resumed round finds the weights of the round before it whichever side of that row the run stopped).
 WEIGHTS_FILE = "weights.pt"
 LOCK_FILE = ".lock"  # flock'ed by the process that runs the folder (see locked)
+# The stop set's pool positions and the last two rounds' predictions on it: stop_kappa of the round a resumed
+# run starts with compares with the round before, whose model is gone (written before each rounds.csv row).
+STOP_FILE = "stop_set.json"
 
 
 class OutputError(RuntimeError):
@@ -135,10 +142,11 @@ def _csv_text(rows: list, columns: list) -> str:
 # This module is the only reader of a run folder's files: each reader checks what it reads, and a
 # damaged file is one DamagedRun line naming it, never a traceback deep in a caller.
 
-# Columns a run folder of any version has; newer columns (n_corrupted, n_skipped, label_s, true_label) are
-# filled in by the loop when an older folder is resumed.
-REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS if c not in ("n_corrupted", "n_skipped", "label_s")]
-REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c != "true_label"]
+# Columns a run folder of any version has; newer columns (n_corrupted, n_skipped, label_s, n_noisy, stop_kappa,
+# true_label, noisy) are filled in by the loop when an older folder is resumed.
+NEWER_ROUND_COLUMNS = ("n_corrupted", "n_skipped", "label_s", "n_noisy", "stop_kappa")
+REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS if c not in NEWER_ROUND_COLUMNS]
+REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c not in ("true_label", "noisy")]
 _FLOAT_ACQUIRED = {"score"}
 
 
@@ -225,23 +233,29 @@ def _read_csv_rows(path: Path, required: list, floats: set) -> list:
         if None in row or None in row.values():
             raise _damaged(path, f"line {line} has {'more' if None in row else 'fewer'} cells than the header")
         try:
-            rows.append({k: float(v) if k in floats else _number(v) for k, v in row.items()})
+            rows.append({k: _number(v, float_only=k in floats) for k, v in row.items()})
         except ValueError:
             bad = next(k for k, v in row.items() if not _is_number(v))
             raise _damaged(path, f"line {line}, column {bad}: {row[bad][:40]!r} is not a number") from None
     return rows
 
 
-def _number(text: str):
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
+def _number(text: str, float_only: bool = False):
+    """A cell's number: an int when it is written as one (unless ``float_only``), else a float. An empty
+    cell is NaN, no value (what pandas writes for NaN, e.g. round 0's stop_kappa after an edit)."""
+    if text == "":
+        return math.nan
+    if not float_only:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    return float(text)
 
 
 def _is_number(text: str) -> bool:
     try:
-        float(text)
+        _number(text)
         return True
     except ValueError:
         return False
@@ -317,6 +331,8 @@ class RunDir:
         self.acquired: list = []
         self.environment = environment or {}
         self.planned_rounds = None
+        self.stopped_because = None  # why the run ended before its planned rounds (--stop_when_stable)
+        self.pool_noisy_fraction = None  # the pool's fraction of images whose input carries noise
 
     @classmethod
     def create(cls, parent: str, name: str) -> "RunDir":
@@ -338,6 +354,12 @@ class RunDir:
         """An existing run folder, with its finished rounds and their acquired items loaded."""
         run = cls(path)
         run.rounds, run.acquired = read_run(path)
+        try:  # what the loop recorded about the run beside its rounds stays in a rewritten summary
+            summary = read_summary(path)
+        except DamagedRun:
+            summary = {}
+        run.stopped_because = summary.get("stopped_because")
+        run.pool_noisy_fraction = summary.get("pool_noisy_fraction")
         return run
 
     @property
@@ -358,6 +380,25 @@ class RunDir:
         """weights.pt's bytes, or None when the run has not written it."""
         path = self.path / WEIGHTS_FILE
         return path.read_bytes() if path.exists() else None
+
+    def write_stop_predictions(self, record: dict) -> None:
+        """Replace stop_set.json (the stop set's positions and recent rounds' predictions on it), atomically."""
+        write_json(self.path / STOP_FILE, record)
+
+    def read_stop_predictions(self) -> dict | None:
+        """stop_set.json as {"positions": [...], "predictions": {round: [...]}} (round as int), or None when the
+        run has not written it (a folder from before the stopping signal). DamagedRun when it is damaged."""
+        path = self.path / STOP_FILE
+        try:
+            record = _read_json_object(path)
+        except FileNotFoundError:
+            return None
+        positions, predictions = record.get("positions"), record.get("predictions")
+        if not _int_list(positions) or not isinstance(predictions, dict) or not all(
+                str(r).lstrip("-").isdigit() and _int_list(p) and len(p) == len(positions)
+                for r, p in predictions.items()):
+            raise _damaged(path, "it does not hold the stop set's positions and per-round predictions")
+        return {"positions": positions, "predictions": {int(r): p for r, p in predictions.items()}}
 
     def record_acquired(self, acquired: list) -> None:
         """Add labelled items to acquired.csv (round -1 is the initial set), atomically."""
@@ -390,6 +431,7 @@ class RunDir:
                 "final_val_acc": last.get("val_acc"), "final_test_acc": last.get("test_acc"),
                 "median_round_s": median("round_s"), "median_train_s": median("train_s"),
                 "median_query_s": median("query_s", queried), "median_eval_s": median("eval_s"),
+                "stopped_because": self.stopped_because, "pool_noisy_fraction": self.pool_noisy_fraction,
                 "pid": os.getpid(), "host": platform.node(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "environment": self.environment}
 
@@ -405,6 +447,10 @@ class RunDir:
             _overwrite_in_place(self.path / "summary.json", {"status": status, "rounds_completed": len(self.rounds),
                                                              "error": "the disk was full"})
         return summary
+
+
+def _int_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 def _overwrite_in_place(path: Path, obj: dict) -> None:
