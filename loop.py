@@ -122,7 +122,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     context = OracleContext(data, state, run_dir, log)
     oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first, study=context)
     weights = TrainedWeights(run_dir, keep=cfg.warm_start != "off")
-    stop = StopSignal(run_dir, stop_set_positions(len(state), first, cfg.stop_set_size, cfg.seed))
+    stop = StopSignal(stop_set_positions(len(state), first, cfg.stop_set_size, cfg.seed))
     run_dir.pool_noisy_fraction = float(data.noisy_of(torch.arange(len(state))).float().mean())
     try:
         start = len(run_dir.rounds)
@@ -136,11 +136,12 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
             restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
             run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
             weights.restore(start)
-            stop.restore(start)
             log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
         rows = list(run_dir.rounds)
         # A run that --stop_when_stable ended has no round left (it is resumed as complete)
         first_round = cfg.n_round + 1 if rows and stops(cfg, rows[-1]) else start
+        if 0 < first_round <= cfg.n_round:
+            stop.previous = retrained_predictions(cfg, data, state, first_round - 1, weights, stop.positions)
         for r in tqdm(range(first_round, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
             row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live, weights=weights,
                                       stop=stop)
@@ -166,7 +167,7 @@ def stops(cfg: Config, row: dict) -> bool:
 
 def stopped_because(cfg: Config, row: dict) -> str:
     """The reason summary.json gives for a run that --stop_when_stable ended."""
-    return (f"predictions stable: stop_kappa {row['stop_kappa']:.4f} ≥ --stop_when_stable {cfg.stop_when_stable:g} "
+    return (f"predictions stable: stop_kappa {row['stop_kappa']:.4f} >= --stop_when_stable {cfg.stop_when_stable:g} "
             f"at round {row['round']} ({row['n_labeled']} labels), before the {cfg.n_round} planned rounds")
 
 
@@ -247,8 +248,6 @@ def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
     restore_labeled(PoolState(data.pool_idx.numel()), data, run_dir.acquired, first, oracle,
                     set_aside=cfg.dont_know == "out")
     TrainedWeights(run_dir, keep=cfg.warm_start != "off").restore(len(run_dir.rounds))
-    StopSignal(run_dir, stop_set_positions(data.pool_idx.numel(), first, cfg.stop_set_size, cfg.seed)
-               ).restore(len(run_dir.rounds))
 
 
 def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: torch.Tensor, oracle=None,
@@ -322,8 +321,8 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     val = validation_metrics(cfg, data, model)
     test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
                     cfg.eval_batch_size)
-    # Predict the stop set and compare with the previous round (written before this round's row)
-    kappa = stop.record(r, predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop else math.nan
+    # Predict the stop set and compare with the previous round's predictions (stop_kappa)
+    kappa = stop.record(predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop else math.nan
     eval_s = _elapsed(t, data.device)
     live.update(phase="querying", val_acc=val["acc"], test_acc=test["acc"])
     # Query the pool and reveal the chosen labels (no query after the last round). The oracle may not
@@ -379,6 +378,26 @@ def predict_probs(cfg: Config, data: StudyData, model, positions: torch.Tensor) 
     """probs_N_C of the deterministic (dropout-off) model for pool positions, on the CPU."""
     idx = data.pool_idx[positions.to(data.device)]
     return pool_log_probs(model, data.train, idx, 1, False, None, cfg.eval_batch_size)[0].exp()
+
+
+def retrained_predictions(cfg: Config, data: StudyData, state: PoolState, r: int, weights: TrainedWeights,
+                          positions: torch.Tensor) -> torch.Tensor:
+    """Round r's predicted classes at pool ``positions``, from its model: its trained weights when
+    --warm_start kept them, else trained again exactly as it was (the labels of rounds ≤ r, the same seeded
+    streams). A resumed run's first kappa needs them and they are not in the run folder: one round's
+    training on resume buys an exact kappa without another file to keep consistent, and folders written
+    before stop_kappa existed get one too."""
+    if weights.of(r) is not None:
+        model = build_model(cfg.model, *data.train.x.shape[1:3], data.num_classes, cfg.dropout,
+                            torch_generator(cfg.seed, "weights", r))
+        model.load_state_dict(weights.of(r))
+        model.to(data.device)
+    else:
+        used = (state.round_P >= 0) & (state.round_P <= r)
+        earlier = PoolState(len(state))
+        earlier.label(torch.nonzero(used).flatten(), state.label_P[used], round_=0)
+        model, _ = train_model(cfg, data, earlier, r)
+    return predict_probs(cfg, data, model, positions).argmax(1)
 
 
 def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous: dict | None = None) -> tuple:

@@ -57,9 +57,6 @@ WRITE_CHECK_BYTES = 1 << 20  # check_writable writes this much: a full disk fail
 # resumed round finds the weights of the round before it whichever side of that row the run stopped).
 WEIGHTS_FILE = "weights.pt"
 LOCK_FILE = ".lock"  # flock'ed by the process that runs the folder (see locked)
-# The stop set's pool positions and the last two rounds' predictions on it: stop_kappa of the round a resumed
-# run starts with compares with the round before, whose model is gone (written before each rounds.csv row).
-STOP_FILE = "stop_set.json"
 
 
 class OutputError(RuntimeError):
@@ -381,25 +378,6 @@ class RunDir:
         path = self.path / WEIGHTS_FILE
         return path.read_bytes() if path.exists() else None
 
-    def write_stop_predictions(self, record: dict) -> None:
-        """Replace stop_set.json (the stop set's positions and recent rounds' predictions on it), atomically."""
-        write_json(self.path / STOP_FILE, record)
-
-    def read_stop_predictions(self) -> dict | None:
-        """stop_set.json as {"positions": [...], "predictions": {round: [...]}} (round as int), or None when the
-        run has not written it (a folder from before the stopping signal). DamagedRun when it is damaged."""
-        path = self.path / STOP_FILE
-        try:
-            record = _read_json_object(path)
-        except FileNotFoundError:
-            return None
-        positions, predictions = record.get("positions"), record.get("predictions")
-        if not _int_list(positions) or not isinstance(predictions, dict) or not all(
-                str(r).lstrip("-").isdigit() and _int_list(p) and len(p) == len(positions)
-                for r, p in predictions.items()):
-            raise _damaged(path, "it does not hold the stop set's positions and per-round predictions")
-        return {"positions": positions, "predictions": {int(r): p for r, p in predictions.items()}}
-
     def record_acquired(self, acquired: list) -> None:
         """Add labelled items to acquired.csv (round -1 is the initial set), atomically."""
         self.acquired.extend(acquired)
@@ -447,10 +425,6 @@ class RunDir:
             _overwrite_in_place(self.path / "summary.json", {"status": status, "rounds_completed": len(self.rounds),
                                                              "error": "the disk was full"})
         return summary
-
-
-def _int_list(value) -> bool:
-    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 def _overwrite_in_place(path: Path, obj: dict) -> None:

@@ -14,8 +14,6 @@ import numpy as np
 import torch
 from sklearn.metrics import cohen_kappa_score
 
-from config import ConfigError
-from results import RunDir
 from rng import torch_generator
 
 
@@ -49,32 +47,15 @@ def reached(kappa: float, threshold: float) -> bool:
 
 
 class StopSignal:
-    """The stop set and the last two rounds' predictions on it, kept in the run folder's stop_set.json
-    (rewritten atomically before each round's rounds.csv row, as weights.pt is), so that the first round
-    of a resumed run compares with the round before it, whose model no longer exists. Recomputing those
-    predictions instead would mean training that round's model again."""
+    """The stop set and the previous round's predicted classes on it, carried from round to round."""
 
-    def __init__(self, run_dir: RunDir, positions: torch.Tensor):
-        self.run_dir, self.positions = run_dir, positions
-        self.by_round: dict = {}
+    def __init__(self, positions: torch.Tensor):
+        self.positions = positions
+        self.previous: list | None = None  # the previous round's predicted classes (None: not known)
 
-    def restore(self, start: int) -> None:
-        """Read stop_set.json when resuming at round ``start``. A folder from before the stopping signal has
-        none: round ``start`` then has no kappa. ConfigError when it belongs to another stop set."""
-        record = self.run_dir.read_stop_predictions()
-        if record is None:
-            return
-        if record["positions"] != self.positions.tolist():
-            raise ConfigError(f"--resume {self.run_dir.path}: stop_set.json holds another stop set than this "
-                              "configuration and seed choose: it cannot be resumed")
-        self.by_round = {r: p for r, p in record["predictions"].items() if r == start - 1}
-
-    def record(self, r: int, predictions: torch.Tensor) -> float:
-        """Keep round r's predicted classes (and round r − 1's), write them, and return round r's kappa."""
+    def record(self, predictions: torch.Tensor) -> float:
+        """This round's kappa against the previous round's predictions; these become the previous ones."""
         current = predictions.tolist()
-        kappa = stop_kappa(self.by_round.get(r - 1), current)
-        self.by_round = {k: v for k, v in self.by_round.items() if k == r - 1}
-        self.by_round[r] = current
-        self.run_dir.write_stop_predictions({"positions": self.positions.tolist(),
-                                             "predictions": {str(k): v for k, v in self.by_round.items()}})
+        kappa = stop_kappa(self.previous, current)
+        self.previous = current
         return kappa
