@@ -224,18 +224,17 @@ class TrainedWeights:
 
 def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
     """A folder written before label noise existed (clean labels only) lacks acquired.csv's true_label and
-    rounds.csv's n_corrupted: fill them in (the dataset's label; 0), so the rewritten files stay whole."""
+    rounds.csv's n_corrupted: fill them in (the dataset's label; 0), so the rewritten files stay whole. The
+    same for columns added later: noisy and n_noisy (from the run's noise), stop_kappa (NaN: not known)."""
     for row in run_dir.acquired:
         if "true_label" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
             row["true_label"] = int(data.pool_y[row["pool_position"]])
-    for row in run_dir.acquired:
         if "noisy" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
             row["noisy"] = int(data.noisy_of(torch.tensor([row["pool_position"]]))[0])
     for row in run_dir.rounds:
         row.setdefault("n_corrupted", 0)
         row.setdefault("n_skipped", 0)  # folders before the human oracle: nothing was skipped
         row.setdefault("label_s", 0.0)
-        # folders before the noise and stopping columns: the noise is known, earlier predictions are not
         row.setdefault("n_noisy", sum(a.get("noisy", 0) for a in run_dir.acquired if a["round"] == row["round"]))
         row.setdefault("stop_kappa", math.nan)
 

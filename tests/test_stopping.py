@@ -11,7 +11,7 @@ from config import Config
 from conftest import Run
 from data import PoolState, initial_positions, load_dataset
 from loop import TrainedWeights, prepare_data, restore_labeled, retrained_predictions
-from results import RunDir, read_rounds
+from results import TIMING_COLUMNS, RunDir, read_rounds
 from stopping import StopSignal, reached, stop_kappa, stop_set_positions
 
 
@@ -112,3 +112,20 @@ def test_a_stopped_run_resumes_as_complete_without_new_rounds(stopped, capsys):
     assert {name: (stopped / name).read_bytes() for name in before} == before
     summary = Run(stopped).summary
     assert summary["status"] == "complete" and summary["stopped_because"] == reason
+
+
+def test_a_folder_from_before_noisy_and_stop_kappa_resumes_to_the_same_records(stopped, tmp_path, capsys):
+    """Round 0 only, without noisy, n_noisy and stop_kappa: resumed, the columns are filled in (noisy from the
+    run's noise) and round 1's kappa is exact again (round 0's model trained anew), as in the full run."""
+    import main
+    full = Run(stopped)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_bytes((stopped / "config.json").read_bytes())
+    full.acquired.drop(columns="noisy").to_csv(old / "acquired.csv", index=False, na_rep="nan")
+    full.rounds.head(1).drop(columns=["n_noisy", "stop_kappa"]).to_csv(old / "rounds.csv", index=False)
+    assert main.main(["--resume", str(old)]) == 0
+    resumed = Run(old)
+    pd.testing.assert_frame_equal(resumed.rounds.drop(columns=TIMING_COLUMNS), full.rounds.drop(columns=TIMING_COLUMNS))
+    assert (old / "acquired.csv").read_text() == (stopped / "acquired.csv").read_text()
+    assert resumed.summary["stopped_because"] == full.summary["stopped_because"]
