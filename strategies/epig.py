@@ -10,7 +10,7 @@ with the joint predictive p(y, y*) = 1/K Σ_k p_k(y | x) p_k(y* | x*) over K *pa
 model (sample k is the same model for the pool input and every target: the K rows of both tensors
 must come from the same dropout masks, or the same ensemble members) and p(y) = 1/K Σ_k p_k(y | x).
 An input whose prediction does not move with the targets' predictions scores 0 however uncertain it
-is (BALD's favourite "uncertain but irrelevant" input, e.g. a noisy image, scores nothing here).
+is: the "uncertain but irrelevant" input BALD is drawn to. Which inputs are relevant is the targets' say.
 
 Computed from log-probabilities with the log-sum-exp shift moved out of a matmul: with
 a_k(y) = log p_k(y | x), A(y) = max_k a_k(y) and P_k(y) = exp(a_k(y) − A(y)) ∈ [0, 1] (the same for
@@ -43,12 +43,12 @@ def epig(log_probs_K_N_C: torch.Tensor, log_probs_K_T_C: torch.Tensor,
     if t == 0:
         raise ValueError("EPIG needs at least one target input")
     log_probs_K_T_C = log_probs_K_T_C.to(log_probs_K_N_C)
-    q_K_TC, log_q_TC = _scaled(log_probs_K_T_C.reshape(k, t * c))
+    q_K_TC, shift_TC = _scaled(log_probs_K_T_C.reshape(k, t * c))
     rows = max(1, chunk_bytes // (EPIG_TEMP_COPIES * c * t * c * log_probs_K_N_C.element_size()))
     scores_N = torch.empty(n, dtype=log_probs_K_N_C.dtype, device=log_probs_K_N_C.device)
     for start in range(0, n, rows):
         lp_K_n_C = log_probs_K_N_C[:, start:start + rows]
-        scores_N[start:start + rows] = _epig_chunk(lp_K_n_C, q_K_TC, log_q_TC, t)
+        scores_N[start:start + rows] = _epig_chunk(lp_K_n_C, q_K_TC, shift_TC, t)
     return scores_N.clamp_min_(0.0)
 
 
