@@ -26,6 +26,7 @@ OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 WARM_STARTS = ("off", "continue", "shrink_perturb")
 UNCERTAINTIES = ("mc_dropout", "ensemble")
+EPIG_TARGET_SETS = ("pool", "test")
 PRESET_NAMES = ("", *PRESETS)  # "" = no preset
 
 
@@ -245,6 +246,17 @@ class Config:
                                             "their own initial weights; their dropout is 0 unless `--dropout` is "
                                             "given; Beluch et al. 2018)", choices=UNCERTAINTIES)
     ensemble_size: int = option(5, "`--uncertainty ensemble`: M, the networks trained each round", rule=_COUNT)
+    # Beyond MC dropout and BALD (issue 17): EPIG's target inputs, and the stopping signal.
+    epig_targets: int = option(100, "`--strategy epig`: target inputs T, drawn each round with the seed, about whose "
+                                    "predictions EPIG measures information (at most the unlabelled pool's or the "
+                                    "test set's size)", rule=_COUNT)
+    epig_target_set: str = option("pool", "`--strategy epig`: draw the targets from the unlabelled `pool` or from "
+                                          "the `test` inputs (never their labels)", choices=EPIG_TARGET_SETS)
+    stop_set_size: int = option(1000, "pool images, chosen once with the seed at round 0 (at most the unlabelled "
+                                      "pool), on which `stop_kappa` compares consecutive rounds' predictions",
+                                rule=_COUNT)
+    stop_when_stable: float = option(0.0, "> 0: end the run after the first round whose `stop_kappa` reaches this "
+                                          "(0 = off; see \"When to stop labelling\")", rule=_FRACTION)
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed (the config itself is frozen)."""

@@ -5,8 +5,10 @@ the noise, the initial set and each round's initial weights are the same whateve
 """
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from noise import apply_noise
 from oracles import make_oracle, replayable_oracle
 from results import RunDir
 from rng import torch_generator
+from stopping import StopSignal, reached, stop_set_positions
 from strategies import Embeddings, Strategy, get_strategy, random_scores, select_top_k
 from train import (Schedule, evaluate, fit, make_optimizer, pool_embeddings, pool_log_probs, score_pool,
                    warm_start)
@@ -44,6 +47,7 @@ class StudyData:
     # ``folder``: the image files by dataset index (train, then unlabeled/), relative to ``root``
     root: str | None = None
     files: tuple | None = None
+    noisy_P: torch.Tensor | None = None  # CPU bool per pool position: its input carries noise (None: none does)
 
     @property
     def device(self) -> torch.device:
@@ -52,6 +56,11 @@ class StudyData:
     @property
     def pool_y(self) -> torch.Tensor:
         return self.train_y[self.pool_idx]
+
+    def noisy_of(self, positions: torch.Tensor) -> torch.Tensor:
+        """Whether each of these pool positions' inputs carries noise (CPU bool)."""
+        positions = positions.cpu()
+        return self.noisy_P[positions] if self.noisy_P is not None else torch.zeros(positions.numel(), dtype=torch.bool)
 
 
 def check_strategy(cfg: Config) -> None:
@@ -82,13 +91,16 @@ def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyDa
         pool_idx = torch.cat([pool_idx, torch.arange(n, n + extra, dtype=pool_idx.dtype)])
         files = files + dataset.unlabeled_files if files is not None else None
     # Add input noise once per image, seeded by the run
-    train, n_train_noisy = _noisy(train_x, dataset, cfg, "train")
-    test, n_test_noisy = _noisy(dataset.test_x, dataset, cfg, "test")
+    train, train_affected = _noisy(train_x, dataset, cfg, "train")
+    test, test_affected = _noisy(dataset.test_x, dataset, cfg, "test")
+    noisy = torch.zeros(train_x.shape[0], dtype=torch.bool)
+    noisy[train_affected] = True
     return StudyData(train=train.to(device), train_y=train_y.to(device),
                      test=test.to(device), test_y=dataset.test_y.to(device),
                      val_idx=splits.val_idx.to(device), pool_idx=pool_idx.to(device),
-                     num_classes=dataset.num_classes, noisy_train=n_train_noisy, noisy_test=n_test_noisy,
-                     classes=tuple(dataset.classes) if dataset.classes else None, root=dataset.root, files=files)
+                     num_classes=dataset.num_classes, noisy_train=train_affected.numel(),
+                     noisy_test=test_affected.numel(), classes=tuple(dataset.classes) if dataset.classes else None,
+                     noisy_P=noisy[pool_idx], root=dataset.root, files=files)
 
 
 def unlabeled_in_pool(cfg: Config, dataset: Dataset) -> int:
@@ -99,13 +111,14 @@ def unlabeled_in_pool(cfg: Config, dataset: Dataset) -> int:
 
 
 def _noisy(x_uint8: torch.Tensor, dataset: Dataset, cfg: Config, split: str) -> tuple:
+    """(the images with the run's input noise, the indices of the images that carry it)."""
     images = Images(x_uint8, dataset.mean, dataset.std)
     if cfg.noise == "none" or cfg.noise_rate == 0:
-        return images, 0
+        return images, torch.zeros(0, dtype=torch.int64)
     noisy, affected = apply_noise(images.normalised(), cfg.noise, cfg.noise_rate,
                                   torch_generator(cfg.seed, "noise", split),
                                   std=cfg.noise_std, sp_fraction=cfg.sp_fraction)
-    return images.replaced(noisy), int(affected.numel())
+    return images.replaced(noisy), affected
 
 
 def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: logging.Logger) -> list:
@@ -122,6 +135,8 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first, study=context)
     weights = TrainedWeights(run_dir, keep=cfg.warm_start != "off")
     labels = LabelsFile(data, run_dir)
+    stop = StopSignal(stop_set_positions(len(state), first, cfg.stop_set_size, cfg.seed))
+    run_dir.pool_noisy_fraction = float(data.noisy_of(torch.arange(len(state))).float().mean())
     try:
         start = len(run_dir.rounds)
         if start == 0:
@@ -139,18 +154,39 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
             log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
         labels.update(state, oracle.answered_at)
         rows = list(run_dir.rounds)
-        for r in tqdm(range(start, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
-            row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live, weights=weights)
+        # A run that --stop_when_stable ended has no round left (it is resumed as complete)
+        first_round = cfg.n_round + 1 if rows and stops(cfg, rows[-1]) else start
+        if 0 < first_round <= cfg.n_round:
+            stop.previous = retrained_predictions(cfg, data, state, first_round - 1, weights, stop.positions)
+        for r in tqdm(range(first_round, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
+            row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live, weights=weights,
+                                      stop=stop)
             corrections = take_corrections(data, state, oracle, r)
             run_dir.append_round(row, acquired, corrections)
             labels.update(state, oracle.answered_at)
             tracker.log(row)
             log.info(format_row(row))
             rows.append(row)
+            if stops(cfg, row):
+                break
+        if rows and stops(cfg, rows[-1]):
+            run_dir.stopped_because = stopped_because(cfg, rows[-1])
+            log.info("stopping: %s", run_dir.stopped_because)
         oracle.close(finished=True)
     finally:
         oracle.close()
     return rows
+
+
+def stops(cfg: Config, row: dict) -> bool:
+    """Whether a round ends the run before its planned last round (--stop_when_stable: its kappa reached)."""
+    return row["round"] < cfg.n_round and reached(row.get("stop_kappa", math.nan), cfg.stop_when_stable)
+
+
+def stopped_because(cfg: Config, row: dict) -> str:
+    """The reason summary.json gives for a run that --stop_when_stable ended."""
+    return (f"predictions stable: stop_kappa {row['stop_kappa']:.4f} >= --stop_when_stable {cfg.stop_when_stable:g} "
+            f"at round {row['round']} ({row['n_labeled']} labels), before the {cfg.n_round} planned rounds")
 
 
 @dataclass
@@ -206,15 +242,20 @@ class TrainedWeights:
 
 def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
     """A folder written before label noise existed (clean labels only) lacks acquired.csv's true_label and
-    rounds.csv's n_corrupted: fill them in (the dataset's label; 0), so the rewritten files stay whole."""
+    rounds.csv's n_corrupted: fill them in (the dataset's label; 0), so the rewritten files stay whole. The
+    same for columns added later: noisy and n_noisy (from the run's noise), stop_kappa (NaN: not known)."""
     for row in run_dir.acquired:
         if "true_label" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
             row["true_label"] = int(data.pool_y[row["pool_position"]])
+        if "noisy" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
+            row["noisy"] = int(data.noisy_of(torch.tensor([row["pool_position"]]))[0])
     for row in run_dir.rounds:
         row.setdefault("n_corrupted", 0)
         row.setdefault("n_skipped", 0)  # folders before the human oracle: nothing was skipped
         row.setdefault("label_s", 0.0)
         row.setdefault("member_test_acc", row["test_acc"])  # before ensembles: one model, its own member
+        row.setdefault("n_noisy", sum(a.get("noisy", 0) for a in run_dir.acquired if a["round"] == row["round"]))
+        row.setdefault("stop_kappa", math.nan)
 
 
 def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
@@ -300,11 +341,14 @@ def replay_corrections(state: PoolState, data: StudyData, corrections: list) -> 
 
 
 def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int,
-              live: dict | None = None, weights: TrainedWeights | None = None) -> tuple:
+              live: dict | None = None, weights: TrainedWeights | None = None,
+              stop: StopSignal | None = None) -> tuple:
     """One round: train a model, evaluate it, and (before the last round) query and reveal.
 
     ``live`` (the oracle context's) is updated as the round goes, for an oracle that shows progress;
-    ``weights`` holds the previous round's trained weights for --warm_start, and gets this round's."""
+    ``weights`` holds the previous round's trained weights for --warm_start, and gets this round's;
+    ``stop`` the stop set and the previous round's predictions on it, and gets this round's. A round
+    whose kappa ends the run (--stop_when_stable) queries nothing, like the last round."""
     live = {} if live is None else live
     live.clear()
     live.update(round=r, phase="training", n_labeled=state.n_labeled)
@@ -326,13 +370,15 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     member_test_acc = (test["acc"] if not isinstance(model, Ensemble) else
                        sum(evaluate(m, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
                                     cfg.eval_batch_size)["acc"] for m in model.members) / len(model))
+    # Predict the stop set and compare with the previous round's predictions (stop_kappa)
+    kappa = stop.record(predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop else math.nan
     eval_s = _elapsed(t, data.device)
     live.update(phase="querying", val_acc=val["acc"], test_acc=test["acc"])
     # Query the pool and reveal the chosen labels (no query after the last round). The oracle may not
     # answer an item (label -1, "I don't know"): it is recorded, and set aside or left in the pool.
     t = time.perf_counter()
     acquired, n_scored, n_answered, n_skipped, label_s = [], 0, 0, 0, 0.0
-    if r < cfg.n_round:
+    if r < cfg.n_round and not reached(kappa, cfg.stop_when_stable):
         picked, picked_scores, n_scored = query(cfg, data, state, strategy, model, r)
         probs = predict_probs(cfg, data, model, picked) if oracle.needs_predictions else None
         t_label = time.perf_counter()
@@ -349,19 +395,24 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
            "train_loss": trained["loss"],
            "train_epochs": trained["epochs"], "train_steps": trained["steps"],
            "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
-           "test_error": 1.0 - test["acc"], "member_test_acc": member_test_acc, "n_scored": n_scored, "train_s": train_s, "eval_s": eval_s,
-           "query_s": query_s, "label_s": label_s, "round_s": time.perf_counter() - t_round}
+           "test_error": 1.0 - test["acc"], "member_test_acc": member_test_acc, "n_scored": n_scored,
+           "train_s": train_s, "eval_s": eval_s, "query_s": query_s, "label_s": label_s,
+           "round_s": time.perf_counter() - t_round, "n_noisy": sum(a["noisy"] for a in acquired), "stop_kappa": kappa}
     return row, acquired
 
 
 def acquired_rows(data: StudyData, r: int, positions: torch.Tensor, labels: torch.Tensor,
                   scores: torch.Tensor) -> list:
     """Rows of acquired.csv: queried after round r (-1: the initial set), pool and dataset indices, the
-    label the oracle gave (``label``, what training uses) and the dataset's (``true_label``)."""
+    label the oracle gave (``label``, what training uses) and the dataset's (``true_label``), and whether
+    the image's input carries noise (``noisy``, 0/1)."""
     dataset_idx = data.pool_idx[positions.to(data.device)].tolist()
     true = data.pool_y[positions.to(data.device)].tolist()
-    return [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "true_label": t, "score": s}
-            for p, d, lab, t, s in zip(positions.tolist(), dataset_idx, labels.tolist(), true, scores.tolist())]
+    noisy = data.noisy_of(positions).int().tolist()
+    return [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "true_label": t, "score": s,
+             "noisy": z}
+            for p, d, lab, t, s, z in zip(positions.tolist(), dataset_idx, labels.tolist(), true, scores.tolist(),
+                                          noisy)]
 
 
 def count_corrupted(data: StudyData, state: PoolState) -> int:
@@ -378,6 +429,39 @@ def predict_probs(cfg: Config, data: StudyData, model, positions: torch.Tensor) 
     return pool_log_probs(model, data.train, idx, 1, False, None, cfg.eval_batch_size)[0].exp()
 
 
+def retrained_predictions(cfg: Config, data: StudyData, state: PoolState, r: int, weights: TrainedWeights,
+                          positions: torch.Tensor) -> torch.Tensor:
+    """Round r's predicted classes at pool ``positions``, from its model: its trained weights when
+    --warm_start kept them, else trained again exactly as it was (the labels of rounds ≤ r, the same seeded
+    streams). A resumed run's first kappa needs them and they are not in the run folder: one round's
+    training on resume buys an exact kappa without another file to keep consistent, and folders written
+    before stop_kappa existed get one too."""
+    if weights.of(r) is not None:
+        model = fresh_model(cfg, data, r)
+        model.load_state_dict(weights.of(r))
+    else:
+        used = (state.round_P >= 0) & (state.round_P <= r)
+        earlier = PoolState(len(state))
+        earlier.label(torch.nonzero(used).flatten(), state.label_P[used], round_=0)
+        model, _ = train_model(cfg, data, earlier, r)
+    return predict_probs(cfg, data, model, positions).argmax(1)
+
+
+def member_streams(cfg: Config, r: int) -> list:
+    """The names of round r's networks' random streams: (r,) for one network; with --uncertainty ensemble,
+    (r, m) for member m (its initial weights, batch order and dropout masks)."""
+    return [(r, m) for m in range(cfg.ensemble_size)] if cfg.uncertainty == "ensemble" else [(r,)]
+
+
+def fresh_model(cfg: Config, data: StudyData, r: int) -> torch.nn.Module:
+    """Round r's freshly initialised model on the data's device: one network, or an Ensemble of
+    --ensemble_size, each from its own stream (member_streams)."""
+    c, h, _ = data.train.x.shape[1:]
+    nets = [build_model(cfg.model, c, h, data.num_classes, cfg.dropout, torch_generator(cfg.seed, "weights", *s))
+            for s in member_streams(cfg, r)]
+    return (Ensemble(nets) if cfg.uncertainty == "ensemble" else nets[0]).to(data.device)
+
+
 def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous: dict | None = None) -> tuple:
     """A model initialised from (seed, round), or warm-started from ``previous`` (the last round's trained
     state dict, with --warm_start), and trained on the revealed labels as the schedule says.
@@ -385,18 +469,9 @@ def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous
     With --uncertainty ensemble the model is an Ensemble of --ensemble_size members, trained one after the
     other, each from its own streams (seed, purpose, round, member); the returned steps are all members'.
     """
-    c, h, _ = data.train.x.shape[1:]
-    if cfg.uncertainty == "ensemble":
-        # Each member's initial weights, order and dropout masks are named by (round, member).
-        streams = [(r, m) for m in range(cfg.ensemble_size)]
-        members = [build_model(cfg.model, c, h, data.num_classes, cfg.dropout,
-                               torch_generator(cfg.seed, "weights", *s)) for s in streams]
-        model = Ensemble(members).to(data.device)
-    else:
-        streams = [(r,)]
-        model = build_model(cfg.model, c, h, data.num_classes, cfg.dropout,
-                            torch_generator(cfg.seed, "weights", r)).to(data.device)
-        members = [model]
+    model = fresh_model(cfg, data, r)
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    streams = member_streams(cfg, r)
     if previous is not None:  # TrainedWeights holds weights only with --warm_start
         warm_start(model, previous, cfg.warm_start, cfg.shrink, cfg.perturb)
     labeled = state.labeled_positions()
@@ -497,6 +572,33 @@ def query_batch(q: Query) -> tuple:
     return q.strategy.select_batch(log_probs, q.cfg.n_query, q.generator(q.strategy.name))
 
 
+def query_targets(q: Query) -> tuple:
+    """The strategy scores every candidate against T target inputs' predictions (EPIG), chunk by chunk; the
+    top --n_query. Targets and candidates are predicted under the same K dropout masks (the same named
+    generator draws them), so that sample k is one model for both: the joint predictive needs pairs."""
+    images, target_idx = draw_targets(q)
+    targets = pool_log_probs(q.model, images, target_idx, q.k, q.mc, q.generator("mc_dropout", q.data.device),
+                             q.cfg.eval_batch_size).to(q.data.device)
+    score = functools.partial(q.strategy.score_targets, log_probs_K_T_C=targets)
+    scores = score_pool(q.model, q.data.train, q.idx, score, q.k, q.mc,
+                        q.generator("mc_dropout", q.data.device), q.cfg.eval_batch_size).cpu()
+    best = select_top_k(scores, q.cfg.n_query)
+    return best, scores[best]
+
+
+def draw_targets(q: Query) -> tuple:
+    """(images, their indices on the device): --epig_targets inputs drawn with the round's seeded stream from
+    the unlabelled pool (all of it, not only --pool_subset's candidates), or from the test inputs with
+    --epig_target_set test (their labels are never read); all of them when there are fewer."""
+    generator = q.generator("epig_targets")
+    if q.cfg.epig_target_set == "test":
+        chosen = torch.randperm(len(q.data.test), generator=generator)[:q.cfg.epig_targets].sort().values
+        return q.data.test, chosen.to(q.data.device)
+    unlabeled = q.state.unlabeled_positions()
+    chosen = unlabeled[torch.randperm(unlabeled.numel(), generator=generator)[:q.cfg.epig_targets].sort().values]
+    return q.data.train, q.data.pool_idx[chosen.to(q.data.device)]
+
+
 def query_embeddings(q: Query) -> tuple:
     """The strategy chooses the batch from one deterministic pass's penultimate features and
     probabilities of the candidates, plus the features of every labelled image."""
@@ -509,7 +611,8 @@ def query_embeddings(q: Query) -> tuple:
 
 
 # How the loop queries for each kind of strategy (strategies.KINDS): it never asks which strategy it runs.
-QUERY_BY_KIND = {"random": query_random, "score": query_scores, "batch": query_batch, "embeddings": query_embeddings}
+QUERY_BY_KIND = {"random": query_random, "score": query_scores, "batch": query_batch, "embeddings": query_embeddings,
+                 "targets": query_targets}
 
 
 def format_row(row: dict) -> str:

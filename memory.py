@@ -11,6 +11,7 @@ from models import MODELS, DropoutHead
 from models.head import SAMPLE_TEMP_BYTES
 from strategies import get_strategy
 from strategies.batchbald import DEFAULT_NUM_SAMPLES
+from strategies.epig import epig_row_bytes
 
 # MC scoring memory. The pool goes in chunks of --eval_batch_size rows, fewer when K is so large that
 # a chunk's K × rows temporaries would pass MC_CHUNK_BYTES (down to one row): train.py asks
@@ -60,8 +61,11 @@ def check_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int =
         candidates = pool - cfg.n_init_labeled
         if cfg.pool_subset:
             candidates = min(candidates, cfg.pool_subset)
+        # EPIG's targets: at most the unlabelled pool at round 0 (an estimate for --epig_target_set test)
+        targets = min(cfg.epig_targets, pool - cfg.n_init_labeled) if strategy.kind == "targets" else 0
         check_query_memory(model.head, k, candidates, joint=strategy.kind == "batch", limit=memory_limit(device),
-                           flag="--ensemble_size" if ensemble else "--mc_samples", masks=not ensemble)
+                           targets=targets, flag="--ensemble_size" if ensemble else "--mc_samples",
+                           masks=not ensemble)
 
 
 def check_labelling_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int = 0) -> int:
@@ -168,22 +172,36 @@ def check_ensemble_memory(model: torch.nn.Module, m: int, limit: int) -> None:
                           f"(half of the machine's memory, or of the GPU's); use a smaller --ensemble_size")
 
 
+def targets_bytes(k: int, t: int, num_classes: int) -> int:
+    """What an EPIG query holds beside MC scoring: the K × T × C target log-probabilities and their scaled
+    copy, and one pool input's C × T × C temporaries (strategies.epig chunks the pool by those)."""
+    return 2 * k * t * num_classes * 4 + epig_row_bytes(t, num_classes)
+
+
 def check_query_memory(head: DropoutHead, k: int, n_candidates: int, joint: bool, limit: int,
-                       flag: str = "--mc_samples", masks: bool = True) -> None:
+                       targets: int = 0, flag: str = "--mc_samples", masks: bool = True) -> None:
     """ConfigError when a query with K samples over ``n_candidates`` images cannot fit in ``limit`` bytes.
 
     MC scoring itself is bounded by chunking, down to one row at a time, so it is refused only when
     the K masks and a single row already exceed the limit (``masks``: MC dropout; an ensemble's K
     predictions need no masks); a joint query (batchbald) keeps all of K × N × C and is refused when
-    that (with its working copies) would. ``flag`` names where K comes from in the message.
+    that (with its working copies) would; an EPIG query (``targets`` > 0) adds its T targets'
+    predictions and one image's joint tables to the single row. ``flag`` names where K comes from.
     """
     gib = 2**30
     allowed = f"the {limit / gib:.1f} GiB a query may use (half of the machine's memory, or of the GPU's)"
-    need = mc_scoring_bytes(head, k, rows=1)
-    if masks and need > limit:
+    need = mc_scoring_bytes(head, k, rows=1) if masks else 0
+    if need > limit:
         raise ConfigError(f"--mc_samples {k} needs {need / gib:.1f} GiB to score even one pool image "
                           f"(K dropout masks and K samples of the head per image), more than {allowed}; "
                           f"use fewer --mc_samples")
+    if targets:
+        c = head.linears[-1].out_features
+        need += targets_bytes(k, targets, c)
+        if need > limit:
+            raise ConfigError(f"EPIG with {targets} targets needs {need / gib:.1f} GiB to score even one pool image "
+                              f"(K × T × C target log-probabilities and a C × T × C joint per image), more than "
+                              f"{allowed}; use fewer --epig_targets or a smaller {flag}")
     if joint:
         c = head.linears[-1].out_features
         need = joint_bytes(k, n_candidates, c)

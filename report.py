@@ -17,6 +17,9 @@ listed with their status. Written into --out:
 - ``cost.csv``: median seconds per round of training and of querying;
 - with label noise in any run: ``label_noise.csv`` and ``label_noise.png``, final test accuracy against
   the corrupted labels of the final labelled set (count and fraction), per group and strategy;
+- with input noise in any run: ``noisy_queries.csv``, the fraction of each strategy's queries that were noisy
+  against the pool's fraction;
+- ``stopping.csv``: the labels at which stop_kappa first reached 0.99, and the test accuracy there;
 - ``curves.csv``, ``runs.csv``, and ``report.md``, which links and shows all of them.
 
 Every file is replaced in one step: a write that fails (a full disk) leaves the earlier file whole.

@@ -26,6 +26,7 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -38,15 +39,18 @@ import pandas as pd
 from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS, Config, ConfigError
 
 # n_skipped: queried images the oracle did not label ("I don't know"); label_s: seconds the oracle took to
-# answer (a person labelling; ~0 when simulated), not counted in query_s.
+# answer (a person labelling; ~0 when simulated), not counted in query_s. n_noisy: the round's queried
+# images whose input carries noise; stop_kappa: Cohen's kappa between this round's and the previous round's
+# predictions on the stop set (empty in round 0, and where the previous round's are not known).
 # member_test_acc: the mean test accuracy of an ensemble's members (test_acc is their mean prediction's);
 # a single network is its own only member.
 ROUND_COLUMNS = ["round", "n_labeled", "n_corrupted", "n_skipped", "train_loss", "train_epochs", "train_steps",
                  "val_acc", "val_loss", "test_acc", "test_loss", "test_error", "member_test_acc", "n_scored",
-                 "train_s", "eval_s", "query_s", "label_s", "round_s"]
+                 "train_s", "eval_s", "query_s", "label_s", "round_s", "n_noisy", "stop_kappa"]
 # label: the label the oracle gave (training uses it; -1: not answered, "I don't know"); true_label: the
-# dataset's (differs under label noise; -1 for an image the dataset has no label for).
-ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score"]
+# dataset's (differs under label noise; -1 for an image the dataset has no label for); noisy: 1 when the
+# image's input carries noise (--noise), else 0.
+ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score", "noisy"]
 TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "label_s", "round_s"]
 # corrections.csv: an answer the oracle changed after it was recorded (a person's correction), made while
 # round ``round``'s batch was open, so round + 1 trains on ``label`` (acquired.csv keeps the first answer).
@@ -147,10 +151,10 @@ def _csv_text(rows: list, columns: list) -> str:
 # damaged file is one DamagedRun line naming it, never a traceback deep in a caller.
 
 # Columns a run folder of any version has; newer columns (n_corrupted, n_skipped, label_s, member_test_acc,
-# true_label) are filled in by the loop when an older folder is resumed.
-REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS
-                          if c not in ("n_corrupted", "n_skipped", "label_s", "member_test_acc")]
-REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c != "true_label"]
+# n_noisy, stop_kappa, true_label, noisy) are filled in by the loop when an older folder is resumed.
+NEWER_ROUND_COLUMNS = ("n_corrupted", "n_skipped", "label_s", "member_test_acc", "n_noisy", "stop_kappa")
+REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS if c not in NEWER_ROUND_COLUMNS]
+REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c not in ("true_label", "noisy")]
 _FLOAT_ACQUIRED = {"score"}
 _TEXT_CORRECTIONS = {"at"}
 _TEXT_LABELS = {"path", "label_name", "answered_at", "who"}
@@ -240,23 +244,29 @@ def _read_csv_rows(path: Path, required: list, floats: set, texts: set = frozens
         if None in row or None in row.values():
             raise _damaged(path, f"line {line} has {'more' if None in row else 'fewer'} cells than the header")
         try:
-            rows.append({k: v if k in texts else float(v) if k in floats else _number(v) for k, v in row.items()})
+            rows.append({k: v if k in texts else _number(v, float_only=k in floats) for k, v in row.items()})
         except ValueError:
             bad = next(k for k, v in row.items() if k not in texts and not _is_number(v))
             raise _damaged(path, f"line {line}, column {bad}: {row[bad][:40]!r} is not a number") from None
     return rows
 
 
-def _number(text: str):
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
+def _number(text: str, float_only: bool = False):
+    """A cell's number: an int when it is written as one (unless ``float_only``), else a float. An empty
+    cell is NaN, no value (what pandas writes for NaN, e.g. round 0's stop_kappa after an edit)."""
+    if text == "":
+        return math.nan
+    if not float_only:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    return float(text)
 
 
 def _is_number(text: str) -> bool:
     try:
-        float(text)
+        _number(text)
         return True
     except ValueError:
         return False
@@ -350,6 +360,8 @@ class RunDir:
         self.labels: list = []
         self.environment = environment or {}
         self.planned_rounds = None
+        self.stopped_because = None  # why the run ended before its planned rounds (--stop_when_stable)
+        self.pool_noisy_fraction = None  # the pool's fraction of images whose input carries noise
 
     @classmethod
     def create(cls, parent: str, name: str) -> "RunDir":
@@ -373,6 +385,12 @@ class RunDir:
         run.rounds, run.acquired = read_run(path)
         run.corrections = read_corrections(path, {row["round"] for row in run.rounds})
         run.labels = read_labels(path)
+        try:  # what the loop recorded about the run beside its rounds stays in a rewritten summary
+            summary = read_summary(path)
+        except DamagedRun:
+            summary = {}
+        run.stopped_because = summary.get("stopped_because")
+        run.pool_noisy_fraction = summary.get("pool_noisy_fraction")
         return run
 
     @property
@@ -440,6 +458,7 @@ class RunDir:
                 "final_val_acc": last.get("val_acc"), "final_test_acc": last.get("test_acc"),
                 "median_round_s": median("round_s"), "median_train_s": median("train_s"),
                 "median_query_s": median("query_s", queried), "median_eval_s": median("eval_s"),
+                "stopped_because": self.stopped_because, "pool_noisy_fraction": self.pool_noisy_fraction,
                 "pid": os.getpid(), "host": platform.node(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "environment": self.environment}
 

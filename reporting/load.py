@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from config import OPERATIONAL_FIELDS
-from reporting.stats import aulc, has_label_noise
-from results import OutputError, is_run_folder, read_config, read_rounds, run_status
+from reporting.stats import aulc, first_stable, has_label_noise, noisy_query_fraction
+from results import DamagedRun, OutputError, is_run_folder, read_config, read_rounds, read_summary, run_status
 
 NOT_GROUPING = OPERATIONAL_FIELDS | {"strategy", "seed"}
 NAME_FIELDS = ("dataset", "model", "noise", "noise_rate")  # always in a group's name
@@ -54,16 +54,31 @@ def load_runs(folders, skipped: list | None = None) -> pd.DataFrame:
             skipped.append(f"{folder}: {err}")
             continue
         last = rounds.iloc[-1] if len(rounds) else {}
+        stable_n_labeled, stable_test_acc = first_stable(rounds)
         rows.append({**config, "run": str(folder), "status": run_status(folder), "group_key": group_key(config),
                      "n_rounds": len(rounds), "final_n_labeled": last.get("n_labeled", math.nan),
                      "final_test_acc": last.get("test_acc", math.nan),
                      "final_n_corrupted": last.get("n_corrupted", math.nan),  # older runs: no column
-                     "aulc": aulc(rounds["n_labeled"], rounds["test_acc"])})
+                     "aulc": aulc(rounds["n_labeled"], rounds["test_acc"]),
+                     # older runs: no n_noisy, stop_kappa or pool fraction (NaN, not recorded)
+                     "noisy_query_fraction": noisy_query_fraction(rounds, config["n_query"]),
+                     "pool_noisy_fraction": _pool_noisy_fraction(folder),
+                     "kappa_recorded": "stop_kappa" in rounds, "stable_n_labeled": stable_n_labeled,
+                     "stable_test_acc": stable_test_acc})
     if not rows:
         raise ReportError(f"no run folder could be read ({len(folders)} damaged: {skipped[0] if skipped else ''})")
     runs = pd.DataFrame(rows)
     runs["group"] = runs["group_key"].map(group_names(runs["group_key"]))
     return mark_included(runs.sort_values(["group", "strategy", "seed", "run"], ignore_index=True))
+
+
+def _pool_noisy_fraction(folder) -> float:
+    """summary.json's pool_noisy_fraction; NaN when it has none (older runs) or is damaged (its status says so)."""
+    try:
+        value = read_summary(folder).get("pool_noisy_fraction")
+    except DamagedRun:
+        return math.nan
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
 def load_rounds(runs: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,7 @@ import math
 
 import pandas as pd
 
-from reporting.stats import ALPHA, MIN_PAIRS, WILCOXON_MIN_PAIRS, ordered_strategies
+from reporting.stats import ALPHA, MIN_PAIRS, STABLE_KAPPA, WILCOXON_MIN_PAIRS, ordered_strategies
 
 LABEL_NOISE_PNG = "label_noise.png"
 SETTING_FIELDS = ("n_init_labeled", "n_query", "n_round", "epochs")  # shown under each group's heading
@@ -83,6 +83,14 @@ def group_section(i: int, group: str, tables: dict, png: str | None, targets, ba
     lines += _paired_lines(pick["paired"], baseline)
     lines += ["Cost: median seconds per round (querying: rounds that scored the pool):", "",
               _md(_cost_display(pick["cost"])), ""]
+    if len(pick.get("noisy_queries", ())):
+        lines += ["Noisy images: the fraction of queried images whose input carries noise (mean ± s.e. over "
+                  "seeds) against the pool's fraction:", "", _md(_noisy_display(pick["noisy_queries"])), ""]
+    if len(pick.get("stopping", ())):
+        lines += [f"Stopping signal: labels at which `stop_kappa` (the agreement of consecutive rounds' predictions "
+                  f"on a fixed set of pool images) first reached {STABLE_KAPPA:g}, mean over the seeds that reach it "
+                  "(min–max), and the test accuracy there (mean ± s.e.):", "",
+                  _md(_stopping_display(pick["stopping"])), ""]
     return lines
 
 
@@ -171,6 +179,20 @@ def _cost_display(cost: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"strategy": cost["strategy"], "runs": cost["n_runs"],
                          "train s / round": cost["median_train_s"].map(lambda v: _num(v, ".3g")),
                          "query s / round": cost["median_query_s"].map(lambda v: _num(v, ".3g"))})
+
+
+def _noisy_display(noisy: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"strategy": noisy["strategy"], "seeds": noisy["n_seeds"],
+                         "noisy fraction of queries": [_pm(m, s) for m, s in zip(noisy["noisy_query_fraction_mean"],
+                                                                                  noisy["noisy_query_fraction_sem"])],
+                         "pool's noisy fraction": noisy["pool_noisy_fraction"].map(lambda v: _num(v, ".3f"))})
+
+
+def _stopping_display(stopping: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"strategy": stopping["strategy"], "seeds": stopping["n_seeds"],
+                         f"labels at kappa ≥ {STABLE_KAPPA:g}": stopping["labels_text"],
+                         "test acc there": [_pm(m, s) for m, s in zip(stopping["test_acc_mean"],
+                                                                      stopping["test_acc_sem"])]})
 
 
 def _md(df: pd.DataFrame) -> str:

@@ -20,6 +20,13 @@ PAIRED_COLUMNS = ["group", "strategy", "baseline", "metric", "n_pairs", "seeds",
 TOO_FEW = "none (too few seeds)"
 LABEL_NOISE_COLUMNS = ["group", "strategy", "label_noise", "label_noise_rate", "n_seeds", "final_n_labeled",
                        "n_corrupted_mean", "corrupted_fraction_mean", "final_test_acc_mean", "final_test_acc_sem"]
+# The stopping point the report reads off stop_kappa: the first round whose predictions agree this well
+# with the previous round's (Bloodgood & Vijay-Shanker 2009 stop at such a level of agreement).
+STABLE_KAPPA = 0.99
+NOISY_COLUMNS = ["group", "strategy", "n_seeds", "noisy_query_fraction_mean", "noisy_query_fraction_sem",
+                 "pool_noisy_fraction"]
+STOPPING_COLUMNS = ["group", "strategy", "n_seeds", "n_reached", "labels_mean", "labels_min", "labels_max",
+                    "labels_text", "test_acc_mean", "test_acc_sem"]
 
 
 def mean_sem(values) -> tuple:
@@ -48,6 +55,30 @@ def aggregate_runs(frames: list) -> tuple:
     per_round.insert(0, "n_runs", len(frames))
     finals = runs.sort_values("round").groupby("run").tail(1).reset_index(drop=True)
     return per_round.reset_index(), finals
+
+
+def has_input_noise(config) -> bool:
+    """Whether a run's images (a config dict or a runs row) carry input noise."""
+    return config.get("noise", "none") != "none" and (config.get("noise_rate") or 0) > 0
+
+
+def noisy_query_fraction(rounds: pd.DataFrame, n_query: int) -> float:
+    """The fraction of a run's queried images whose input carries noise: its rounds' n_noisy over the
+    --n_query images of each round that queried; NaN for a run from before n_noisy, or without queries."""
+    queried = rounds[rounds["n_scored"] > 0]
+    if "n_noisy" not in rounds or queried.empty or queried["n_noisy"].isna().any():
+        return math.nan
+    return float(queried["n_noisy"].sum() / (n_query * len(queried)))
+
+
+def first_stable(rounds: pd.DataFrame, threshold: float = STABLE_KAPPA) -> tuple:
+    """(labels, test accuracy) of a run's first round whose stop_kappa is ≥ threshold; NaNs if none is."""
+    if "stop_kappa" not in rounds:
+        return math.nan, math.nan
+    stable = rounds[rounds["stop_kappa"] >= threshold].sort_values("round")
+    if stable.empty:
+        return math.nan, math.nan
+    return float(stable["n_labeled"].iloc[0]), float(stable["test_acc"].iloc[0])
 
 
 def has_label_noise(config) -> bool:
@@ -146,6 +177,34 @@ def label_noise_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=LABEL_NOISE_COLUMNS)
 
 
+def noisy_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per group with input noise and strategy: the fraction of queried images that were noisy (mean and
+    standard error over the seeds that recorded it) against the pool's fraction (mean over those seeds)."""
+    rows = []
+    for (group, strategy), g in runs.groupby(["group", "strategy"], sort=False):
+        if not has_input_noise(g.iloc[0]):
+            continue
+        known = g["noisy_query_fraction"].dropna()
+        mean, sem = mean_sem(known) if len(known) else (math.nan, math.nan)
+        rows.append({"group": group, "strategy": strategy, "n_seeds": len(known), "noisy_query_fraction_mean": mean,
+                     "noisy_query_fraction_sem": sem, "pool_noisy_fraction": g["pool_noisy_fraction"].mean()})
+    return pd.DataFrame(rows, columns=NOISY_COLUMNS)
+
+
+def stopping_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per group and strategy, over the seeds that recorded stop_kappa: the labels at which it first reached
+    STABLE_KAPPA (mean, min, max and the text "mean (min–max), k of n seeds") and the test accuracy there."""
+    rows = []
+    for (group, strategy), g in runs[runs["kappa_recorded"]].groupby(["group", "strategy"], sort=False):
+        reached = g.dropna(subset=["stable_n_labeled"])
+        acc_mean, acc_sem = mean_sem(reached["stable_test_acc"]) if len(reached) else (math.nan, math.nan)
+        rows.append({"group": group, "strategy": strategy, "n_seeds": len(g), "n_reached": len(reached),
+                     "labels_mean": reached["stable_n_labeled"].mean(), "labels_min": reached["stable_n_labeled"].min(),
+                     "labels_max": reached["stable_n_labeled"].max(), "labels_text": reach_text(g["stable_n_labeled"]),
+                     "test_acc_mean": acc_mean, "test_acc_sem": acc_sem})
+    return pd.DataFrame(rows, columns=STOPPING_COLUMNS)
+
+
 def paired_test(x, y) -> tuple:
     """(test name, two-sided p) for paired samples: none below MIN_PAIRS pairs, Wilcoxon signed-rank from
     WILCOXON_MIN_PAIRS, a paired t-test in between. NaN p when the test gives none (e.g. no variation)."""
@@ -209,4 +268,8 @@ def build_tables(runs: pd.DataFrame, rounds: pd.DataFrame, targets, baseline: st
               "aulc": aulc_table(used), "paired": paired_tests(used, baseline), "cost": cost_table(rounds)}
     if any(has_label_noise(r) for r in runs.to_dict("records")):
         tables["label_noise"] = label_noise_table(used)
+    if any(has_input_noise(r) for r in runs.to_dict("records")) and runs["noisy_query_fraction"].notna().any():
+        tables["noisy_queries"] = noisy_table(used)
+    if runs["kappa_recorded"].any():
+        tables["stopping"] = stopping_table(used)
     return tables

@@ -5,12 +5,15 @@ the loop provides and what the strategy does with it; the one callable of that k
 - "score": ``score`` maps log_probs_K_N_C to scores_N, whose top-k the loop takes;
 - "batch": ``select_batch`` picks the whole batch itself from log_probs_K_N_C (for strategies whose
   items interact, like BatchBALD);
+- "targets": ``score_targets`` maps log_probs_K_N_C and the K predictions of T target inputs,
+  log_probs_K_T_C, drawn by the loop with the same K samples of the model (paired rows), to scores_N
+  (EPIG: information about the predictions on the targets);
 - "embeddings": ``select_embeddings`` picks the whole batch from one deterministic pass's penultimate
   features and probabilities (an ``Embeddings``: the diversity strategies coreset, badge, typiclust);
 - "random": no callable and no predictions at all; the batch is uniformly random.
 ``mc`` says whether the K predictions are MC dropout samples. ``min_mc_samples`` is the fewest samples
 for which the choice is meaningful: 2 for the disagreement scores (bald, batchbald, var_ratios, mean_std
-are constant with one sample), 1 for scores of the MC-averaged prediction (entropy, margin,
+and epig are constant with one sample), 1 for scores of the MC-averaged prediction (entropy, margin,
 least_confidence).
 """
 from __future__ import annotations
@@ -22,13 +25,16 @@ import torch
 
 from strategies.batchbald import batchbald_select
 from strategies.diversity import Embeddings, badge_select, coreset_select, typiclust_select
+from strategies.epig import epig
 from strategies.scores import (bald, entropy_of, least_confidence, margin, max_entropy, mean_log_probs,
                                mean_std, random_scores, var_ratios)
 from strategies.select import select_top_k
 
 
 # Each kind and the one callable it uses (None: the kind uses none).
-KINDS = {"random": None, "score": "score", "batch": "select_batch", "embeddings": "select_embeddings"}
+KINDS = {"random": None, "score": "score", "batch": "select_batch", "embeddings": "select_embeddings",
+         "targets": "score_targets"}
+CALLABLES = tuple(c for c in KINDS.values() if c)
 
 
 @dataclass(frozen=True)
@@ -42,13 +48,15 @@ class Strategy:
     select_batch: Optional[Callable] = None
     # (Embeddings, batch_size, generator) -> (positions_B, scores_B), positions into N in pick order
     select_embeddings: Optional[Callable] = None
+    # (log_probs_K_N_C, log_probs_K_T_C) -> scores_N, whose top-k the loop takes
+    score_targets: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
 
     def __post_init__(self):
         """Refuse a declaration whose callables do not match its kind: exactly the kind's one, or none."""
         if self.kind not in KINDS:
             raise ValueError(f"strategy {self.name!r}: unknown kind {self.kind!r}; choose one of: "
                              f"{', '.join(KINDS)}")
-        given = [f for f in ("score", "select_batch", "select_embeddings") if getattr(self, f) is not None]
+        given = [f for f in CALLABLES if getattr(self, f) is not None]
         expected = [KINDS[self.kind]] if KINDS[self.kind] else []
         if given != expected:
             raise ValueError(f"strategy {self.name!r} of kind {self.kind!r} must set "
@@ -74,6 +82,7 @@ STRATEGIES = {
     "margin": Strategy("margin", "score", mc=True, score=margin),
     "least_confidence": Strategy("least_confidence", "score", mc=True, score=least_confidence),
     "batchbald": Strategy("batchbald", "batch", mc=True, min_mc_samples=2, select_batch=batchbald_select),
+    "epig": Strategy("epig", "targets", mc=True, min_mc_samples=2, score_targets=epig),
     "coreset": Strategy("coreset", "embeddings", mc=False, select_embeddings=coreset_select),
     "badge": Strategy("badge", "embeddings", mc=False, select_embeddings=badge_select),
     "typiclust": Strategy("typiclust", "embeddings", mc=False, select_embeddings=typiclust_select),
@@ -86,6 +95,7 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
-__all__ = ["KINDS", "STRATEGIES", "Embeddings", "Strategy", "badge_select", "bald", "batchbald_select", "coreset_select", "entropy_of", "get_strategy",
+__all__ = ["CALLABLES", "KINDS", "STRATEGIES", "Embeddings", "Strategy", "badge_select", "bald", "batchbald_select",
+           "coreset_select", "entropy_of", "epig", "get_strategy",
            "least_confidence", "margin", "max_entropy", "mean_log_probs", "mean_std", "random_scores",
            "select_top_k", "typiclust_select", "var_ratios"]

@@ -112,7 +112,9 @@ def test_strategies_are_paired_by_seed(cli, tmp_path):
     args = [*SMALL, "--noise", "gaussian", "--noise_rate", "0.5"]
     _, _, _, [rand] = cli(*args, "--strategy", "random", output_dir=tmp_path / "r")
     _, _, _, [bald] = cli(*args, "--strategy", "bald", output_dir=tmp_path / "b")
-    pd.testing.assert_series_equal(metrics(rand).iloc[0], metrics(bald).iloc[0].rename(0), check_names=False)
+    # n_noisy counts the queries that follow round 0's training, which differ by strategy
+    pd.testing.assert_series_equal(metrics(rand).iloc[0].drop("n_noisy"), metrics(bald).iloc[0].rename(0).drop("n_noisy"),
+                                   check_names=False)
     initial = lambda run: run.acquired[run.acquired["round"] == -1].drop(columns="score")  # noqa: E731
     pd.testing.assert_frame_equal(initial(rand), initial(bald))
     assert set(rand.acquired["dataset_index"]) != set(bald.acquired["dataset_index"])

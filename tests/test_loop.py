@@ -1,4 +1,5 @@
-"""loop.py: pool-subset scoring maps back to the right items; the query by strategy kind; data preparation."""
+"""loop.py: pool-subset scoring maps back to the right items; the query by strategy kind (EPIG's targets under
+the candidates' masks); data preparation and its noise mask."""
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from data import Images, PoolState, load_dataset
 from loop import candidate_positions, prepare_data, query
 from models import DropoutHead, TrunkHeadModel
 from rng import torch_generator
-from strategies import Strategy, batchbald_select, get_strategy
+from strategies import Strategy, batchbald_select, epig, get_strategy
 from train import pool_log_probs
 
 
@@ -148,6 +149,9 @@ def test_prepare_data_noise_hits_every_split_and_is_fixed():
     assert int(changed.sum()) == 1000
     # Validation and pool both contain noisy images (noise is per dataset image, not per split).
     assert changed[a.val_idx].any() and changed[a.pool_idx].any()
+    # The noise mask (acquired.csv's noisy) marks exactly the pool images whose input changed.
+    assert a.noisy_P.dtype == torch.bool and torch.equal(a.noisy_P, changed[a.pool_idx])
+    assert torch.equal(a.noisy_of(torch.tensor([3, 0, 17, 3000])), changed[a.pool_idx[[3, 0, 17, 3000]]])
     assert sorted(torch.cat([a.val_idx, a.pool_idx]).tolist()) == list(range(4000))
     other = prepare_data(cfg.replace(seed=6), ds, torch.device("cpu"))
     assert not torch.equal(a.train.x, other.train.x)
@@ -157,3 +161,52 @@ def test_prepare_data_without_noise_keeps_uint8_storage():
     ds = load_dataset("mnist_5k", "data")
     data = prepare_data(Config(dataset="mnist_5k", num_valid=100), ds, torch.device("cpu"))
     assert data.train.x.dtype == torch.uint8 and data.noisy_train == 0
+    assert data.noisy_P.numel() == data.pool_idx.numel() and not data.noisy_P.any()
+
+
+# --- EPIG: targets drawn with the round's seed, predicted under the candidates' own dropout masks ---------
+
+@pytest.mark.parametrize("subset, target_set", [(0, "pool"), (12, "pool"), (0, "test")])
+def test_epig_query_scores_candidates_against_targets_under_the_same_masks(subset, target_set):
+    data = probe_study()
+    state = PoolState(40)
+    state.label(torch.tensor([0, 5, 7]), torch.tensor([0, 1, 2]), round_=0)
+    cfg = Config(pool_subset=subset, n_query=4, seed=11, eval_batch_size=5, mc_samples=6, epig_targets=9,
+                 epig_target_set=target_set)
+    model = dropout_probe_model()
+    picked, scores, n_scored = query(cfg, data, state, get_strategy("epig"), model, r=1)
+
+    # The targets: 9 drawn with the round's "epig_targets" stream, from all 37 unlabelled pool images (not only
+    # the candidates) or from the test inputs.
+    candidates = candidate_positions(state, subset, torch_generator(11, "subset", 1))
+    order = torch.randperm(37 if target_set == "pool" else 60, generator=torch_generator(11, "epig_targets", 1))
+    chosen = order[:9].sort().values
+    target_idx = data.pool_idx[state.unlabeled_positions()[chosen]] if target_set == "pool" else chosen
+    lp_targets = pool_log_probs(model, data.train if target_set == "pool" else data.test, target_idx, 6, True,
+                                torch_generator(11, "mc_dropout", 1), chunk=5)
+    lp_candidates = pool_log_probs(model, data.train, data.pool_idx[candidates], 6, True,
+                                   torch_generator(11, "mc_dropout", 1), chunk=5)
+    expected = epig(lp_candidates, lp_targets)
+    assert n_scored == candidates.numel()
+    assert picked.tolist() == candidates[torch.topk(expected, 4).indices].tolist()
+    assert torch.allclose(scores, torch.topk(expected, 4).values, atol=1e-6)
+    assert (scores > 1e-3).all()
+
+
+def test_epig_targets_are_paired_with_the_candidates_samples():
+    """Sample k of a target is sample k of the same image as a candidate: one model, one set of masks."""
+    data = probe_study()
+    state = PoolState(40)
+    cfg = Config(n_query=3, seed=2, eval_batch_size=4, mc_samples=5, epig_targets=40)  # every image a target
+    model = dropout_probe_model()
+    lp_targets = pool_log_probs(model, data.train, data.pool_idx, 5, True, torch_generator(2, "mc_dropout", 0), 40)
+    lp_pool = pool_log_probs(model, data.train, data.pool_idx, 5, True, torch_generator(2, "mc_dropout", 0), 4)
+    assert torch.allclose(lp_targets, lp_pool, atol=1e-6)
+    assert not torch.allclose(lp_pool[0], lp_pool[1], atol=1e-3)  # the samples differ: pairing matters
+    picked, scores, _ = query(cfg, data, state, get_strategy("epig"), model, r=0)
+    # Under independent masks for the targets, the joint predictive would lose the pairing and the scores
+    # would change: the query's scores are those of the paired predictions.
+    unpaired = pool_log_probs(model, data.train, data.pool_idx, 5, True, torch_generator(99, "other"), 40)
+    paired_scores = epig(lp_pool, lp_targets)
+    assert torch.allclose(scores, paired_scores[picked], atol=1e-6)
+    assert not torch.allclose(epig(lp_pool, unpaired)[picked], scores, atol=1e-3)

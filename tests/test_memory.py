@@ -9,7 +9,7 @@ import memory
 from config import Config, ConfigError
 from data import Images, load_dataset
 from memory import (check_budget, check_query_memory, joint_bytes, mc_chunk_rows, mc_row_bytes, mc_scoring_bytes,
-                    memory_limit, model_input, resolve_device)
+                    memory_limit, model_input, resolve_device, targets_bytes)
 from models import MODELS, build_model
 from rng import torch_generator
 from strategies import STRATEGIES, bald
@@ -136,6 +136,15 @@ def test_joint_table_too_large_is_refused(k, n):
     check_query_memory(head, k, n, joint=False, limit=8 * GIB)  # scored chunk by chunk: fine
     with pytest.raises(ConfigError, match=f"K × N × C = {k} × {n} × 10 .*--pool_subset"):
         check_query_memory(head, k, n, joint=True, limit=8 * GIB)
+
+
+def test_epig_targets_too_many_for_even_one_pool_image_are_refused():
+    head = _meta_head("lenet")
+    # the K × T × C targets (twice) and one image's C × T × C joint: 10^7 targets at K = 20 pass 8 GiB
+    assert targets_bytes(20, 10**7, 10) > 8 * GIB
+    check_query_memory(head, 20, 10**6, joint=False, limit=8 * GIB, targets=10**4)  # the default 100 is far below
+    with pytest.raises(ConfigError, match="EPIG with 10000000 targets needs .* GiB .*use fewer --epig_targets"):
+        check_query_memory(head, 20, 10**6, joint=False, limit=8 * GIB, targets=10**7)
 
 
 @pytest.mark.parametrize("model_name, c, s, k, n, joint", [

@@ -254,8 +254,9 @@ def test_report_writes_pngs_csvs_and_markdown_whose_links_exist(study, tmp_path)
     text = path.read_text()
     links = [link.split(")")[0] for link in text.split("](")[1:]]
     files = [link for link in links if not link.startswith("#")]
+    # the fake runs' rounds.csv have every column, stop_kappa and n_noisy too (zeros), and one group has noise
     assert set(files) == {"runs.csv", "curves.csv", "labels_needed.csv", "aulc.csv", "paired.csv", "cost.csv",
-                          *(p.name for p in pngs)}
+                          "noisy_queries.csv", "stopping.csv", *(p.name for p in pngs)}
     assert all((out / f).is_file() for f in files)
     assert pd.read_csv(out / "runs.csv").shape[0] == 20
     assert text.startswith("# Active-learning report\n\nRead 20 run folders under `")
@@ -375,3 +376,58 @@ def test_end_to_end_on_real_runs(tmp_path):
     assert curves.n_labeled.tolist() == [20, 30, 20, 30] and curves.n_seeds.tolist() == [1, 1, 2, 2]
     cost = pd.read_csv(out / "cost.csv").set_index("strategy")
     assert cost.loc["random", "query_rounds"] == 2 and cost.loc["random", "train_rounds"] == 4
+
+
+# ----------------------------------------------------------------------- noisy queries and the stopping signal
+
+def signal_run(parent, strategy, seed, accs, n_noisy=None, kappa=None, pool_fraction=None):
+    """make_run's folder, with these n_noisy and stop_kappa per round and the pool's noisy fraction in
+    summary.json; None: an older folder, without the column (or the summary field)."""
+    folder = make_run(parent, strategy, seed, accs, noise="gaussian", noise_rate=0.3)
+    rounds = pd.read_csv(folder / "rounds.csv")
+    for column, values in (("n_noisy", n_noisy), ("stop_kappa", kappa)):
+        if values is None:
+            rounds = rounds.drop(columns=column)
+        else:
+            rounds[column] = values
+    rounds.to_csv(folder / "rounds.csv", index=False)  # NaN as an empty cell, as pandas writes it
+    if pool_fraction is not None:
+        (folder / "summary.json").write_text(json.dumps({"status": "complete", "pool_noisy_fraction": pool_fraction}))
+    return folder
+
+
+def test_report_shows_noisy_queries_against_the_pool_and_the_labels_where_kappa_first_reached_099(tmp_path):
+    nan, acc = math.nan, [0.5, 0.7, 0.85, 0.9]
+    signal_run(tmp_path, "random", 1, acc, [3, 3, 3, 0], [nan, 0.5, 0.995, 0.999], 0.30)
+    signal_run(tmp_path, "random", 2, [0.5, 0.6, 0.8, 0.9], [2, 4, 4, 0], [nan, 0.7, 0.9, 0.98], 0.31)
+    signal_run(tmp_path, "bald", 1, acc, [9, 10, 8, 0], [nan, 0.99, 0.2, 1.0], 0.30)
+    signal_run(tmp_path, "bald", 2, [0.5, 0.8, 0.9, 0.95], [10, 10, 10, 0], [nan, 0.3, 0.991, 0.5], 0.31)
+    signal_run(tmp_path, "bald", 3, acc)  # a folder from before these columns: it loads, and counts elsewhere
+    path = report.write_report(loaded(tmp_path), tmp_path / "out")
+    text = path.read_text()
+
+    noisy = pd.read_csv(path.parent / "noisy_queries.csv").set_index("strategy")
+    # queries: 10 in each of the 3 rounds that queried; random 9/30 and 10/30, bald 27/30 and 30/30
+    assert noisy.loc["random", "noisy_query_fraction_mean"] == pytest.approx((0.3 + 1 / 3) / 2)
+    assert noisy.loc["bald", "noisy_query_fraction_mean"] == pytest.approx(0.95)
+    assert noisy.loc["bald", "noisy_query_fraction_sem"] == pytest.approx(0.05)
+    assert noisy["n_seeds"].tolist() == [2, 2] and noisy["pool_noisy_fraction"].tolist() == pytest.approx([0.305] * 2)
+    assert ("| strategy | seeds | noisy fraction of queries | pool's noisy fraction |\n|---|---|---|---|\n"
+            "| random | 2 | 0.317 ± 0.017 | 0.305 |\n| bald | 2 | 0.950 ± 0.050 | 0.305 |") in text
+
+    stopping = pd.read_csv(path.parent / "stopping.csv").set_index("strategy")
+    # random: seed 1 first at 0.995 with 40 labels, seed 2 never; bald: 0.99 at 30 labels, 0.991 at 40
+    assert stopping.loc["random", ["n_seeds", "n_reached", "labels_mean"]].tolist() == [2, 1, 40]
+    assert stopping.loc["bald", ["labels_mean", "labels_min", "labels_max"]].tolist() == [35, 30, 40]
+    assert stopping.loc["bald", "test_acc_mean"] == pytest.approx((0.7 + 0.9) / 2)
+    assert ("| strategy | seeds | labels at kappa ≥ 0.99 | test acc there |\n|---|---|---|---|\n"
+            "| random | 2 | 40 (40–40), 1 of 2 seeds | 0.850 |\n| bald | 2 | 35 (30–40) | 0.800 ± 0.100 |") in text
+    assert "| bald | 3 | " in text  # the older folder is in the other statistics
+
+
+def test_a_report_of_older_folders_only_has_no_noisy_or_stopping_table(tmp_path):
+    for seed in (1, 2):
+        signal_run(tmp_path, "random", seed, [0.5, 0.7, 0.85, 0.9])
+    path = report.write_report(loaded(tmp_path), tmp_path / "out")
+    assert not (path.parent / "noisy_queries.csv").exists() and not (path.parent / "stopping.csv").exists()
+    assert "Noisy images" not in path.read_text() and "Stopping signal" not in path.read_text()

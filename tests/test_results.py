@@ -1,10 +1,12 @@
-"""results.py: exclusive run folders, atomic round files."""
+"""results.py: exclusive run folders, atomic round files, empty cells, older folders, the summary's new fields."""
 import json
+import math
 
 import pandas as pd
 import pytest
 
-from results import ROUND_COLUMNS, OutputError, RunDir, atomic_write_text, check_writable
+from results import (ROUND_COLUMNS, DamagedRun, OutputError, RunDir, atomic_write_text, check_writable, read_rounds,
+                     read_run)
 
 
 def row(r, acc, n=10):
@@ -62,3 +64,64 @@ def test_a_field_missing_from_an_older_config_counts_as_its_default():
     older = {k: v for k, v in DEFAULT_CONFIG.items() if k not in ("stop_loss", "warm_start")}
     assert config_differences(older, dict(DEFAULT_CONFIG)) == []
     assert config_differences(older, {**DEFAULT_CONFIG, "warm_start": "continue"}) == ["warm_start"]
+
+
+def _finished_rounds(tmp_path):
+    """A run folder of three rounds: round 0's stop_kappa is NaN, the initial set's scores too."""
+    run = RunDir.create(str(tmp_path), "r")
+    run.record_acquired([{"round": -1, "pool_position": 3, "dataset_index": 9, "label": 1, "true_label": 1,
+                          "score": float("nan"), "noisy": 1}])
+    for r in range(3):
+        run.append_round({**row(r, 0.5 + r / 10), "n_noisy": r, "stop_kappa": float("nan") if r == 0 else 0.9},
+                         [{"round": r, "pool_position": 10 + r, "dataset_index": 20 + r, "label": r, "true_label": r,
+                           "score": 1.0, "noisy": int(r > 0)}])
+    return run.path
+
+
+def test_an_empty_cell_reads_as_nan_as_pandas_writes_it(tmp_path):
+    """A file rewritten with pandas (a hand edit) has an empty cell where NaN was: it reads as NaN, not as a
+    damaged file (the reader took an empty cell for damage)."""
+    folder = _finished_rounds(tmp_path)
+    assert read_rounds(folder)["stop_kappa"].isna().tolist() == [True, False, False]  # written as "nan"
+    for name in ("rounds.csv", "acquired.csv"):
+        pd.read_csv(folder / name).to_csv(folder / name, index=False)
+    assert ",," in (folder / "acquired.csv").read_text() and (folder / "rounds.csv").read_text().count(",\n") == 1
+    rounds, acquired = read_run(folder)
+    assert math.isnan(rounds[0]["stop_kappa"]) and rounds[1]["stop_kappa"] == 0.9
+    assert math.isnan(acquired[0]["score"]) and [a["noisy"] for a in acquired] == [1, 0, 1, 1]
+    assert read_rounds(folder)["stop_kappa"].isna().tolist() == [True, False, False]
+
+
+def test_an_empty_index_or_round_is_still_damage(tmp_path):
+    folder = _finished_rounds(tmp_path)
+    acquired = pd.read_csv(folder / "acquired.csv")
+    acquired.loc[1, "pool_position"] = None
+    acquired.to_csv(folder / "acquired.csv", index=False)
+    with pytest.raises(DamagedRun, match="acquired.csv"):
+        read_run(folder)
+    rounds = pd.read_csv(folder / "rounds.csv")
+    rounds.loc[2, "round"] = None
+    rounds.to_csv(folder / "rounds.csv", index=False)
+    with pytest.raises(DamagedRun, match="round number"):
+        read_rounds(folder)
+
+
+def test_a_folder_from_before_the_noise_and_stopping_columns_reads(tmp_path):
+    folder = _finished_rounds(tmp_path)
+    pd.read_csv(folder / "rounds.csv").drop(columns=["n_noisy", "stop_kappa"]).to_csv(folder / "rounds.csv", index=False)
+    pd.read_csv(folder / "acquired.csv").drop(columns=["noisy"]).to_csv(folder / "acquired.csv", index=False)
+    rounds, acquired = read_run(folder)
+    assert len(rounds) == 3 and "stop_kappa" not in rounds[0] and "noisy" not in acquired[0]
+    assert read_rounds(folder)["test_acc"].tolist() == [0.5, 0.6, 0.7]
+
+
+def test_summary_keeps_the_stop_reason_and_the_pools_noisy_fraction_when_reopened(tmp_path):
+    folder = _finished_rounds(tmp_path)
+    run = RunDir.open(folder)
+    assert run.stopped_because is None and run.pool_noisy_fraction is None
+    run.stopped_because, run.pool_noisy_fraction = "predictions stable", 0.3
+    run.finish("complete")
+    again = RunDir.open(folder)
+    assert (again.stopped_because, again.pool_noisy_fraction) == ("predictions stable", 0.3)
+    summary = again.finish("complete")
+    assert summary["stopped_because"] == "predictions stable" and summary["pool_noisy_fraction"] == 0.3

@@ -11,7 +11,7 @@ import statistics
 import pytest
 import torch
 
-from strategies import (KINDS, STRATEGIES, Strategy, bald, entropy_of, get_strategy, least_confidence, margin,
+from strategies import (KINDS, STRATEGIES, Strategy, bald, entropy_of, epig, get_strategy, least_confidence, margin,
                         max_entropy, mean_log_probs, mean_std, random_scores, select_top_k, var_ratios)
 
 NEW_SCORES = [var_ratios, mean_std, margin, least_confidence]
@@ -421,6 +421,8 @@ def _select(lp_K_N_C, batch_size, generator):
     ("embeddings", {}, "must set select_embeddings, got none"),
     ("score", {"select_batch": _select}, "must set score, got select_batch"),  # not its kind's callable
     ("random", {"score": bald}, "must set no callable, got score"),
+    ("targets", {"score": bald}, "must set score_targets, got score"),  # a score without targets
+    ("score", {"score": bald, "score_targets": epig}, "got score, score_targets"),
     ("scores", {"score": bald}, "unknown kind 'scores'"),
 ])
 def test_a_strategy_whose_callables_do_not_match_its_kind_is_refused_when_built(kind, callables, refused):
@@ -430,11 +432,12 @@ def test_a_strategy_whose_callables_do_not_match_its_kind_is_refused_when_built(
 
 @pytest.mark.parametrize("kind, callables", [("random", {}), ("score", {"score": bald}),
                                              ("batch", {"select_batch": _select}),
-                                             ("embeddings", {"select_embeddings": _select})])
+                                             ("embeddings", {"select_embeddings": _select}),
+                                             ("targets", {"score_targets": epig})])
 def test_each_kind_is_built_with_its_one_callable(kind, callables):
     s = Strategy("fine", kind, mc=False, **callables)
     assert s.needs_predictions == (kind != "random") and s.needs_embeddings == (kind == "embeddings")
-    assert set(KINDS) == {"random", "score", "batch", "embeddings"}
+    assert set(KINDS) == {"random", "score", "batch", "embeddings", "targets"}
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -448,8 +451,9 @@ def test_strategy_declaration_is_consistent(name):
         assert not s.mc  # no predictions needed, so no MC samples either
         return
     # exactly one way to choose
-    assert [s.score is not None, s.select_batch is not None, s.select_embeddings is not None].count(True) == 1
-    if name in ("bald", "batchbald", "var_ratios", "mean_std"):
+    assert [s.score is not None, s.select_batch is not None, s.select_embeddings is not None,
+            s.score_targets is not None].count(True) == 1
+    if name in ("bald", "batchbald", "var_ratios", "mean_std", "epig"):
         assert s.mc and s.min_mc_samples >= 2  # 0 with one sample
     k = max(s.min_mc_samples, 2) if s.mc else 1
     gen = torch.Generator().manual_seed(3)
@@ -460,6 +464,9 @@ def test_strategy_declaration_is_consistent(name):
         positions, scores = s.select_embeddings(emb, 3, torch.Generator().manual_seed(4))
         assert positions.shape == scores.shape == (3,)
         assert positions.unique().numel() == 3 and 0 <= int(positions.min()) and int(positions.max()) < 7
+    elif s.score_targets is not None:
+        scores = s.score_targets(lp_K_N_C, torch.log_softmax(torch.randn(k, 5, 4, generator=gen), dim=-1))
+        assert scores.shape == (7,)
     elif s.select_batch is not None:
         positions, scores = s.select_batch(lp_K_N_C, 3, torch.Generator().manual_seed(4))
         assert positions.shape == scores.shape == (3,)
