@@ -10,10 +10,13 @@ from torch import nn
 from config import Config, parse_config
 from conftest import Run, finished_run, run_process
 from data import PoolState, initial_positions, load_dataset
-from loop import prepare_data, train_model
+from loop import Query, candidate_positions, draw_targets, prepare_data, query, train_model
 from main import CHOICES
 from models import DropoutHead, Ensemble, TrunkHeadModel
 from results import TIMING_COLUMNS, read_run
+from rng import torch_generator
+from strategies import get_strategy
+from strategies.epig import epig
 from strategies.scores import bald
 from test_resume import _popen, _wait_rounds
 from train import evaluate, log_probs_chunks
@@ -83,13 +86,17 @@ ENS_CFG = dict(dataset="mnist_5k", num_valid=100, n_init_labeled=20, n_query=10,
                min_steps=30, uncertainty="ensemble", ensemble_size=3, dropout=0.0, seed=5)
 
 
-def _trained(**changes):
+def _study(**changes):
     cfg = Config(**{**ENS_CFG, **changes})
     data = prepare_data(cfg, load_dataset("mnist_5k", "data"), torch.device("cpu"))
     state = PoolState(data.pool_idx.numel())
     first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
     state.label(first, data.pool_y[first], round_=0)
-    return train_model(cfg, data, state, 0)
+    return cfg, data, state
+
+
+def _trained(**changes):
+    return train_model(*_study(**changes), 0)
 
 
 def test_members_differ_from_each_other_and_are_reproducible_by_seed():
@@ -151,3 +158,22 @@ def test_a_killed_ensemble_run_resumes_to_identical_metrics(tmp_path, ensemble_r
     assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(_metrics(folder), _metrics(ensemble_run))
     assert (folder / "acquired.csv").read_text() == (ensemble_run / "acquired.csv").read_text()
+
+
+def test_epig_scores_an_ensemble_from_its_members_predictions():
+    torch.set_num_threads(1)
+    cfg, data, state = _study(strategy="epig", epig_targets=20, pool_subset=200, min_steps=10)
+    model, _ = train_model(cfg, data, state, 0)
+    picked, scores, n_scored = query(cfg, data, state, get_strategy("epig"), model, 0)
+    assert n_scored == 200 and picked.numel() == cfg.n_query
+    # The same scores by hand: the members' predictions of the candidates and of the drawn targets.
+    q = Query(cfg, data, state, get_strategy("epig"), model, 0,
+              candidate_positions(state, cfg.pool_subset, torch_generator(cfg.seed, "subset", 0)))
+    images, target_idx = draw_targets(q)
+    with torch.no_grad():
+        targets = model.member_log_probs(images.batch(target_idx))
+        pool = model.member_log_probs(data.train.batch(q.idx))
+    expected = epig(pool, targets)
+    assert torch.allclose(scores, expected[q.candidates.new_tensor(
+        [q.candidates.tolist().index(p) for p in picked.tolist()])], atol=1e-5)
+    assert (expected >= -1e-5).all()
