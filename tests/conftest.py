@@ -15,6 +15,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Small settings on the embedded dataset: every end-to-end test adds only what it checks.
+# --min_steps 50 keeps them quick (the default, 1000, is for results, not for checks of the plumbing).
+SMALL = ["--dataset", "mnist_5k", "--no-wandb", "--min_steps", "50", "--num_valid", "200",
+         "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--epochs", "3"]
+
 
 def pytest_configure(config):
     """Under pytest-xdist (pytest.ini's -n 2), each worker gets its own share of the cores.
@@ -27,6 +32,7 @@ def pytest_configure(config):
     cores = sorted(os.sched_getaffinity(0))
     if worker.startswith("gw") and 1 < count <= len(cores):
         os.sched_setaffinity(0, cores[int(worker[2:]) % count::count])
+
 
 # A bald study whose runs test_resume.py and test_training_engine.py kill and resume: rounds long enough
 # (60 steps) that a kill lands in the middle of a round; 1 thread for bitwise reproducibility between
