@@ -7,6 +7,14 @@ from typing import Callable
 import torch
 
 
+def torchvision_datasets():
+    """``torchvision.datasets``, imported on first use."""
+    # Imported here on purpose: importing torchvision costs about 1.5 s of CPU in every process (its
+    # models and ops pull in torch._dynamo), and mnist_5k with LeNet or the CNNs never needs it.
+    import torchvision.datasets
+    return torchvision.datasets
+
+
 class DataUnavailable(RuntimeError):
     """The dataset can be neither found nor downloaded (reported as one line, exit code 2)."""
 

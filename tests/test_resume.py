@@ -11,16 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import (ROOT, Run, fill_disk, finished_run, interrupt_during_wandb_start, run_dirs, run_process,
+from conftest import (RESUMABLE, ROOT, Run, fill_disk, interrupt_during_wandb_start, run_dirs, run_process,
                       unreachable_wandb_env)
 from results import TIMING_COLUMNS, RunDir, prepare_run_folder, read_run, run_status
 
-# Rounds long enough (120 steps) that a kill lands in the middle of a round; 1 thread for bitwise
-# reproducibility between processes.
-# --device cpu: runs are bit-reproducible on the CPU (README); CUDA kernels need not be (seen on an H200).
-ARGS = ["--device", "cpu", "--dataset", "mnist_5k", "--no-wandb", "--num_valid", "100", "--n_init_labeled", "20", "--n_query", "10",
-        "--n_round", "5", "--epochs", "1", "--min_steps", "120", "--threads", "1", "--strategy", "bald",
-        "--mc_samples", "5", "--noise", "gaussian", "--noise_rate", "0.2"]
+ARGS = RESUMABLE
 
 
 def _popen(*argv):
@@ -42,11 +37,6 @@ def _wait_rounds(output_dir: Path, n: int, proc, timeout=180) -> Path:
 
 def _metrics(folder: Path) -> pd.DataFrame:
     return pd.read_csv(folder / "rounds.csv").drop(columns=TIMING_COLUMNS)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    return finished_run(tmp_path_factory.mktemp("full"), *ARGS)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])

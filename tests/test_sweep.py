@@ -16,8 +16,8 @@ import pytest
 import sweep
 from conftest import ROOT
 from results import read_run
-from sweeps.executors.slurm import CellJob
-from sweeps.grid import MAX_NAME, SAFE_VALUE, cell_name, cell_state
+from sweeps.executors.slurm import CellJob, wait as slurm_wait
+from sweeps.grid import MAX_NAME, SAFE_VALUE, Cell, Sweep, cell_name, cell_state
 
 # The smallest real cells: 2 rounds of 20 steps on mnist_5k, a 200-image scored pool, 5 MC samples.
 TINY = ["--dataset", "mnist_5k", "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--epochs", "1",
@@ -383,6 +383,27 @@ def _release_if_held(job: str) -> None:
     state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True).stdout
     if "BeginTime" in state:
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+
+
+def test_waiting_goes_on_while_squeue_fails(tmp_path, monkeypatch):
+    """A failed squeue call (a busy controller times out) says nothing about the jobs: --wait ended after
+    two of them in a row while a requeued task was still pending; it waits until squeue says they are gone."""
+    calls = tmp_path / "calls"
+    (tmp_path / "bin").mkdir()
+    squeue = tmp_path / "bin" / "squeue"  # fails 3 times, then lists the job once, then lists nothing
+    squeue.write_text(f"""#!/bin/sh
+echo call >> {calls}
+n=$(wc -l < {calls})
+if [ "$n" -le 3 ]; then echo "slurm_load_jobs error: Socket timed out on send/recv operation" >&2; exit 1; fi
+if [ "$n" -eq 4 ]; then echo "7_0|PENDING"; fi
+""")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"grid": {"seed": ["1"]}, "slurm_jobs": {"seed-1": "7_0"}}))
+    assert slurm_wait(Sweep(out, {"seed": ["1"]}, [], [Cell("seed-1", {"seed": "1"}, [])]), {"7_0"}, poll_s=0.01) == 1
+    assert len(calls.read_text().splitlines()) == 6  # 3 failed, 1 listing the job, 2 empty
 
 
 def test_slurm_array_completes_and_a_preempted_cell_is_requeued(tmp_path):

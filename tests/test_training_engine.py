@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import Run, finished_run, run_dirs, run_process
+from conftest import Run, finished_run, run_process
 from models import build_model
 from results import TIMING_COLUMNS, WEIGHTS_FILE, read_run
 from rng import torch_generator
@@ -148,10 +148,8 @@ def _metrics(folder):
     return pd.read_csv(folder / "rounds.csv").drop(columns=TIMING_COLUMNS)
 
 
-def test_warm_start_changes_the_run_and_keeps_two_rounds_of_weights(tmp_path, warm_uninterrupted):
-    cold = run_process(*ARGS, "--output_dir", tmp_path)
-    assert cold.returncode == 0, cold.stderr
-    [cold_folder] = run_dirs(tmp_path)
+def test_warm_start_changes_the_run_and_keeps_two_rounds_of_weights(uninterrupted, warm_uninterrupted):
+    cold_folder = uninterrupted  # the same run without --warm_start
     assert not (cold_folder / WEIGHTS_FILE).exists()  # retraining keeps no weights
     cold_m, warm_m = _metrics(cold_folder), _metrics(warm_uninterrupted)
     assert cold_m.loc[0].equals(warm_m.loc[0])  # round 0 starts fresh either way

@@ -174,14 +174,19 @@ def _output_to(path: Path, header: str):
 
 
 def slurm_queue() -> dict:
-    """{job id: state} of the jobs Slurm knows now (array tasks as ``ARRAY_TASK``); {} without squeue."""
+    """{job id: state} of the jobs Slurm knows now (array tasks as ``ARRAY_TASK``); {} without an answer."""
+    return _squeue() or {}
+
+
+def _squeue() -> dict | None:
+    """What slurm_queue says, but None when squeue is there and fails (a busy controller times out)."""
     if not shutil.which("squeue"):
         return {}
     try:
         text = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True,
                               timeout=30, check=True).stdout
     except (subprocess.SubprocessError, OSError):
-        return {}
+        return None
     return dict(line.split("|", 1) for line in text.splitlines() if "|" in line)
 
 
@@ -192,14 +197,17 @@ def wait(sweep: Sweep, job_ids: set, poll_s: float = 3.0) -> int:
     empty_polls = 0
     try:
         while True:
-            live = slurm_queue()
+            live = _squeue()
             for name in names:
                 status = cell_state(sweep.out / CELLS_DIR / name)["status"]
                 if status != last[name]:
                     say(f"{name}: {status}")
                     last[name] = status
-            empty_polls = 0 if job_ids & set(live) else empty_polls + 1
-            if empty_polls >= 2:  # twice in a row: one failed squeue call does not end the wait
+            # A failed squeue call says nothing about the jobs: counted as empty, two of them in a row (a
+            # controller slow to answer under load) ended the wait while a requeued task was still pending.
+            if live is not None:
+                empty_polls = 0 if job_ids & set(live) else empty_polls + 1
+            if empty_polls >= 2:  # twice in a row
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:
