@@ -367,9 +367,6 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     val = validation_metrics(cfg, data, model)
     test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
                     cfg.eval_batch_size)
-    member_test_acc = (test["acc"] if not isinstance(model, Ensemble) else
-                       sum(evaluate(m, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
-                                    cfg.eval_batch_size)["acc"] for m in model.members) / len(model))
     # Predict the stop set and compare with the previous round's predictions (stop_kappa)
     kappa = stop.record(predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop else math.nan
     eval_s = _elapsed(t, data.device)
@@ -395,7 +392,7 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
            "train_loss": trained["loss"],
            "train_epochs": trained["epochs"], "train_steps": trained["steps"],
            "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
-           "test_error": 1.0 - test["acc"], "member_test_acc": member_test_acc, "n_scored": n_scored,
+           "test_error": 1.0 - test["acc"], "member_test_acc": test["member_acc"], "n_scored": n_scored,
            "train_s": train_s, "eval_s": eval_s, "query_s": query_s, "label_s": label_s,
            "round_s": time.perf_counter() - t_round, "n_noisy": sum(a["noisy"] for a in acquired), "stop_kappa": kappa}
     return row, acquired

@@ -205,17 +205,28 @@ def recalibrate_batchnorm(model: TrunkHeadModel, images, idx: torch.Tensor, batc
 
 @torch.inference_mode()
 def evaluate(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, chunk: int) -> dict:
-    """Accuracy and mean cross-entropy of the deterministic (dropout-off) model on images[idx]."""
+    """Accuracy and mean cross-entropy of the deterministic (dropout-off) model on images[idx], and
+    ``member_acc``: an Ensemble's members' mean accuracy, from the same pass (a single model: its acc)."""
     model.eval()
+    ensemble = isinstance(model, Ensemble)
     correct = torch.zeros((), device=idx.device)
+    member_correct = torch.zeros((), device=idx.device)
     loss = torch.zeros((), device=idx.device)
     for start in range(0, idx.numel(), chunk):
-        logits = model(images.batch(idx[start:start + chunk]))
+        x = images.batch(idx[start:start + chunk])
         target = y[start:start + chunk]
+        if ensemble:  # what Ensemble.forward computes, with the members' predictions kept
+            members_M_n_C = model.member_log_probs(x)
+            logits = Ensemble.mean_log_probs(members_M_n_C)
+            member_correct += (members_M_n_C.argmax(2) == target).sum()
+        else:
+            logits = model(x)
         correct += (logits.argmax(1) == target).sum()
         loss += F.cross_entropy(logits, target, reduction="sum")
     n = max(idx.numel(), 1)
-    return {"acc": float(correct) / n, "loss": float(loss) / n}
+    acc = float(correct) / n
+    return {"acc": acc, "loss": float(loss) / n,
+            "member_acc": float(member_correct) / n / len(model) if ensemble else acc}
 
 
 @torch.inference_mode()

@@ -32,8 +32,12 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.training:
             raise RuntimeError("an ensemble is trained member by member, not through its forward")
-        log_probs_M_N_C = self.member_log_probs(x)
-        return torch.logsumexp(log_probs_M_N_C, dim=0) - math.log(len(self.members))
+        return self.mean_log_probs(self.member_log_probs(x))
+
+    @staticmethod
+    def mean_log_probs(log_probs_M_N_C: torch.Tensor) -> torch.Tensor:
+        """log of the members' mean probability, from their log-probabilities."""
+        return torch.logsumexp(log_probs_M_N_C, dim=0) - math.log(log_probs_M_N_C.shape[0])
 
     def member_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """log_probs_M_N_C: every member's deterministic (eval-mode) prediction."""

@@ -51,6 +51,10 @@ def test_the_prediction_is_the_members_mean_probability():
     # Both rows' mean prediction is (0.389, 0.611): class 1, so labels (0, 1) give accuracy 1/2.
     metrics = evaluate(ens, _Images(x), torch.arange(2), torch.tensor([0, 1]), chunk=1)
     assert metrics["acc"] == 0.5
+    # The members' mean accuracy from the same pass: A is right on both rows, B on neither.
+    assert metrics["member_acc"] == 0.5
+    assert [evaluate(m, _Images(x), torch.arange(2), torch.tensor([0, 1]), chunk=1)["acc"] for m in ens.members] \
+        == [1.0, 0.0]
     assert metrics["loss"] == pytest.approx(-(out[0, 0] + out[1, 1]).item() / 2, rel=1e-6)
 
 
