@@ -289,6 +289,12 @@ class Config:
             return self.weight_decay
         return 5e-4 if self.optimizer == "sgd" else 0.0
 
+    @property
+    def predictions(self) -> int:
+        """K, the predictions per image that the uncertainty strategies read: --ensemble_size members with
+        --uncertainty ensemble, else --mc_samples dropout masks."""
+        return self.ensemble_size if self.uncertainty == "ensemble" else self.mc_samples
+
     def weight_decay_for(self, n_labeled: int) -> float:
         """Weight decay for a round with ``n_labeled`` labels: c / n with --weight_decay_scaled c."""
         if self.weight_decay_scaled > 0:

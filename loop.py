@@ -533,15 +533,11 @@ class Query:
     def mc(self) -> bool:
         """Whether predictions are K samples (a strategy that asks for them, K > 1): MC dropout masks, or
         the members of an ensemble."""
-        return self.strategy.mc and self.k_available > 1
-
-    @property
-    def k_available(self) -> int:
-        return self.cfg.ensemble_size if self.cfg.uncertainty == "ensemble" else self.cfg.mc_samples
+        return self.strategy.mc and self.cfg.predictions > 1
 
     @property
     def k(self) -> int:
-        return self.k_available if self.mc else 1
+        return self.cfg.predictions if self.mc else 1
 
     def generator(self, purpose: str, device: torch.device | str = "cpu") -> torch.Generator:
         return torch_generator(self.cfg.seed, purpose, self.r, device=device)

@@ -56,8 +56,7 @@ def check_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int =
         check_ensemble_memory(model, cfg.ensemble_size, memory_limit(device))
     if cfg.n_round > 0 and strategy.needs_predictions:
         # Round 0 meets the most candidates: the pool − the initial set, or --pool_subset
-        available = cfg.ensemble_size if ensemble else cfg.mc_samples
-        k = available if strategy.mc and available > 1 else 1
+        k = cfg.predictions if strategy.mc and cfg.predictions > 1 else 1
         candidates = pool - cfg.n_init_labeled
         if cfg.pool_subset:
             candidates = min(candidates, cfg.pool_subset)
