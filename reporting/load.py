@@ -13,6 +13,11 @@ from reporting.stats import aulc, first_stable, has_label_noise, noisy_query_fra
 from results import DamagedRun, OutputError, is_run_folder, read_config, read_rounds, read_summary, run_status
 
 NOT_GROUPING = OPERATIONAL_FIELDS | {"strategy", "seed"}
+# How a run gets its uncertainty: part of the method a run is compared as, not of the group. An ensemble's
+# members train without dropout and take no dropout samples, so its dropout and mc_samples say nothing
+# about the setting either (they would split it from the MC-dropout runs it is compared with).
+UNCERTAINTY_FIELDS = ("uncertainty", "ensemble_size")
+ENSEMBLE_IGNORES = ("dropout", "mc_samples")
 NAME_FIELDS = ("dataset", "model", "noise", "noise_rate")  # always in a group's name
 NOISE_PARAMETERS = ("noise_rate", "noise_std", "sp_fraction")
 LABEL_NOISE_FIELDS = ("label_noise", "label_noise_rate", "label_noise_initial")
@@ -55,7 +60,8 @@ def load_runs(folders, skipped: list | None = None) -> pd.DataFrame:
             continue
         last = rounds.iloc[-1] if len(rounds) else {}
         stable_n_labeled, stable_test_acc = first_stable(rounds)
-        rows.append({**config, "run": str(folder), "status": run_status(folder), "group_key": group_key(config),
+        rows.append({**config, "strategy": method_name(config), "run": str(folder), "status": run_status(folder),
+                     "group_key": group_key(config),
                      "n_rounds": len(rounds), "final_n_labeled": last.get("n_labeled", math.nan),
                      "final_test_acc": last.get("test_acc", math.nan),
                      "final_n_corrupted": last.get("n_corrupted", math.nan),  # older runs: no column
@@ -68,6 +74,7 @@ def load_runs(folders, skipped: list | None = None) -> pd.DataFrame:
     if not rows:
         raise ReportError(f"no run folder could be read ({len(folders)} damaged: {skipped[0] if skipped else ''})")
     runs = pd.DataFrame(rows)
+    runs["group_key"] = runs["group_key"].map(ensembles_beside_dropout(runs["group_key"]))
     runs["group"] = runs["group_key"].map(group_names(runs["group_key"]))
     return mark_included(runs.sort_values(["group", "strategy", "seed", "run"], ignore_index=True))
 
@@ -102,16 +109,45 @@ def seeded_rounds(run_paths) -> list:
     return frames
 
 
+def method_name(config: dict) -> str:
+    """The name a run is compared under: its strategy, and "(ensemble of M)" when its uncertainty comes from
+    an ensemble (with the members' dropout when they have any), so that bald by MC dropout and bald by an
+    ensemble are two methods of one comparison."""
+    if config.get("uncertainty", "mc_dropout") != "ensemble":
+        return config["strategy"]
+    dropout = f", dropout {config['dropout']:g}" if config.get("dropout") else ""
+    return f"{config['strategy']} (ensemble of {config.get('ensemble_size')}{dropout})"
+
+
 def group_key(config: dict) -> str:
-    """What must be equal for runs to be compared: every field but strategy, seed and operational ones.
+    """What must be equal for runs to be compared: every field but strategy, seed, operational ones and how
+    the uncertainty is obtained (UNCERTAINTY_FIELDS; method_name tells those apart).
 
     Without noise, the noise parameters change nothing, so they do not split groups; the same for label
-    noise (clean labels: no label_noise fields in the key)."""
+    noise (clean labels: no label_noise fields in the key). An ensemble run's key also leaves out
+    ENSEMBLE_IGNORES; ensembles_beside_dropout then puts it with the MC-dropout runs it matches."""
     noiseless = config.get("noise", "none") == "none"
     clean = not has_label_noise(config)
+    ensemble = config.get("uncertainty") == "ensemble"
     return json.dumps({k: v for k, v in config.items()
-                       if k not in NOT_GROUPING and not (noiseless and k in NOISE_PARAMETERS)
+                       if k not in NOT_GROUPING and k not in UNCERTAINTY_FIELDS
+                       and not (ensemble and k in ENSEMBLE_IGNORES)
+                       and not (noiseless and k in NOISE_PARAMETERS)
                        and not (clean and k in LABEL_NOISE_FIELDS)}, sort_keys=True)
+
+
+def ensembles_beside_dropout(keys) -> dict:
+    """Each group key mapped to the key its runs are reported under: an ensemble-only key (no dropout or
+    mc_samples in it) joins the one MC-dropout key that equals it but for those fields, so that ensembles
+    are compared with the MC-dropout strategies (random above all) of the same setting. With none or more
+    than one such key (runs at several dropout rates), it stays a group of its own."""
+    configs = {key: json.loads(key) for key in pd.unique(pd.Series(keys))}
+    reduced = {}
+    for key, c in configs.items():
+        if all(f in c for f in ENSEMBLE_IGNORES):
+            reduced.setdefault(json.dumps({k: v for k, v in c.items() if k not in ENSEMBLE_IGNORES},
+                                          sort_keys=True), []).append(key)
+    return {key: (reduced[key][0] if len(reduced.get(key, [])) == 1 else key) for key in configs}
 
 
 def group_names(keys) -> dict:

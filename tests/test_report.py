@@ -227,6 +227,32 @@ def test_groups_are_split_by_noise_setting_and_by_other_differing_fields(tmp_pat
         group_key(DEFAULT_CONFIG): "mnist, lenet, no noise"}  # strategy is not part of the key
 
 
+def test_an_ensemble_is_a_method_compared_with_the_mc_dropout_runs_of_its_setting(tmp_path):
+    for s in (1, 2, 3):
+        make_run(tmp_path / "mc", "random", s, [0.5, 0.7, 0.8, 0.85])
+        make_run(tmp_path / "mc", "bald", s, [0.5, 0.75, 0.85, 0.9])
+        # parse_config gives an ensemble dropout 0; mc_samples is not read by it
+        make_run(tmp_path / "ens", "bald", s, [0.5, 0.8, 0.9, 0.93 + 0.01 * s], uncertainty="ensemble",
+                 ensemble_size=5, dropout=0.0, mc_samples=7)
+    make_run(tmp_path / "ens2", "bald", 1, [0.5, 0.8, 0.9, 0.9], uncertainty="ensemble", ensemble_size=3,
+             dropout=0.25)
+    runs = loaded(tmp_path)
+    assert runs.group.unique().tolist() == ["mnist_5k, lenet, no noise"]  # one comparison
+    assert sorted(runs.strategy.unique()) == ["bald", "bald (ensemble of 3, dropout 0.25)",
+                                              "bald (ensemble of 5)", "random"]
+    paired = paired_tests(runs, "random")
+    final = paired[(paired.strategy == "bald (ensemble of 5)") & (paired.metric == "final test acc")].iloc[0]
+    assert final.n_pairs == 3 and final.mean_diff == pytest.approx(0.10)
+    # MC-dropout runs at another dropout rate are their own setting, and an ensemble is then not
+    # guessed into either: it stays a group of its own
+    for s in (1, 2):
+        make_run(tmp_path / "mc03", "random", s, [0.5, 0.6, 0.7, 0.8], dropout=0.3)
+    runs = loaded(tmp_path)
+    groups = runs.groupby("group").strategy.apply(lambda g: sorted(set(g))).to_dict()
+    assert sorted(groups.values()) == [["bald", "random"],
+                                       ["bald (ensemble of 3, dropout 0.25)", "bald (ensemble of 5)"], ["random"]]
+
+
 def test_find_runs_skips_the_experiment_folder_and_searches_recursively(tmp_path):
     exp = tmp_path / "experiment_mnist_lenet_random_none_20260101-000000"
     exp.mkdir()
