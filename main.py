@@ -446,9 +446,25 @@ def aggregate_experiment(exp_path: Path, runs: list) -> None:
 
 
 def environment(device: torch.device) -> dict:
-    """Where a run ran, for summary.json."""
+    """Where a run ran, and with which code, for summary.json."""
     return {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "host": platform.node()}
+            "threads": torch.get_num_threads(), "host": platform.node(), **code_version()}
+
+
+def code_version() -> dict:
+    """The git commit of this checkout and whether it had uncommitted changes to tracked files (``dirty``):
+    which code made a run's numbers. Both None outside a git checkout or without git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, stdin=subprocess.DEVNULL)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0 or status.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
 def default_run_name(cfg: Config, seed: bool = True) -> str:

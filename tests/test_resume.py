@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import main
 from conftest import (RESUMABLE, ROOT, Run, fill_disk, interrupt_during_wandb_start, run_dirs, run_process,
                       unreachable_wandb_env)
 from results import TIMING_COLUMNS, RunDir, prepare_run_folder, read_run, run_status
@@ -234,3 +235,14 @@ def test_ctrl_c_during_wandb_start_up_keeps_an_honest_summary(tmp_path):
     summary = Run(folder).summary if (folder / "rounds.csv").exists() else json.loads(
         (folder / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["rounds_completed"] == 0
+
+
+def test_summary_names_the_code_that_made_the_numbers(uninterrupted, tmp_path, monkeypatch):
+    """summary.json's environment holds this checkout's commit and whether tracked files had changes;
+    outside a git checkout (or without git) both are None, and the run is not stopped by it."""
+    environment = json.loads((uninterrupted / "summary.json").read_text())["environment"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert environment["commit"] == head.stdout.strip()
+    assert isinstance(environment["dirty"], bool)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git to be found
+    assert main.code_version() == {"commit": None, "dirty": None}
