@@ -6,6 +6,8 @@ accuracy is printed separately on the clean and on the noisy test images, beside
 
     .venv/bin/python bench/noise_strength.py --dataset fashion_mnist --stds 0.5 1 2 3 4 --labels 300
 
+Flags this script does not know are passed to the run's configuration (for example ``--min_steps 200``).
+
 A strength at which the noisy test images sit near chance while the clean ones do not is one at
 which "a noisy image is hard to classify": the study then asks whether a strategy spends labels on them.
 """
@@ -39,7 +41,7 @@ def main(argv=None) -> None:
     p.add_argument("--labels", type=int, default=300, help="random pool images the model is trained on")
     p.add_argument("--seeds", nargs="+", type=int, default=[1])
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    args = p.parse_args(argv)
+    args, passthrough = p.parse_known_args(argv)
     torch.set_num_threads(args.threads)
     print(f"{args.dataset}, {args.model}, {args.labels} random labels, noise_rate {args.noise_rate}: "
           "test accuracy on clean / noisy test images")
@@ -49,7 +51,7 @@ def main(argv=None) -> None:
         for seed in args.seeds:
             cfg = parse_config(["--dataset", args.dataset, "--model", args.model, "--noise", "gaussian",
                                 "--noise_rate", str(args.noise_rate), "--noise_std", str(std), "--seed", str(seed),
-                                "--n_init_labeled", str(args.labels), "--no-wandb"])
+                                "--n_init_labeled", str(args.labels), "--no-wandb", *passthrough])
             if dataset is None:
                 dataset = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size,
                                        test_fraction=cfg.test_fraction)

@@ -1,7 +1,11 @@
 """Input noise: the affected fraction, the seed, noise fixed per image, and the two noise models."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
+from conftest import ROOT
 from data import Images
 from noise import NOISE_KINDS, apply_noise, choose_affected, gaussian, salt_and_pepper
 
@@ -183,3 +187,19 @@ def test_apply_noise_none_returns_input_unchanged():
 def test_apply_noise_unknown_kind_raises():
     with pytest.raises(ValueError, match="speckle"):
         apply_noise(images(3, seed=22), "speckle", 0.5, gen(23))
+
+
+def test_noise_strength_bench_separates_clean_from_noisy_test_images():
+    """bench/noise_strength.py, the tool that chose the noise study's σ, on mnist_5k: without noise (σ 0)
+    the "noisy" test images are as easy as the clean ones, at σ 8 they are much harder."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "noise_strength.py"), "--dataset", "mnist_5k",
+                           "--stds", "0", "8", "--labels", "100", "--threads", "1", "--min_steps", "150",
+                           "--epochs", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {float(cells[1]): [float(c) for c in cells[3:6]]
+            for cells in (line.split("|") for line in proc.stdout.splitlines())
+            if len(cells) > 6 and cells[1].strip().replace(".", "").isdigit()}
+    (clean0, noisy0, _), (clean8, noisy8, _) = rows[0.0], rows[8.0]
+    assert clean0 > 0.6 and abs(clean0 - noisy0) < 0.1  # it learned; σ 0 changes nothing
+    assert noisy8 < clean8 - 0.2
+    assert "chance: 0.100" in proc.stdout
