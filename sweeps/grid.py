@@ -46,7 +46,9 @@ SET_BY_SWEEP = {"resume": "each cell runs as main.py --resume CELL",
                 "wandb_group": "every cell's wandb group is the sweep's name (the basename of --out)",
                 "threads": "the sweep sets --threads (local: cores // --workers; slurm: --cpus)",
                 "experiment": "a sweep's seeds are a grid key (--grid seed=1,2,3)",
-                "seeds": "a sweep's seeds are a grid key (--grid seed=1,2,3)"}
+                "seeds": "a sweep's seeds are a grid key (--grid seed=1,2,3)",
+                "export_to": "it exports one run's labelled images; every cell would put its own into the same "
+                             "folder"}
 
 
 class SweepError(Exception):

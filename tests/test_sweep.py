@@ -110,6 +110,8 @@ def test_cell_names_are_deterministic_unique_and_safe():
     (["--grid", "seed"], "expected KEY=V1,V2"),
     (["--grid", "seed=1,2", "--", "--seed", "3"], "--seed is both a grid key and a pass-through flag"),
     (["--grid", "seed=1,2", "--", "--output_dir", "x"], "--output_dir cannot be passed to the cells"),
+    (["--grid", "seed=1,2", "--", "--export_to", "x"], "--export_to cannot be passed to the cells"),
+    (["--grid", "export_to=a,b"], "grid key 'export_to' cannot vary"),
     (["--", "--seed", "3"], "no grid"),
 ])
 def test_bad_grids_are_refused_with_one_error_line(tmp_path, run_sweep, argv, message):
