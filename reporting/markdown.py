@@ -5,7 +5,8 @@ import math
 
 import pandas as pd
 
-from reporting.stats import ALPHA, MIN_PAIRS, STABLE_KAPPA, WILCOXON_MIN_PAIRS, ordered_strategies
+from config import STABLE_KAPPA
+from reporting.stats import ALPHA, MIN_PAIRS, WILCOXON_MIN_PAIRS, ordered_strategies
 
 LABEL_NOISE_PNG = "label_noise.png"
 SETTING_FIELDS = ("n_init_labeled", "n_query", "n_round", "epochs")  # shown under each group's heading

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import integrate, stats
 
+from config import STABLE_KAPPA  # the report's stopping point: the first round whose kappa reaches it
 from results import TIMING_COLUMNS
 
 DEFAULT_TARGETS = (0.80, 0.90, 0.95)
@@ -20,9 +21,6 @@ PAIRED_COLUMNS = ["group", "strategy", "baseline", "metric", "n_pairs", "seeds",
 TOO_FEW = "none (too few seeds)"
 LABEL_NOISE_COLUMNS = ["group", "strategy", "label_noise", "label_noise_rate", "n_seeds", "final_n_labeled",
                        "n_corrupted_mean", "corrupted_fraction_mean", "final_test_acc_mean", "final_test_acc_sem"]
-# The stopping point the report reads off stop_kappa: the first round whose predictions agree this well
-# with the previous round's (Bloodgood & Vijay-Shanker 2009 stop at such a level of agreement).
-STABLE_KAPPA = 0.99
 NOISY_COLUMNS = ["group", "strategy", "n_seeds", "noisy_query_fraction_mean", "noisy_query_fraction_sem",
                  "pool_noisy_fraction"]
 STOPPING_COLUMNS = ["group", "strategy", "n_seeds", "n_reached", "labels_mean", "labels_min", "labels_max",

@@ -3,6 +3,7 @@ refusals and PNGs, the loop's "I don't know", the configuration checks, and one 
 import io
 import json
 import logging
+import math
 import re
 import socket
 import stat
@@ -23,7 +24,7 @@ from config import Config, ConfigError
 from conftest import ROOT, SMALL, probe_study_data, run_dirs
 from data import Images, PoolState
 from oracles.human.oracle import BATCH_FILE, TOKEN_FILE, HumanOracle, encode_png
-from oracles.human.web import create_app
+from oracles.human.web import create_app, stability
 from loop import OracleContext, acquired_rows, count_corrupted, restore_labeled
 from results import ROUND_COLUMNS, RunDir
 
@@ -128,7 +129,9 @@ def test_every_route_needs_the_token_and_posts_take_it_only_from_the_header(make
         assert client.post(path, json=sent, headers={"X-Token": "wrong"}).status_code == 403
     assert oracle.path.read_bytes() == before and answers_in_view(oracle) == [None, None, None]
     assert client.get(f"/state?token={oracle.token}").get_json() == \
-        {"version": oracle.view()["version"], "phase": "labelling", "round": 0, "n_labeled": 0, "step": "training"}
+        {"version": oracle.view()["version"], "phase": "labelling", "round": 0, "n_labeled": 0, "step": "training",
+         # No finished round yet: no kappa; the stop set is every pool image outside the initial set
+         "kappa": [], "stability": stability(math.nan, 0.0, N_POOL - len(INITIAL)), "stopped_because": None}
     # the real server, through its printed address
     with urllib.request.urlopen(oracle.url) as page:
         assert page.status == 200 and b"/image/10.png" in page.read()

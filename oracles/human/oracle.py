@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import reprlib
@@ -49,7 +50,7 @@ from PIL import Image
 
 from data.folder import eight_bits
 from oracles.human.address import check_address, is_loopback
-from oracles.human.web import Refused, start_server
+from oracles.human.web import Refused, stability, start_server
 from oracles.simulated import CleanOracle
 from results import OutputError, atomic_write_text, write_json
 
@@ -102,6 +103,8 @@ class HumanOracle(CleanOracle):
         data = study.data
         names = data.classes or tuple(str(c) for c in range(data.num_classes))
         self.classes = tuple(str(n) for n in names)
+        # The stop set's size, as stopping.stop_set_positions draws it: at most the images outside the initial set
+        self.n_stop = min(cfg.stop_set_size, len(self.pool_y) - len(self.initial))
         self.path = study.run_dir.path / BATCH_FILE
         self.token = self._token(study.run_dir.path / TOKEN_FILE)
         self.lock = threading.Lock()
@@ -320,6 +323,10 @@ class HumanOracle(CleanOracle):
         state, run_dir = self.study.state, self.study.run_dir
         with self.lock:
             rows = [dict(row) for row in run_dir.rounds]
+            # The stopping signal of the finished rounds (the live one below is not recorded yet)
+            kappas = [{"round": row["round"], "n_labeled": row["n_labeled"],
+                       "stop_kappa": _finite(row.get("stop_kappa", math.nan))} for row in rows]
+            latest = float(rows[-1].get("stop_kappa", math.nan)) if rows else math.nan
             live = dict(self.study.live)
             if live.get("round") == len(rows) and "test_acc" in live:
                 rows.append(live)  # the round in progress, evaluated but not recorded yet (shown, not saved)
@@ -367,6 +374,9 @@ class HumanOracle(CleanOracle):
                 "n_given": len(self._answered_by_person()),  # labels the person gave in the recorded rounds
                 "estimate_s": estimate,
                 "elapsed_s": time.monotonic() - self.returned if estimate is not None else None,
+                "kappas": kappas, "n_stop": self.n_stop,
+                "stability": stability(latest, self.cfg.stop_when_stable, self.n_stop),
+                "stopped_because": run_dir.stopped_because,  # --stop_when_stable ended the run (else None)
             }
 
     # ------------------------------------------------------------------ internals
@@ -479,6 +489,12 @@ class HumanOracle(CleanOracle):
             x = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
         x = x.permute(1, 2, 0)
         return (x[:, :, 0] if x.shape[2] == 1 else x).numpy()
+
+
+def _finite(value) -> float | None:
+    """A recorded number as JSON carries it: None for NaN (JSON has no NaN)."""
+    value = float(value)
+    return None if math.isnan(value) else value
 
 
 def read_original(path: str) -> tuple | None:

@@ -6,7 +6,9 @@ address, otherwise: 400, see address.accepted_hosts):
 - ``GET /?token=T``: the page (server-rendered; its script polls ``/state`` and draws ``/view``, the open
   batch's cards updated in place so that focus stays);
 - ``GET /view?token=T``: the page's main part (progress, learning curve, the open batch);
-- ``GET /state?token=T``: ``{"version", "phase"}``: the page refreshes when the version changes;
+- ``GET /state?token=T``: ``{"version", "phase", ...}``: the page refreshes when the version changes; also
+  each finished round's ``stop_kappa`` (``kappa``; null where NaN), what the page says about it
+  (``stability``, see ``stability``) and why the run ended early (``stopped_because``, else null);
 - ``GET /image/<pool position>.png?token=T``: an image of the open batch, PNG-encoded from memory;
 - ``GET /original/<pool position>?token=T``: with --dataset folder, the file that image was read from (the
   oracle maps the position to the file the run was given; a browser never names a path);
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 import threading
 import time
@@ -30,10 +33,14 @@ import time
 from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from config import STABLE_KAPPA
 from oracles.human.address import LOOPBACK_NAMES, accepted_hosts, host_name, listen
 from results import OutputError
+from stopping import reached
 
-CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 206, 44, 12, 12, 50  # the bottom: ticks, title, legend
+# The right: kappa's 0..1 labels (the grid is both axes'); the bottom: ticks, title, legend
+CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 206, 44, 32, 12, 50
+LEGEND_CHAR_PX, LEGEND_GAP = 6, 16  # about a character of the legend's 11 px text; between two entries
 
 
 class Refused(Exception):
@@ -124,7 +131,8 @@ def create_app(desk, hosts: frozenset | None = LOOPBACK_NAMES) -> Flask:
     def state():
         v = desk.view()
         return jsonify(version=v["version"], phase=v["phase"], round=v["round"], n_labeled=v["n_labeled"],
-                       step=v["step"])
+                       step=v["step"], kappa=v["kappas"], stability=v["stability"],
+                       stopped_because=v["stopped_because"])
 
     @app.get("/image/<int:position>.png")
     def image(position: int):
@@ -180,9 +188,50 @@ def _json_body() -> dict:
     return body
 
 
+def stability(kappa: float, stop_when_stable: float, n_images: int) -> dict:
+    """What the page says about the stopping signal, from the latest finished round's stop_kappa (NaN: none
+    yet) on a stop set of ``n_images`` pool images.
+
+    The threshold is --stop_when_stable when the run has one (the run then ends by itself, stopping.reached
+    as the loop decides it), else STABLE_KAPPA, the report's stopping point, and the page only suggests.
+    ``{"kappa": the value (None: NaN), "shown": it as written, "threshold", "reached", "text"}``.
+    """
+    threshold = stop_when_stable or STABLE_KAPPA
+    known, stable = not math.isnan(kappa), reached(kappa, threshold)
+    shown = _kappa_text(kappa, threshold) if known else ""
+    agree = f"its predictions on {n_images} pool images agree with the previous round's"
+    if not known:
+        text = (f"Kappa, how well a round's predictions on {n_images} pool images agree with the previous round's, "
+                "shows once two rounds have finished: it says when the model has stopped changing.")
+    elif stable and stop_when_stable:
+        text = (f"The model has stopped changing: {agree} (kappa {shown}, --stop_when_stable {threshold:g}). The run "
+                "stops here; every finished round is kept.")
+    elif stable:
+        text = (f"The model has stopped changing: {agree} (kappa {shown}; from {threshold:g} on it counts as stable). "
+                "More labels may not pay off; you can stop now (Ctrl-C where the run was started: every finished "
+                "round is kept, and --resume goes on from there).")
+    else:
+        then = ", and the run stops by itself (--stop_when_stable)" if stop_when_stable else ""
+        text = (f"Kappa {shown}: the model is still changing (its predictions on {n_images} pool images against the "
+                f"previous round's; from {threshold:g} on it counts as stable{then}).")
+    return {"kappa": kappa if known else None, "shown": shown, "threshold": threshold, "reached": stable,
+            "text": text}
+
+
+def _kappa_text(kappa: float, threshold: float) -> str:
+    """Kappa to 3 decimals, or more where 3 would put it on the other side of the threshold (0.9896 is not
+    0.990 when 0.99 counts as stable)."""
+    for digits in (3, 4, 5, 6):
+        text = f"{kappa:.{digits}f}"
+        if (float(text) >= threshold) == (kappa >= threshold):
+            break
+    return text
+
+
 def curve(rows: list) -> dict | None:
     """Where templates/curve.svg draws test (solid) and validation (dashed) accuracy against labelled
-    images, in pixels, and their legend; None before the first round has a row."""
+    images, and each round's stop_kappa on the same 0..1 axis (no point where it is NaN, no line before a
+    round has one), in pixels, and their legend; None before the first round has a row."""
     if not rows:
         return None
     xs = [float(r["n_labeled"]) for r in rows]
@@ -193,14 +242,26 @@ def curve(rows: list) -> dict | None:
     def x_px(n_labeled: float) -> float:
         return PAD_L + (n_labeled - lo) / span * w
 
-    def y_px(acc: float) -> float:
-        return PAD_T + (1 - acc) * h
+    def y_px(value: float) -> float:
+        return PAD_T + (1 - min(max(value, 0.0), 1.0)) * h  # a kappa below 0 (worse than chance) on the axis
 
-    series = [{"colour": colour, "dashed": dashed, "name": name, "legend_x": PAD_L + w / 2 + legend_dx,
-               "points": [(x_px(x), y_px(float(r[key]))) for x, r in zip(xs, rows)]}
-              for key, dashed, colour, name, legend_dx in (("val_acc", True, "#999", "validation accuracy", 10),
-                                                           ("test_acc", False, "#1a5fb4", "test accuracy", -110))]
+    def points(key: str) -> list:
+        values = [(x, float(r.get(key, math.nan))) for x, r in zip(xs, rows)]
+        return [(x_px(x), y_px(v)) for x, v in values if not math.isnan(v)]
+
+    series = [{"key": key, "colour": colour, "dashed": dashed, "name": name, "points": points(key)}
+              for key, dashed, colour, name in (("val_acc", True, "#999", "validation accuracy"),
+                                                ("test_acc", False, "#1a5fb4", "test accuracy"),
+                                                ("stop_kappa", False, "#c64600", "kappa"))]
+    series = [s for s in series if s["points"]]
+    # The legend in a row under the title, centred: test accuracy first, as the eye reads the chart
+    order = sorted(series, key=lambda s: s["key"] != "test_acc")
+    widths = [24 + LEGEND_CHAR_PX * len(s["name"]) for s in order]
+    x = PAD_L + w / 2 - (sum(widths) + LEGEND_GAP * (len(order) - 1)) / 2
+    for s, width in zip(order, widths):
+        s["legend_x"], x = x, x + width + LEGEND_GAP
+    kappa = any(s["key"] == "stop_kappa" for s in series)
     return {"width": CURVE_W, "height": CURVE_H, "left": PAD_L, "right": CURVE_W - PAD_R, "top": PAD_T,
             "middle": PAD_L + w / 2, "grid": [(y_px(acc), acc) for acc in (0.0, 0.25, 0.5, 0.75, 1.0)],
             "ticks": [(x_px(x), x) for x in sorted({lo, hi})], "series": series,
-            "test_acc": float(rows[-1]["test_acc"]), "n_labeled": int(rows[-1]["n_labeled"])}
+            "kappa": kappa, "test_acc": float(rows[-1]["test_acc"]), "n_labeled": int(rows[-1]["n_labeled"])}
