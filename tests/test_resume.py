@@ -11,6 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import loop
+import main
+from config import parse_config
 from conftest import (RESUMABLE, ROOT, Run, fill_disk, interrupt_during_wandb_start, run_dirs, run_process,
                       unreachable_wandb_env)
 from results import TIMING_COLUMNS, RunDir, prepare_run_folder, read_run, run_status
@@ -77,18 +80,20 @@ def test_resume_with_the_same_command_and_of_a_complete_run(tmp_path, uninterrup
 
 @pytest.mark.parametrize("change", [["--epochs", "2"], ["--strategy", "entropy"], ["--seed", "1"],
                                     ["--noise_rate", "0.3"]], ids=["epochs", "strategy", "seed", "noise"])
-def test_resume_refuses_another_configuration(tmp_path, uninterrupted, change):
+def test_resume_refuses_another_configuration(tmp_path, uninterrupted, change, capsys):
     before = (uninterrupted / "rounds.csv").read_bytes()
-    proc = run_process(*ARGS, *change, "--resume", uninterrupted)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "another configuration" in proc.stderr, proc.stderr
-    assert f"--{change[0][2:]}" in proc.stderr
+    # In-process: the refusal comes before any data or model (test_cli checks a real process's one line).
+    assert main.main([*ARGS, *change, "--resume", str(uninterrupted)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another configuration" in err, err
+    assert f"--{change[0][2:]}" in err
     assert (uninterrupted / "rounds.csv").read_bytes() == before
 
 
-def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
-    proc = run_process("--resume", tmp_path / "nothing")
-    assert proc.returncode == 2 and "config.json not found" in proc.stderr and "Traceback" not in proc.stderr
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main.main(["--resume", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "config.json not found" in err and "Traceback" not in err
 
 
 def test_a_round_cut_between_its_two_writes_is_not_counted(tmp_path, uninterrupted):
@@ -126,9 +131,6 @@ def test_summary_is_rewritten_after_every_round(tmp_path):
 
 
 def test_prepared_folder_starts_on_resume_and_refuses_another_config(tmp_path):
-    import main
-    from config import parse_config
-
     cfg = parse_config(ARGS[:-6] + ["--n_round", "1", "--min_steps", "20"], main.CHOICES)
     folder = tmp_path / "cell"
     prepare_run_folder(folder, cfg.to_dict())
@@ -143,8 +145,6 @@ def test_prepared_folder_starts_on_resume_and_refuses_another_config(tmp_path):
 @pytest.mark.parametrize("name", ["../../x", "a/b", "bad\nname", "x" * 300, ".hidden", ""],
                          ids=["dotdot", "slash", "control", "long", "dot", "empty-ok"])
 def test_run_name_never_leaves_output_dir(tmp_path, capsys, name):
-    import main
-
     out = tmp_path / "out" / "runs"
     rc = main.main([*ARGS[:-8], "--n_round", "0", "--min_steps", "5", "--run_name", name, "--output_dir", str(out)])
     err = capsys.readouterr().err
@@ -157,9 +157,6 @@ def test_run_name_never_leaves_output_dir(tmp_path, capsys, name):
 
 
 def test_experiment_reports_a_failing_seed_and_runs_the_others(tmp_path, monkeypatch, capsys):
-    import loop
-    import main
-
     real = loop.run_round
 
     def fails_for_seed_2(cfg, *args, **kwargs):
@@ -188,8 +185,6 @@ def test_experiment_reports_a_failing_seed_and_runs_the_others(tmp_path, monkeyp
 
 
 def test_an_already_full_disk_is_refused_before_any_folder(small_disk, capsys):
-    import main
-
     (small_disk / "runs").mkdir()
     fill_disk(small_disk)
     rc = main.main([*ARGS, "--output_dir", str(small_disk / "runs")])
