@@ -96,7 +96,7 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "config.json not found" in err and "Traceback" not in err
 
 
-def test_a_round_cut_between_its_two_writes_is_not_counted(tmp_path, uninterrupted):
+def test_a_round_cut_between_its_two_writes_is_not_counted(tmp_path, uninterrupted, capsys):
     """acquired.csv is written before rounds.csv: a reader drops queries of a round rounds.csv lacks."""
     folder = tmp_path / "cut"
     folder.mkdir()
@@ -107,8 +107,7 @@ def test_a_round_cut_between_its_two_writes_is_not_counted(tmp_path, uninterrupt
     finished, acquired = read_run(folder)
     assert [r["round"] for r in finished] == [0, 1, 2]
     assert max(r["round"] for r in acquired) == 2 and len(acquired) == 20 + 3 * 10
-    proc = run_process("--resume", folder)
-    assert proc.returncode == 0, proc.stderr
+    assert main.main(["--resume", str(folder)]) == 0, capsys.readouterr().err  # in-process: no interpreter start
     pd.testing.assert_frame_equal(_metrics(folder), _metrics(uninterrupted))
     assert (folder / "acquired.csv").read_text() == (uninterrupted / "acquired.csv").read_text()
 
@@ -194,7 +193,7 @@ def test_an_already_full_disk_is_refused_before_any_folder(small_disk, capsys):
     assert list((small_disk / "runs").iterdir()) == []
 
 
-def test_a_disk_that_fills_during_the_run(small_disk):
+def test_a_disk_that_fills_during_the_run(small_disk, capsys):
     out = small_disk / "runs"
     proc = _popen(*ARGS, "--n_round", "6", "--min_steps", "60", "--output_dir", out)
     folder = _wait_rounds(out, 2, proc)
@@ -208,8 +207,8 @@ def test_a_disk_that_fills_during_the_run(small_disk):
     assert len(finished) >= 2 and {r["round"] for r in acquired} <= {-1} | {r["round"] for r in finished}
     assert run_status(folder) in ("failed", "interrupted")
     os.remove(small_disk / "filler")
-    resumed = run_process("--resume", folder, "--n_round", "3")
-    assert resumed.returncode == 2 and "another configuration" in resumed.stderr  # n_round differs
+    assert main.main(["--resume", str(folder), "--n_round", "3"]) == 2  # n_round differs (refused in-process)
+    assert "another configuration" in capsys.readouterr().err
     resumed = run_process("--resume", folder)
     assert resumed.returncode == 0, resumed.stderr
     assert len(read_run(folder)[0]) == 7

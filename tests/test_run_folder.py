@@ -147,7 +147,7 @@ def test_the_readers_return_what_the_run_wrote(finished):
     assert read_summary(finished)["status"] == "complete"
 
 
-def test_a_second_process_is_refused_while_a_run_folder_is_locked(tmp_path, finished):
+def test_a_second_process_is_refused_while_a_run_folder_is_locked(tmp_path, finished, capsys):
     folder = unfinished_copy(finished, tmp_path)
     before = snapshot(folder)
     with locked(folder):  # another process (this test) runs the folder now
@@ -157,7 +157,8 @@ def test_a_second_process_is_refused_while_a_run_folder_is_locked(tmp_path, fini
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "another process" in proc.stderr, proc.stderr
     assert snapshot(folder) == before
     assert refused_in < 60  # refused before training anything (a resume trains for minutes here)
-    assert run_process("--resume", folder).returncode == 0  # once the lock is released, it resumes
+    # once the lock is released, it resumes (in-process: no second interpreter start)
+    assert main.main(["--resume", str(folder)]) == 0, capsys.readouterr().err
 
 
 def test_two_resumes_started_together_never_both_run(tmp_path, finished):
