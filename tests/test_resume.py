@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import loop
 import main
+from config import parse_config
 from conftest import (RESUMABLE, ROOT, Run, fill_disk, interrupt_during_wandb_start, run_dirs, run_process,
                       unreachable_wandb_env)
 from results import TIMING_COLUMNS, RunDir, prepare_run_folder, read_run, run_status
@@ -78,21 +80,23 @@ def test_resume_with_the_same_command_and_of_a_complete_run(tmp_path, uninterrup
 
 @pytest.mark.parametrize("change", [["--epochs", "2"], ["--strategy", "entropy"], ["--seed", "1"],
                                     ["--noise_rate", "0.3"]], ids=["epochs", "strategy", "seed", "noise"])
-def test_resume_refuses_another_configuration(tmp_path, uninterrupted, change):
+def test_resume_refuses_another_configuration(tmp_path, uninterrupted, change, capsys):
     before = (uninterrupted / "rounds.csv").read_bytes()
-    proc = run_process(*ARGS, *change, "--resume", uninterrupted)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "another configuration" in proc.stderr, proc.stderr
-    assert f"--{change[0][2:]}" in proc.stderr
+    # In-process: the refusal comes before any data or model (test_cli checks a real process's one line).
+    assert main.main([*ARGS, *change, "--resume", str(uninterrupted)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another configuration" in err, err
+    assert f"--{change[0][2:]}" in err
     assert (uninterrupted / "rounds.csv").read_bytes() == before
 
 
-def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
-    proc = run_process("--resume", tmp_path / "nothing")
-    assert proc.returncode == 2 and "config.json not found" in proc.stderr and "Traceback" not in proc.stderr
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main.main(["--resume", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "config.json not found" in err and "Traceback" not in err
 
 
-def test_a_round_cut_between_its_two_writes_is_not_counted(tmp_path, uninterrupted):
+def test_a_round_cut_between_its_two_writes_is_not_counted(tmp_path, uninterrupted, capsys):
     """acquired.csv is written before rounds.csv: a reader drops queries of a round rounds.csv lacks."""
     folder = tmp_path / "cut"
     folder.mkdir()
@@ -103,8 +107,7 @@ def test_a_round_cut_between_its_two_writes_is_not_counted(tmp_path, uninterrupt
     finished, acquired = read_run(folder)
     assert [r["round"] for r in finished] == [0, 1, 2]
     assert max(r["round"] for r in acquired) == 2 and len(acquired) == 20 + 3 * 10
-    proc = run_process("--resume", folder)
-    assert proc.returncode == 0, proc.stderr
+    assert main.main(["--resume", str(folder)]) == 0, capsys.readouterr().err  # in-process: no interpreter start
     pd.testing.assert_frame_equal(_metrics(folder), _metrics(uninterrupted))
     assert (folder / "acquired.csv").read_text() == (uninterrupted / "acquired.csv").read_text()
 
@@ -127,9 +130,6 @@ def test_summary_is_rewritten_after_every_round(tmp_path):
 
 
 def test_prepared_folder_starts_on_resume_and_refuses_another_config(tmp_path):
-    import main
-    from config import parse_config
-
     cfg = parse_config(ARGS[:-6] + ["--n_round", "1", "--min_steps", "20"], main.CHOICES)
     folder = tmp_path / "cell"
     prepare_run_folder(folder, cfg.to_dict())
@@ -144,8 +144,6 @@ def test_prepared_folder_starts_on_resume_and_refuses_another_config(tmp_path):
 @pytest.mark.parametrize("name", ["../../x", "a/b", "bad\nname", "x" * 300, ".hidden", ""],
                          ids=["dotdot", "slash", "control", "long", "dot", "empty-ok"])
 def test_run_name_never_leaves_output_dir(tmp_path, capsys, name):
-    import main
-
     out = tmp_path / "out" / "runs"
     rc = main.main([*ARGS[:-8], "--n_round", "0", "--min_steps", "5", "--run_name", name, "--output_dir", str(out)])
     err = capsys.readouterr().err
@@ -158,9 +156,6 @@ def test_run_name_never_leaves_output_dir(tmp_path, capsys, name):
 
 
 def test_experiment_reports_a_failing_seed_and_runs_the_others(tmp_path, monkeypatch, capsys):
-    import loop
-    import main
-
     real = loop.run_round
 
     def fails_for_seed_2(cfg, *args, **kwargs):
@@ -189,8 +184,6 @@ def test_experiment_reports_a_failing_seed_and_runs_the_others(tmp_path, monkeyp
 
 
 def test_an_already_full_disk_is_refused_before_any_folder(small_disk, capsys):
-    import main
-
     (small_disk / "runs").mkdir()
     fill_disk(small_disk)
     rc = main.main([*ARGS, "--output_dir", str(small_disk / "runs")])
@@ -200,7 +193,7 @@ def test_an_already_full_disk_is_refused_before_any_folder(small_disk, capsys):
     assert list((small_disk / "runs").iterdir()) == []
 
 
-def test_a_disk_that_fills_during_the_run(small_disk):
+def test_a_disk_that_fills_during_the_run(small_disk, capsys):
     out = small_disk / "runs"
     proc = _popen(*ARGS, "--n_round", "6", "--min_steps", "60", "--output_dir", out)
     folder = _wait_rounds(out, 2, proc)
@@ -214,8 +207,8 @@ def test_a_disk_that_fills_during_the_run(small_disk):
     assert len(finished) >= 2 and {r["round"] for r in acquired} <= {-1} | {r["round"] for r in finished}
     assert run_status(folder) in ("failed", "interrupted")
     os.remove(small_disk / "filler")
-    resumed = run_process("--resume", folder, "--n_round", "3")
-    assert resumed.returncode == 2 and "another configuration" in resumed.stderr  # n_round differs
+    assert main.main(["--resume", str(folder), "--n_round", "3"]) == 2  # n_round differs (refused in-process)
+    assert "another configuration" in capsys.readouterr().err
     resumed = run_process("--resume", folder)
     assert resumed.returncode == 0, resumed.stderr
     assert len(read_run(folder)[0]) == 7

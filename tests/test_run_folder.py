@@ -126,14 +126,14 @@ def test_a_damaged_run_folder_is_refused_in_one_line_and_left_as_it_was(tmp_path
 @pytest.mark.parametrize("summary", [b"[1, 2]", b"\xff\xfe", b'{"status": "running", "pid": "abc"}',
                                      b'{"status": "finished?"}', b"{" * 5000],
                          ids=["list", "not-utf8", "text-pid", "unknown-status", "deep"])
-def test_a_damaged_summary_is_reported_as_such_and_a_resume_rewrites_it(tmp_path, finished, summary):
+def test_a_damaged_summary_is_reported_as_such_and_a_resume_rewrites_it(tmp_path, finished, summary, capsys):
     folder = unfinished_copy(finished, tmp_path)
     (folder / "summary.json").write_bytes(summary)
     with pytest.raises(DamagedRun, match="summary.json"):
         read_summary(folder)
     assert run_status(folder) == "damaged"
-    proc = run_process("--resume", folder)  # summary.json is the run's own progress note: rewritten
-    assert proc.returncode == 0, proc.stderr
+    # summary.json is the run's own progress note: rewritten (in-process: no interpreter start per case)
+    assert main.main(["--resume", str(folder)]) == 0, capsys.readouterr().err
     assert read_summary(folder)["status"] == "complete" and run_status(folder) == "complete"
 
 
@@ -147,7 +147,7 @@ def test_the_readers_return_what_the_run_wrote(finished):
     assert read_summary(finished)["status"] == "complete"
 
 
-def test_a_second_process_is_refused_while_a_run_folder_is_locked(tmp_path, finished):
+def test_a_second_process_is_refused_while_a_run_folder_is_locked(tmp_path, finished, capsys):
     folder = unfinished_copy(finished, tmp_path)
     before = snapshot(folder)
     with locked(folder):  # another process (this test) runs the folder now
@@ -157,7 +157,8 @@ def test_a_second_process_is_refused_while_a_run_folder_is_locked(tmp_path, fini
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "another process" in proc.stderr, proc.stderr
     assert snapshot(folder) == before
     assert refused_in < 60  # refused before training anything (a resume trains for minutes here)
-    assert run_process("--resume", folder).returncode == 0  # once the lock is released, it resumes
+    # once the lock is released, it resumes (in-process: no second interpreter start)
+    assert main.main(["--resume", str(folder)]) == 0, capsys.readouterr().err
 
 
 def test_two_resumes_started_together_never_both_run(tmp_path, finished):
@@ -185,13 +186,15 @@ def test_an_abbreviated_flag_is_refused_on_resume(tmp_path, finished, argv, caps
     assert snapshot(folder) == before
 
 
-def test_a_flag_repeated_with_its_saved_value_is_accepted_on_resume(tmp_path, finished):
+def test_a_flag_repeated_with_its_saved_value_is_accepted_on_resume(tmp_path, finished, capsys):
     folder = unfinished_copy(finished, tmp_path)
-    proc = run_process("--resume", folder, "--n_query", "10", "--seed", "42")  # as saved; others not given
-    assert proc.returncode == 0, proc.stderr
-    changed = run_process("--resume", folder, "--n_query", "5")
-    assert changed.returncode == 2 and "--n_query 10 (saved) vs 5" in changed.stderr
-    assert changed.stderr.count("--") == 1 + changed.stderr.count("--resume"), changed.stderr  # names only it
+    # as saved; others not given
+    assert main.main(["--resume", str(folder), "--n_query", "10", "--seed", "42"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main.main(["--resume", str(folder), "--n_query", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--n_query 10 (saved) vs 5" in err
+    assert err.count("--") == 1 + err.count("--resume"), err  # names only it
 
 
 @pytest.mark.parametrize("damage", [config_is_a_list, rounds_cut_mid_line, text_in_a_number],

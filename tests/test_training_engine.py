@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+import main
 from conftest import Run, finished_run, run_process
 from models import build_model
 from results import TIMING_COLUMNS, WEIGHTS_FILE, read_run
@@ -173,16 +174,17 @@ def test_killed_warm_start_run_resumes_to_identical_metrics(tmp_path, warm_unint
     assert (folder / "acquired.csv").read_text() == (warm_uninterrupted / "acquired.csv").read_text()
 
 
-def test_resume_without_the_previous_weights_is_refused(tmp_path, warm_uninterrupted):
+def test_resume_without_the_previous_weights_is_refused(tmp_path, warm_uninterrupted, capsys):
     # A copy of the finished warm run, cut back to 3 finished rounds: resuming it needs round 2's weights.
     folder = tmp_path / warm_uninterrupted.name
     shutil.copytree(warm_uninterrupted, folder)
     rounds = (folder / "rounds.csv").read_text().splitlines(keepends=True)
     (folder / "rounds.csv").write_text("".join(rounds[:4]))
     (folder / WEIGHTS_FILE).write_bytes(b"not a weights file")
-    resumed = run_process("--resume", folder)
-    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
-    assert "weights.pt cannot be read" in resumed.stderr
+    # In-process (no interpreter start per refusal): an uncaught error would raise here instead of exiting 2
+    assert main.main(["--resume", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "weights.pt cannot be read" in err
     shutil.copy(warm_uninterrupted / WEIGHTS_FILE, folder / WEIGHTS_FILE)  # rounds 4 and 5: the wrong ones
-    resumed = run_process("--resume", folder)
-    assert resumed.returncode == 2 and "weights.pt does not hold round 2's" in resumed.stderr
+    assert main.main(["--resume", str(folder)]) == 2
+    assert "weights.pt does not hold round 2's" in capsys.readouterr().err
