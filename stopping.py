@@ -17,13 +17,19 @@ from sklearn.metrics import cohen_kappa_score
 from rng import torch_generator
 
 
+def stop_set_size(n_pool: int, n_initial: int, size: int) -> int:
+    """How many images the stop set holds: ``size`` (--stop_set_size), at most all those outside the initial set."""
+    return min(size, n_pool - n_initial)
+
+
 def stop_set_positions(n_pool: int, initial: torch.Tensor, size: int, seed: int) -> torch.Tensor:
-    """Sorted pool positions of the stop set: ``size`` (at most all) of the images not in the initial set,
-    drawn with the run's seed alone, so that the same run always has the same set (resume rebuilds it)."""
+    """Sorted pool positions of the stop set: stop_set_size of the images not in the initial set, drawn with
+    the run's seed alone, so that the same run always has the same set (resume rebuilds it)."""
     free = torch.ones(n_pool, dtype=torch.bool)
     free[initial] = False
     candidates = torch.nonzero(free).flatten()
-    chosen = torch.randperm(candidates.numel(), generator=torch_generator(seed, "stop_set"))[:size]
+    chosen = torch.randperm(candidates.numel(), generator=torch_generator(seed, "stop_set"))
+    chosen = chosen[:stop_set_size(n_pool, n_pool - candidates.numel(), size)]
     return candidates[chosen].sort().values
 
 

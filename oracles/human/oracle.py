@@ -53,6 +53,7 @@ from oracles.human.address import check_address, is_loopback
 from oracles.human.web import Refused, stability, start_server
 from oracles.simulated import CleanOracle
 from results import OutputError, atomic_write_text, write_json
+from stopping import stop_set_size
 
 BATCH_FILE = "human_batch.json"
 TOKEN_FILE = "human_token"
@@ -103,8 +104,7 @@ class HumanOracle(CleanOracle):
         data = study.data
         names = data.classes or tuple(str(c) for c in range(data.num_classes))
         self.classes = tuple(str(n) for n in names)
-        # The stop set's size, as stopping.stop_set_positions draws it: at most the images outside the initial set
-        self.n_stop = min(cfg.stop_set_size, len(self.pool_y) - len(self.initial))
+        self.n_stop = stop_set_size(len(self.pool_y), len(self.initial), cfg.stop_set_size)
         self.path = study.run_dir.path / BATCH_FILE
         self.token = self._token(study.run_dir.path / TOKEN_FILE)
         self.lock = threading.Lock()
