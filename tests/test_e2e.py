@@ -71,7 +71,7 @@ def check_model_learns(cli, model: str, strategy: str) -> None:
     assert "round" in out and "test_acc" in out  # the per-round table
 
 
-# ResNet18's runs: tests/test_e2e_resnet.py (a file of their own, for pytest-xdist's balance)
+# ResNet18's run: tests/test_e2e_resnet.py (a file of its own, for pytest-xdist's balance)
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_lenet_learns_with_each_strategy(cli, strategy):
     check_model_learns(cli, "lenet", strategy)
