@@ -48,6 +48,7 @@ class StudyData:
     root: str | None = None
     files: tuple | None = None
     noisy_P: torch.Tensor | None = None  # CPU bool per pool position: its input carries noise (None: none does)
+    noisy_T: torch.Tensor | None = None  # bool per test image (device): its input carries noise
 
     @property
     def device(self) -> torch.device:
@@ -95,12 +96,14 @@ def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyDa
     test, test_affected = _noisy(dataset.test_x, dataset, cfg, "test")
     noisy = torch.zeros(train_x.shape[0], dtype=torch.bool)
     noisy[train_affected] = True
+    noisy_T = torch.zeros(dataset.test_y.numel(), dtype=torch.bool)
+    noisy_T[test_affected] = True
     return StudyData(train=train.to(device), train_y=train_y.to(device),
                      test=test.to(device), test_y=dataset.test_y.to(device),
                      val_idx=splits.val_idx.to(device), pool_idx=pool_idx.to(device),
                      num_classes=dataset.num_classes, noisy_train=train_affected.numel(),
                      noisy_test=test_affected.numel(), classes=tuple(dataset.classes) if dataset.classes else None,
-                     noisy_P=noisy[pool_idx], root=dataset.root, files=files)
+                     noisy_P=noisy[pool_idx], noisy_T=noisy_T.to(device), root=dataset.root, files=files)
 
 
 def unlabeled_in_pool(cfg: Config, dataset: Dataset) -> int:
@@ -243,7 +246,8 @@ class TrainedWeights:
 def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
     """A folder written before label noise existed (clean labels only) lacks acquired.csv's true_label and
     rounds.csv's n_corrupted: fill them in (the dataset's label; 0), so the rewritten files stay whole. The
-    same for columns added later: noisy and n_noisy (from the run's noise), stop_kappa (NaN: not known)."""
+    same for columns added later: noisy and n_noisy (from the run's noise), stop_kappa, test_acc_clean and
+    test_acc_noisy (NaN: not known)."""
     for row in run_dir.acquired:
         if "true_label" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
             row["true_label"] = int(data.pool_y[row["pool_position"]])
@@ -256,6 +260,8 @@ def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
         row.setdefault("member_test_acc", row["test_acc"])  # before ensembles: one model, its own member
         row.setdefault("n_noisy", sum(a.get("noisy", 0) for a in run_dir.acquired if a["round"] == row["round"]))
         row.setdefault("stop_kappa", math.nan)
+        row.setdefault("test_acc_clean", math.nan)  # before the clean/noisy split: not known
+        row.setdefault("test_acc_noisy", math.nan)
 
 
 def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
@@ -366,7 +372,7 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     t = time.perf_counter()
     val = validation_metrics(cfg, data, model)
     test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
-                    cfg.eval_batch_size)
+                    cfg.eval_batch_size, noisy=data.noisy_T)
     # Predict the stop set and compare with the previous round's predictions (stop_kappa)
     kappa = stop.record(predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop else math.nan
     eval_s = _elapsed(t, data.device)
@@ -392,7 +398,9 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
            "train_loss": trained["loss"],
            "train_epochs": trained["epochs"], "train_steps": trained["steps"],
            "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
-           "test_error": 1.0 - test["acc"], "member_test_acc": test["member_acc"], "n_scored": n_scored,
+           "test_error": 1.0 - test["acc"], "member_test_acc": test["member_acc"],
+           "test_acc_clean": test.get("acc_clean", test["acc"]), "test_acc_noisy": test.get("acc_noisy", math.nan),
+           "n_scored": n_scored,
            "train_s": train_s, "eval_s": eval_s, "query_s": query_s, "label_s": label_s,
            "round_s": time.perf_counter() - t_round, "n_noisy": sum(a["noisy"] for a in acquired), "stop_kappa": kappa}
     return row, acquired

@@ -46,7 +46,8 @@ from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS, Config, ConfigError
 # a single network is its own only member.
 ROUND_COLUMNS = ["round", "n_labeled", "n_corrupted", "n_skipped", "train_loss", "train_epochs", "train_steps",
                  "val_acc", "val_loss", "test_acc", "test_loss", "test_error", "member_test_acc", "n_scored",
-                 "train_s", "eval_s", "query_s", "label_s", "round_s", "n_noisy", "stop_kappa"]
+                 "train_s", "eval_s", "query_s", "label_s", "round_s", "n_noisy", "stop_kappa", "test_acc_clean",
+                 "test_acc_noisy"]
 # label: the label the oracle gave (training uses it; -1: not answered, "I don't know"); true_label: the
 # dataset's (differs under label noise; -1 for an image the dataset has no label for); noisy: 1 when the
 # image's input carries noise (--noise), else 0.
@@ -152,7 +153,8 @@ def _csv_text(rows: list, columns: list) -> str:
 
 # Columns a run folder of any version has; newer columns (n_corrupted, n_skipped, label_s, member_test_acc,
 # n_noisy, stop_kappa, true_label, noisy) are filled in by the loop when an older folder is resumed.
-NEWER_ROUND_COLUMNS = ("n_corrupted", "n_skipped", "label_s", "member_test_acc", "n_noisy", "stop_kappa")
+NEWER_ROUND_COLUMNS = ("n_corrupted", "n_skipped", "label_s", "member_test_acc", "n_noisy", "stop_kappa",
+                       "test_acc_clean", "test_acc_noisy")
 REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS if c not in NEWER_ROUND_COLUMNS]
 REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c not in ("true_label", "noisy")]
 _FLOAT_ACQUIRED = {"score"}

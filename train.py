@@ -204,11 +204,17 @@ def recalibrate_batchnorm(model: TrunkHeadModel, images, idx: torch.Tensor, batc
 
 
 @torch.inference_mode()
-def evaluate(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, chunk: int) -> dict:
+def evaluate(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, chunk: int,
+             noisy: torch.Tensor | None = None) -> dict:
     """Accuracy and mean cross-entropy of the deterministic (dropout-off) model on images[idx], and
-    ``member_acc``: an Ensemble's members' mean accuracy, from the same pass (a single model: its acc)."""
+    ``member_acc``: an Ensemble's members' mean accuracy, from the same pass (a single model: its acc).
+
+    With ``noisy`` (a bool per entry of idx: whether that image carries input noise), also ``acc_clean``
+    and ``acc_noisy``: the accuracy on each part, from the same predictions (NaN for an empty part).
+    """
     model.eval()
     ensemble = isinstance(model, Ensemble)
+    hits_n = torch.zeros(idx.numel(), dtype=torch.bool, device=idx.device) if noisy is not None else None
     correct = torch.zeros((), device=idx.device)
     member_correct = torch.zeros((), device=idx.device)
     loss = torch.zeros((), device=idx.device)
@@ -221,12 +227,21 @@ def evaluate(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, 
             member_correct += (members_M_n_C.argmax(2) == target).sum()
         else:
             logits = model(x)
-        correct += (logits.argmax(1) == target).sum()
+        hits = logits.argmax(1) == target
+        correct += hits.sum()
+        if hits_n is not None:
+            hits_n[start:start + chunk] = hits
         loss += F.cross_entropy(logits, target, reduction="sum")
     n = max(idx.numel(), 1)
     acc = float(correct) / n
-    return {"acc": acc, "loss": float(loss) / n,
-            "member_acc": float(member_correct) / n / len(model) if ensemble else acc}
+    metrics = {"acc": acc, "loss": float(loss) / n,
+               "member_acc": float(member_correct) / n / len(model) if ensemble else acc}
+    if hits_n is not None:
+        noisy = noisy.to(hits_n.device)
+        for part, mask in (("acc_clean", ~noisy), ("acc_noisy", noisy)):
+            count = int(mask.sum())
+            metrics[part] = int(hits_n[mask].sum()) / count if count else math.nan
+    return metrics
 
 
 @torch.inference_mode()

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from config import parse_config  # noqa: E402
 from data import load_dataset  # noqa: E402
 from data.pool import PoolState  # noqa: E402
-from loop import _noisy, prepare_data, train_model  # noqa: E402
+from loop import prepare_data, train_model  # noqa: E402
 from rng import torch_generator  # noqa: E402
 from train import evaluate  # noqa: E402
 
@@ -62,13 +62,10 @@ def main(argv=None) -> None:
             start = time.perf_counter()
             model, _ = train_model(cfg, data, state, 0)
             seconds = time.perf_counter() - start
-            _, noisy = _noisy(dataset.test_x, dataset, cfg, "test")
-            is_noisy = torch.zeros(data.test_y.numel(), dtype=torch.bool)
-            is_noisy[noisy] = True
-            acc = {}
-            for name, mask in (("clean", ~is_noisy), ("noisy", is_noisy), ("all", torch.ones_like(is_noisy))):
-                idx = torch.nonzero(mask).flatten()
-                acc[name] = evaluate(model, data.test, idx, data.test_y[idx], cfg.eval_batch_size)["acc"]
+            # the split every run records in rounds.csv (test_acc_clean / test_acc_noisy)
+            test = evaluate(model, data.test, torch.arange(len(data.test)), data.test_y, cfg.eval_batch_size,
+                            noisy=data.noisy_T)
+            acc = {"clean": test["acc_clean"], "noisy": test["acc_noisy"], "all": test["acc"]}
             print(f"| {std:g} | {seed} | {acc['clean']:.3f} | {acc['noisy']:.3f} | {acc['all']:.3f} | {seconds:.1f} |",
                   flush=True)
     print(f"chance: {1 / dataset.num_classes:.3f}")

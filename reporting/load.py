@@ -65,6 +65,9 @@ def load_runs(folders, skipped: list | None = None) -> pd.DataFrame:
                      "n_rounds": len(rounds), "final_n_labeled": last.get("n_labeled", math.nan),
                      "final_test_acc": last.get("test_acc", math.nan),
                      "final_n_corrupted": last.get("n_corrupted", math.nan),  # older runs: no column
+                     # older runs: no clean/noisy split of the test accuracy (NaN, not recorded)
+                     "final_test_acc_clean": last.get("test_acc_clean", math.nan),
+                     "final_test_acc_noisy": last.get("test_acc_noisy", math.nan),
                      "aulc": aulc(rounds["n_labeled"], rounds["test_acc"]),
                      # older runs: no n_noisy, stop_kappa or pool fraction (NaN, not recorded)
                      "noisy_query_fraction": noisy_query_fraction(rounds, config["n_query"]),

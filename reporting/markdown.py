@@ -86,7 +86,8 @@ def group_section(i: int, group: str, tables: dict, png: str | None, targets, ba
               _md(_cost_display(pick["cost"])), ""]
     if len(pick.get("noisy_queries", ())):
         lines += ["Noisy images: the fraction of queried images whose input carries noise (mean ± s.e. over "
-                  "seeds) against the pool's fraction:", "", _md(_noisy_display(pick["noisy_queries"])), ""]
+                  "seeds) against the pool's fraction, and the final test accuracy on the clean and on the noisy "
+                  "test images:", "", _md(_noisy_display(pick["noisy_queries"])), ""]
     if len(pick.get("stopping", ())):
         lines += [f"Stopping signal: labels at which `stop_kappa` (the agreement of consecutive rounds' predictions "
                   f"on a fixed set of pool images) first reached {STABLE_KAPPA:g}, mean over the seeds that reach it "
@@ -186,7 +187,11 @@ def _noisy_display(noisy: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"strategy": noisy["strategy"], "seeds": noisy["n_seeds"],
                          "noisy fraction of queries": [_pm(m, s) for m, s in zip(noisy["noisy_query_fraction_mean"],
                                                                                   noisy["noisy_query_fraction_sem"])],
-                         "pool's noisy fraction": noisy["pool_noisy_fraction"].map(lambda v: _num(v, ".3f"))})
+                         "pool's noisy fraction": noisy["pool_noisy_fraction"].map(lambda v: _num(v, ".3f")),
+                         "final acc, clean test images": [_pm(m, s) for m, s in zip(noisy["final_test_acc_clean_mean"],
+                                                                                     noisy["final_test_acc_clean_sem"])],
+                         "final acc, noisy test images": [_pm(m, s) for m, s in zip(noisy["final_test_acc_noisy_mean"],
+                                                                                     noisy["final_test_acc_noisy_sem"])]})
 
 
 def _stopping_display(stopping: pd.DataFrame) -> pd.DataFrame:

@@ -22,7 +22,8 @@ TOO_FEW = "none (too few seeds)"
 LABEL_NOISE_COLUMNS = ["group", "strategy", "label_noise", "label_noise_rate", "n_seeds", "final_n_labeled",
                        "n_corrupted_mean", "corrupted_fraction_mean", "final_test_acc_mean", "final_test_acc_sem"]
 NOISY_COLUMNS = ["group", "strategy", "n_seeds", "noisy_query_fraction_mean", "noisy_query_fraction_sem",
-                 "pool_noisy_fraction"]
+                 "pool_noisy_fraction", "final_test_acc_clean_mean", "final_test_acc_clean_sem",
+                 "final_test_acc_noisy_mean", "final_test_acc_noisy_sem"]
 STOPPING_COLUMNS = ["group", "strategy", "n_seeds", "n_reached", "labels_mean", "labels_min", "labels_max",
                     "labels_text", "test_acc_mean", "test_acc_sem"]
 
@@ -177,15 +178,22 @@ def label_noise_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def noisy_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per group with input noise and strategy: the fraction of queried images that were noisy (mean and
-    standard error over the seeds that recorded it) against the pool's fraction (mean over those seeds)."""
+    standard error over the seeds that recorded it) against the pool's fraction (mean over those seeds), and
+    the final test accuracy on the clean and on the noisy test images (mean and standard error over the
+    seeds that recorded them)."""
     rows = []
     for (group, strategy), g in runs.groupby(["group", "strategy"], sort=False):
         if not has_input_noise(g.iloc[0]):
             continue
         known = g["noisy_query_fraction"].dropna()
         mean, sem = mean_sem(known) if len(known) else (math.nan, math.nan)
-        rows.append({"group": group, "strategy": strategy, "n_seeds": len(known), "noisy_query_fraction_mean": mean,
-                     "noisy_query_fraction_sem": sem, "pool_noisy_fraction": g["pool_noisy_fraction"].mean()})
+        row = {"group": group, "strategy": strategy, "n_seeds": len(known), "noisy_query_fraction_mean": mean,
+               "noisy_query_fraction_sem": sem, "pool_noisy_fraction": g["pool_noisy_fraction"].mean()}
+        for part in ("clean", "noisy"):
+            values = g[f"final_test_acc_{part}"].dropna() if f"final_test_acc_{part}" in g else ()
+            row[f"final_test_acc_{part}_mean"], row[f"final_test_acc_{part}_sem"] = (
+                mean_sem(values) if len(values) else (math.nan, math.nan))
+        rows.append(row)
     return pd.DataFrame(rows, columns=NOISY_COLUMNS)
 
 

@@ -64,6 +64,13 @@ def check_model_learns(cli, model: str, strategy: str) -> None:
     assert run.rounds["n_scored"].iloc[0] == n_scored  # the whole unlabelled pool, or --pool_subset
     assert run.rounds["test_acc"].min() >= floor, run.rounds
     assert run.rounds["val_acc"].min() >= floor
+    # test_acc splits into the clean and the noisy test images (exactly round(rate × 1,000) of them noisy)
+    rounds, n_noisy = run.rounds, round(run.config["noise_rate"] * 1000) if run.config["noise"] != "none" else 0
+    if n_noisy:
+        whole = (rounds["test_acc_clean"] * (1000 - n_noisy) + rounds["test_acc_noisy"] * n_noisy) / 1000
+        assert (whole - rounds["test_acc"]).abs().max() < 1e-9
+    else:
+        assert (rounds["test_acc_clean"] == rounds["test_acc"]).all() and rounds["test_acc_noisy"].isna().all()
     # The acquired labels are the true ones of those dataset items (clean oracle).
     from data import load_dataset
     y = load_dataset("mnist_5k", "data").train_y

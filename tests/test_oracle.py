@@ -209,9 +209,9 @@ def test_end_to_end_test_accuracy_uses_clean_labels(cli, tmp_path, monkeypatch):
     seen = []
     original = loop.evaluate
 
-    def spy(model, images, idx, y, chunk):
+    def spy(model, images, idx, y, chunk, **kwargs):
         seen.append((images, idx.clone(), y.clone()))
-        return original(model, images, idx, y, chunk)
+        return original(model, images, idx, y, chunk, **kwargs)
     monkeypatch.setattr(loop, "evaluate", spy)
     rc, _, err, [run] = cli(*E2E, "--n_round", "1", "--label_noise", "symmetric", "--label_noise_rate", "1.0",
                             "--label_noise_initial")

@@ -406,12 +406,14 @@ def test_end_to_end_on_real_runs(tmp_path):
 
 # ----------------------------------------------------------------------- noisy queries and the stopping signal
 
-def signal_run(parent, strategy, seed, accs, n_noisy=None, kappa=None, pool_fraction=None):
-    """make_run's folder, with these n_noisy and stop_kappa per round and the pool's noisy fraction in
-    summary.json; None: an older folder, without the column (or the summary field)."""
+def signal_run(parent, strategy, seed, accs, n_noisy=None, kappa=None, pool_fraction=None, clean=None,
+               noisy=None):
+    """make_run's folder, with these n_noisy, stop_kappa, test_acc_clean and test_acc_noisy per round and the
+    pool's noisy fraction in summary.json; None: an older folder, without the column (or the summary field)."""
     folder = make_run(parent, strategy, seed, accs, noise="gaussian", noise_rate=0.3)
     rounds = pd.read_csv(folder / "rounds.csv")
-    for column, values in (("n_noisy", n_noisy), ("stop_kappa", kappa)):
+    for column, values in (("n_noisy", n_noisy), ("stop_kappa", kappa), ("test_acc_clean", clean),
+                           ("test_acc_noisy", noisy)):
         if values is None:
             rounds = rounds.drop(columns=column)
         else:
@@ -424,8 +426,10 @@ def signal_run(parent, strategy, seed, accs, n_noisy=None, kappa=None, pool_frac
 
 def test_report_shows_noisy_queries_against_the_pool_and_the_labels_where_kappa_first_reached_099(tmp_path):
     nan, acc = math.nan, [0.5, 0.7, 0.85, 0.9]
-    signal_run(tmp_path, "random", 1, acc, [3, 3, 3, 0], [nan, 0.5, 0.995, 0.999], 0.30)
-    signal_run(tmp_path, "random", 2, [0.5, 0.6, 0.8, 0.9], [2, 4, 4, 0], [nan, 0.7, 0.9, 0.98], 0.31)
+    signal_run(tmp_path, "random", 1, acc, [3, 3, 3, 0], [nan, 0.5, 0.995, 0.999], 0.30,
+               clean=[0.5, 0.7, 0.9, 0.96], noisy=[0.5, 0.7, 0.7, 0.76])
+    signal_run(tmp_path, "random", 2, [0.5, 0.6, 0.8, 0.9], [2, 4, 4, 0], [nan, 0.7, 0.9, 0.98], 0.31,
+               clean=[0.5, 0.6, 0.8, 0.94], noisy=[0.5, 0.6, 0.8, 0.80])
     signal_run(tmp_path, "bald", 1, acc, [9, 10, 8, 0], [nan, 0.99, 0.2, 1.0], 0.30)
     signal_run(tmp_path, "bald", 2, [0.5, 0.8, 0.9, 0.95], [10, 10, 10, 0], [nan, 0.3, 0.991, 0.5], 0.31)
     signal_run(tmp_path, "bald", 3, acc)  # a folder from before these columns: it loads, and counts elsewhere
@@ -438,8 +442,16 @@ def test_report_shows_noisy_queries_against_the_pool_and_the_labels_where_kappa_
     assert noisy.loc["bald", "noisy_query_fraction_mean"] == pytest.approx(0.95)
     assert noisy.loc["bald", "noisy_query_fraction_sem"] == pytest.approx(0.05)
     assert noisy["n_seeds"].tolist() == [2, 2] and noisy["pool_noisy_fraction"].tolist() == pytest.approx([0.305] * 2)
-    assert ("| strategy | seeds | noisy fraction of queries | pool's noisy fraction |\n|---|---|---|---|\n"
-            "| random | 2 | 0.317 ± 0.017 | 0.305 |\n| bald | 2 | 0.950 ± 0.050 | 0.305 |") in text
+    # the final round's accuracy on clean / noisy test images: random 0.96 and 0.94, 0.76 and 0.80; bald's
+    # folders do not have the columns (NaN, shown as –)
+    assert noisy.loc["random", ["final_test_acc_clean_mean", "final_test_acc_noisy_mean"]].tolist() == \
+        pytest.approx([0.95, 0.78])
+    assert noisy.loc["random", "final_test_acc_noisy_sem"] == pytest.approx(0.02)
+    assert noisy.loc["bald", ["final_test_acc_clean_mean", "final_test_acc_noisy_mean"]].isna().all()
+    assert ("| strategy | seeds | noisy fraction of queries | pool's noisy fraction | final acc, clean test images "
+            "| final acc, noisy test images |\n|---|---|---|---|---|---|\n"
+            "| random | 2 | 0.317 ± 0.017 | 0.305 | 0.950 ± 0.010 | 0.780 ± 0.020 |\n"
+            "| bald | 2 | 0.950 ± 0.050 | 0.305 | – | – |") in text
 
     stopping = pd.read_csv(path.parent / "stopping.csv").set_index("strategy")
     # random: seed 1 first at 0.995 with 40 labels, seed 2 never; bald: 0.99 at 30 labels, 0.991 at 40

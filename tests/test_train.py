@@ -59,6 +59,27 @@ def test_evaluate_matches_a_direct_computation(digits):
     assert got["acc"] == pytest.approx(expected_acc) and got["loss"] == pytest.approx(expected_loss, rel=1e-5)
 
 
+def test_evaluate_splits_accuracy_into_clean_and_noisy_images_from_the_same_predictions(digits):
+    """acc_clean / acc_noisy: the accuracy over the entries marked clean / noisy, counted by hand; chunking
+    (64 here, across the marks) does not change them, and an empty part is NaN."""
+    images, y = digits
+    model = build_model("lenet", 1, 28, 10, 0.5, torch_generator(1, "w")).eval()
+    idx = torch.arange(0, 3000, 10)  # every class (mnist_5k's train split is ordered by class)
+    with torch.no_grad():
+        hits = (model(images.batch(idx)).argmax(1) == y[idx]).tolist()
+    noisy = torch.zeros(idx.numel(), dtype=torch.bool)
+    noisy[::3] = True  # 100 of the 300
+    got = evaluate(model, images, idx, y[idx], chunk=64, noisy=noisy)
+    clean_hits = [h for h, n in zip(hits, noisy.tolist()) if not n]
+    noisy_hits = [h for h, n in zip(hits, noisy.tolist()) if n]
+    assert 0 < sum(hits) < len(hits)  # an untrained model: neither part is trivially 0 or 1
+    assert got["acc_clean"] == sum(clean_hits) / 200 and got["acc_noisy"] == sum(noisy_hits) / 100
+    assert got["acc"] == pytest.approx((sum(clean_hits) + sum(noisy_hits)) / 300)
+    none = evaluate(model, images, idx, y[idx], chunk=64, noisy=torch.zeros(idx.numel(), dtype=torch.bool))
+    assert none["acc_clean"] == none["acc"] and none["acc_noisy"] != none["acc_noisy"]  # NaN
+    assert "acc_clean" not in evaluate(model, images, idx, y[idx], chunk=64)
+
+
 def test_sgd_uses_momentum_and_weight_decay():
     model = torch.nn.Linear(2, 2)
     opt = make_optimizer(model, "sgd", 0.1, 5e-4, 0.9)
