@@ -257,8 +257,10 @@ class Config:
     epig_target_set: str = option("pool", "`--strategy epig`: draw the targets from the unlabelled `pool` or from "
                                           "the `test` inputs (never their labels)", choices=EPIG_TARGET_SETS)
     stop_set_size: int = option(1000, "pool images, chosen once with the seed at round 0 (at most the unlabelled "
-                                      "pool), on which `stop_kappa` compares consecutive rounds' predictions",
-                                rule=_COUNT)
+                                      "pool), on which `stop_kappa` compares consecutive rounds' predictions "
+                                      "(0 = no stop set: `stop_kappa` is not computed, saving its predictions each "
+                                      "round and a round's retraining on resume)",
+                                rule=_COUNT0)
     stop_when_stable: float = option(0.0, "> 0: end the run after the first round whose `stop_kappa` reaches this "
                                           "(0 = off; see \"When to stop labelling\")", rule=_FRACTION)
 
@@ -336,6 +338,8 @@ class Config:
                               "are the labels: drop --label_noise")
         if self.pool_subset and self.pool_subset < self.n_query:
             raise ConfigError(f"--pool_subset {self.pool_subset} is smaller than --n_query {self.n_query}")
+        if self.stop_when_stable > 0 and self.stop_set_size == 0:
+            raise ConfigError("--stop_when_stable needs a stop set to compute stop_kappa on: drop --stop_set_size 0")
         return self
 
 

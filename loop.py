@@ -159,7 +159,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
         rows = list(run_dir.rounds)
         # A run that --stop_when_stable ended has no round left (it is resumed as complete)
         first_round = cfg.n_round + 1 if rows and stops(cfg, rows[-1]) else start
-        if 0 < first_round <= cfg.n_round:
+        if 0 < first_round <= cfg.n_round and not stop.off:
             stop.previous = retrained_predictions(cfg, data, state, first_round - 1, weights, stop.positions)
         for r in tqdm(range(first_round, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
             row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live, weights=weights,
@@ -374,7 +374,7 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
                     cfg.eval_batch_size, noisy=data.noisy_T)
     # Predict the stop set and compare with the previous round's predictions (stop_kappa)
-    kappa = stop.record(predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop else math.nan
+    kappa = stop.record(predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop and not stop.off else math.nan
     eval_s = _elapsed(t, data.device)
     live.update(phase="querying", val_acc=val["acc"], test_acc=test["acc"])
     # Query the pool and reveal the chosen labels (no query after the last round). The oracle may not

@@ -59,6 +59,11 @@ class StopSignal:
         self.positions = positions
         self.previous: list | None = None  # the previous round's predicted classes (None: not known)
 
+    @property
+    def off(self) -> bool:
+        """No stop set (--stop_set_size 0): stop_kappa is not computed."""
+        return self.positions.numel() == 0
+
     def record(self, predictions: torch.Tensor) -> float:
         """This round's kappa against the previous round's predictions; these become the previous ones."""
         current = predictions.tolist()

@@ -129,3 +129,53 @@ def test_a_folder_from_before_noisy_and_stop_kappa_resumes_to_the_same_records(s
     pd.testing.assert_frame_equal(resumed.rounds.drop(columns=TIMING_COLUMNS), full.rounds.drop(columns=TIMING_COLUMNS))
     assert (old / "acquired.csv").read_text() == (stopped / "acquired.csv").read_text()
     assert resumed.summary["stopped_because"] == full.summary["stopped_because"]
+
+
+# ------------------------------------------------------------------------------ --stop_set_size 0: kappa off
+
+def test_stop_set_size_zero_is_an_empty_stop_set_that_is_off():
+    assert stop_set_positions(50, torch.tensor([0, 3]), 0, seed=4).numel() == 0
+    assert StopSignal(stop_set_positions(50, torch.tensor([0, 3]), 0, seed=4)).off
+    assert not StopSignal(torch.tensor([5])).off
+
+
+def test_without_a_stop_set_kappa_is_not_computed_and_nothing_else_changes(tmp_path, capsys, monkeypatch):
+    """The same run with a stop set and with --stop_set_size 0: every record but stop_kappa (and timings) is
+    equal, stop_kappa is empty in every round; resumed after round 0, the run does not retrain round 0 (there
+    is no kappa to rebuild) and ends with the same records."""
+    import loop
+    import main
+    argv = [a for a in STOPPING if a not in ("--stop_when_stable", "0.01")]
+    argv[argv.index("--n_round") + 1] = "2"
+    with_set, without = tmp_path / "with", tmp_path / "without"
+    assert main.main([*argv, "--output_dir", str(with_set)]) == 0
+    assert main.main([*argv, "--stop_set_size", "0", "--output_dir", str(without)]) == 0
+    [a], [b] = ([p.parent for p in out.rglob("config.json")] for out in (with_set, without))
+    ra, rb = Run(a), Run(b)
+    assert ra.rounds["stop_kappa"].iloc[1:].notna().all() and rb.rounds["stop_kappa"].isna().all()
+    pd.testing.assert_frame_equal(ra.rounds.drop(columns=[*TIMING_COLUMNS, "stop_kappa"]),
+                                  rb.rounds.drop(columns=[*TIMING_COLUMNS, "stop_kappa"]))
+    assert (a / "acquired.csv").read_text() == (b / "acquired.csv").read_text()
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for name in ("config.json", "acquired.csv"):
+        (cut / name).write_bytes((b / name).read_bytes())
+    rb.rounds.head(1).to_csv(cut / "rounds.csv", index=False, na_rep="nan")
+    monkeypatch.setattr(loop, "retrained_predictions", lambda *a, **k: pytest.fail("round 0 was retrained"))
+    assert main.main(["--resume", str(cut)]) == 0
+    pd.testing.assert_frame_equal(Run(cut).rounds.drop(columns=TIMING_COLUMNS), rb.rounds.drop(columns=TIMING_COLUMNS))
+
+
+def test_stop_when_stable_without_a_stop_set_is_refused_in_one_line(tmp_path, capsys):
+    import main
+    assert main.main([*STOPPING, "--stop_set_size", "0", "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--stop_when_stable needs a stop set" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_labelling_page_says_kappa_is_off_without_a_stop_set():
+    from oracles.human.web import stability
+    said = stability(math.nan, 0.0, 0)
+    assert said["kappa"] is None and not said["reached"] and "--stop_set_size 0" in said["text"]

@@ -200,7 +200,10 @@ def stability(kappa: float, stop_when_stable: float, n_images: int) -> dict:
     known, stable = not math.isnan(kappa), reached(kappa, threshold)
     shown = _kappa_text(kappa, threshold) if known else ""
     agree = f"its predictions on {n_images} pool images agree with the previous round's"
-    if not known:
+    if n_images == 0:
+        text = ("Kappa is off (--stop_set_size 0): there is no stop set to compare rounds' predictions on, so the page "
+                "cannot say when the model has stopped changing.")
+    elif not known:
         text = (f"Kappa, how well a round's predictions on {n_images} pool images agree with the previous round's, "
                 "shows once two rounds have finished: it says when the model has stopped changing.")
     elif stable and stop_when_stable:
