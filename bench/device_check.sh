@@ -2,7 +2,7 @@
 # GPU check for a lent device machine (PyTorch preinstalled, no internet): the test suite, the CUDA
 # benchmark and a short CUDA run, each step independent, logs under $OUT.
 #
-# Payload to prepare here first (both git-ignored via .git/info/exclude, carried with the call):
+# Payload to prepare here first with `bash bench/device_payload.sh` (both git-ignored, carried with the call):
 #   .whl/     CPython 3.12 manylinux x86_64 wheels of what the device lacks: wandb, mlxtend, submitit and
 #             flask (+ blinker, itsdangerous) and their missing dependencies (pip download --no-deps --only-binary=:all: --python-version 3.12
 #             --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 ...): ~25 MB in all
