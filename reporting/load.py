@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from config import OPERATIONAL_FIELDS
+from config import OPERATIONAL_FIELDS, STABLE_KAPPA
 from reporting.stats import aulc, first_stable, has_label_noise, noisy_query_fraction
 from results import DamagedRun, OutputError, is_run_folder, read_config, read_rounds, read_summary, run_status
 
@@ -59,7 +59,8 @@ def load_runs(folders, skipped: list | None = None) -> pd.DataFrame:
             skipped.append(f"{folder}: {err}")
             continue
         last = rounds.iloc[-1] if len(rounds) else {}
-        stable_n_labeled, stable_test_acc = first_stable(rounds)
+        # the run's own --stop_when_stable when it had one (its stopping point), else the report's STABLE_KAPPA
+        stable_n_labeled, stable_test_acc = first_stable(rounds, config.get("stop_when_stable") or STABLE_KAPPA)
         rows.append({**config, "strategy": method_name(config), "run": str(folder), "status": run_status(folder),
                      "group_key": group_key(config),
                      "n_rounds": len(rounds), "final_n_labeled": last.get("n_labeled", math.nan),
@@ -73,13 +74,23 @@ def load_runs(folders, skipped: list | None = None) -> pd.DataFrame:
                      "noisy_query_fraction": noisy_query_fraction(rounds, config["n_query"]),
                      "pool_noisy_fraction": _pool_noisy_fraction(folder),
                      "kappa_recorded": "stop_kappa" in rounds, "stable_n_labeled": stable_n_labeled,
-                     "stable_test_acc": stable_test_acc})
+                     "stable_test_acc": stable_test_acc, "stopped_early": bool(_stopped_because(folder)),
+                     "planned_rounds": config["n_round"] + 1})
     if not rows:
         raise ReportError(f"no run folder could be read ({len(folders)} damaged: {skipped[0] if skipped else ''})")
     runs = pd.DataFrame(rows)
     runs["group_key"] = runs["group_key"].map(ensembles_beside_dropout(runs["group_key"]))
     runs["group"] = runs["group_key"].map(group_names(runs["group_key"]))
     return mark_included(runs.sort_values(["group", "strategy", "seed", "run"], ignore_index=True))
+
+
+def _stopped_because(folder) -> str:
+    """summary.json's stopped_because: why --stop_when_stable ended the run early ("" when it did not)."""
+    try:
+        value = read_summary(folder).get("stopped_because")
+    except DamagedRun:
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def _pool_noisy_fraction(folder) -> float:
@@ -182,16 +193,33 @@ def _label_noise_name(config: dict) -> str:
 
 def mark_included(runs: pd.DataFrame) -> pd.DataFrame:
     """``included``: complete, ending where most complete runs of its group end, first of its strategy and
-    seed. ``note`` says why a run is left out of the statistics."""
+    seed. ``note`` says why a run is left out of the statistics.
+
+    A run that --stop_when_stable ended early ended where its own rule said: it is in the statistics when it
+    planned the rounds that the group's runs end at (or when every run of the group stopped early), with a
+    note saying where it stopped.
+    """
     runs = runs.copy()
+    if "stopped_early" not in runs:  # tables built by hand
+        runs["stopped_early"], runs["planned_rounds"] = False, runs["n_rounds"]
     runs["included"] = runs["status"] == "complete"
     runs["note"] = np.where(runs["included"], "", "status " + runs["status"] + ": not in the statistics")
     for _, g in runs[runs["included"]].groupby("group"):
-        ends = g.groupby(["n_rounds", "final_n_labeled"], dropna=False).size()
-        n_rounds, final = ends[ends == ends.max()].index.max()  # most common end; ties: the longest
-        short = g.index[(g["n_rounds"] != n_rounds) | (g["final_n_labeled"] != final)]
+        ran_out = g[~g["stopped_early"]]
+        if ran_out.empty:
+            n_rounds, final = g["planned_rounds"].max(), math.nan
+        else:
+            ends = ran_out.groupby(["n_rounds", "final_n_labeled"], dropna=False).size()
+            n_rounds, final = ends[ends == ends.max()].index.max()  # most common end; ties: the longest
+        elsewhere = np.where(g["stopped_early"], g["planned_rounds"] != n_rounds,
+                             (g["n_rounds"] != n_rounds) | (g["final_n_labeled"] != final))
+        short = g.index[elsewhere]
         runs.loc[short, "included"] = False
         runs.loc[short, "note"] = f"ends elsewhere than the group's {n_rounds} rounds / {final:g} labels"
+        stopped = g.index[g["stopped_early"] & ~elsewhere]
+        runs.loc[stopped, "note"] = [f"stopped early by --stop_when_stable at {n:g} labels (round {int(r) - 1} of "
+                                     f"{int(p) - 1})" for n, r, p in runs.loc[stopped, ["final_n_labeled", "n_rounds",
+                                                                                    "planned_rounds"]].to_numpy()]
     kept = runs[runs["included"]]
     repeated = kept.index[kept.duplicated(["group", "strategy", "seed"])]
     runs.loc[repeated, "included"] = False

@@ -81,6 +81,12 @@ def group_section(i: int, group: str, tables: dict, png: str | None, targets, ba
               _md(_labels_display(pick["labels_needed"], strategies, targets)), "",
               "Area under the learning curve and final test accuracy (mean ± s.e. over seeds):", "",
               _md(_aulc_display(pick["aulc"])), ""]
+    stopped = used[used["stopped_early"]] if "stopped_early" in used else used.iloc[:0]
+    if len(stopped):
+        lines += [f"{_plural(len(stopped), 'run')} of {len(used)} ended early by --stop_when_stable: their final "
+                  "test accuracy is at their stopping point with fewer labels, their AULC covers their shorter "
+                  "curve, and the curve's later sizes hold fewer seeds. Read the stopping table below for "
+                  "labels and accuracy where they stopped.", ""]
     lines += _paired_lines(pick["paired"], baseline)
     lines += ["Cost: median seconds per round (querying: rounds that scored the pool):", "",
               _md(_cost_display(pick["cost"])), ""]
@@ -89,10 +95,15 @@ def group_section(i: int, group: str, tables: dict, png: str | None, targets, ba
                   "seeds) against the pool's fraction, and the final test accuracy on the clean and on the noisy "
                   "test images:", "", _md(_noisy_display(pick["noisy_queries"])), ""]
     if len(pick.get("stopping", ())):
+        stopping = pick["stopping"]
+        threshold = stopping["threshold"].iloc[0]
+        rule = (f" (the runs' --stop_when_stable: {int(stopping['n_stopped'].sum())} of "
+                f"{int(stopping['n_seeds'].sum())} runs stopped there before their last planned round)"
+                if threshold != STABLE_KAPPA or stopping["n_stopped"].any() else "")
         lines += [f"Stopping signal: labels at which `stop_kappa` (the agreement of consecutive rounds' predictions "
-                  f"on a fixed set of pool images) first reached {STABLE_KAPPA:g}, mean over the seeds that reach it "
-                  "(min–max), and the test accuracy there (mean ± s.e.):", "",
-                  _md(_stopping_display(pick["stopping"])), ""]
+                  f"on a fixed set of pool images) first reached {threshold:g}{rule}, mean over the seeds that reach "
+                  "it (min–max), and the test accuracy there (mean ± s.e.):", "",
+                  _md(_stopping_display(stopping)), ""]
     return lines
 
 
@@ -196,7 +207,7 @@ def _noisy_display(noisy: pd.DataFrame) -> pd.DataFrame:
 
 def _stopping_display(stopping: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"strategy": stopping["strategy"], "seeds": stopping["n_seeds"],
-                         f"labels at kappa ≥ {STABLE_KAPPA:g}": stopping["labels_text"],
+                         f"labels at kappa ≥ {stopping['threshold'].iloc[0]:g}": stopping["labels_text"],
                          "test acc there": [_pm(m, s) for m, s in zip(stopping["test_acc_mean"],
                                                                       stopping["test_acc_sem"])]})
 

@@ -24,8 +24,8 @@ LABEL_NOISE_COLUMNS = ["group", "strategy", "label_noise", "label_noise_rate", "
 NOISY_COLUMNS = ["group", "strategy", "n_seeds", "noisy_query_fraction_mean", "noisy_query_fraction_sem",
                  "pool_noisy_fraction", "final_test_acc_clean_mean", "final_test_acc_clean_sem",
                  "final_test_acc_noisy_mean", "final_test_acc_noisy_sem"]
-STOPPING_COLUMNS = ["group", "strategy", "n_seeds", "n_reached", "labels_mean", "labels_min", "labels_max",
-                    "labels_text", "test_acc_mean", "test_acc_sem"]
+STOPPING_COLUMNS = ["group", "strategy", "threshold", "n_seeds", "n_reached", "n_stopped", "labels_mean",
+                    "labels_min", "labels_max", "labels_text", "test_acc_mean", "test_acc_sem"]
 
 
 def mean_sem(values) -> tuple:
@@ -199,12 +199,19 @@ def noisy_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def stopping_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per group and strategy, over the seeds that recorded stop_kappa: the labels at which it first reached
-    STABLE_KAPPA (mean, min, max and the text "mean (min–max), k of n seeds") and the test accuracy there."""
+    the threshold (mean, min, max and the text "mean (min–max), k of n seeds") and the test accuracy there.
+
+    The threshold is the group's --stop_when_stable when it has one (where those runs stopped; ``n_stopped``
+    counts the runs it ended before their last planned round), else STABLE_KAPPA.
+    """
     rows = []
     for (group, strategy), g in runs[runs["kappa_recorded"]].groupby(["group", "strategy"], sort=False):
         reached = g.dropna(subset=["stable_n_labeled"])
         acc_mean, acc_sem = mean_sem(reached["stable_test_acc"]) if len(reached) else (math.nan, math.nan)
-        rows.append({"group": group, "strategy": strategy, "n_seeds": len(g), "n_reached": len(reached),
+        own = g["stop_when_stable"].iloc[0] if "stop_when_stable" in g else 0
+        rows.append({"group": group, "strategy": strategy, "threshold": own or STABLE_KAPPA, "n_seeds": len(g),
+                     "n_reached": len(reached),
+                     "n_stopped": int(g["stopped_early"].sum()) if "stopped_early" in g else 0,
                      "labels_mean": reached["stable_n_labeled"].mean(), "labels_min": reached["stable_n_labeled"].min(),
                      "labels_max": reached["stable_n_labeled"].max(), "labels_text": reach_text(g["stable_n_labeled"]),
                      "test_acc_mean": acc_mean, "test_acc_sem": acc_sem})

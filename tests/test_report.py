@@ -469,3 +469,36 @@ def test_a_report_of_older_folders_only_has_no_noisy_or_stopping_table(tmp_path)
     path = report.write_report(loaded(tmp_path), tmp_path / "out")
     assert not (path.parent / "noisy_queries.csv").exists() and not (path.parent / "stopping.csv").exists()
     assert "Noisy images" not in path.read_text() and "Stopping signal" not in path.read_text()
+
+
+def test_runs_that_stop_when_stable_ended_early_are_in_the_statistics_and_the_stopping_table(tmp_path):
+    """--stop_when_stable 0.9, 3 planned rounds: random seed 2 stopped at round 2 (40 labels), bald seed 1 at
+    round 1 (30 labels). Both are in the statistics with a note, the stopping table uses the runs' own
+    threshold and counts them, and the report says what their final accuracy and AULC mean."""
+    def run(strategy, seed, accs, kappas):
+        folder = make_run(tmp_path, strategy, seed, accs, stop_when_stable=0.9)
+        rounds = pd.read_csv(folder / "rounds.csv")
+        rounds["stop_kappa"] = kappas
+        rounds.to_csv(folder / "rounds.csv", index=False)
+        if len(accs) < 4:
+            (folder / "summary.json").write_text(json.dumps({"status": "complete", "stopped_because": "stable"}))
+    nan = math.nan
+    run("random", 1, [0.5, 0.6, 0.7, 0.8], [nan, 0.5, 0.6, 0.7])
+    run("random", 2, [0.5, 0.65, 0.75], [nan, 0.6, 0.95])
+    run("bald", 1, [0.5, 0.7], [nan, 0.92])
+    run("bald", 2, [0.5, 0.7, 0.8, 0.9], [nan, 0.5, 0.85, 0.88])
+    runs = loaded(tmp_path)
+    assert runs["included"].all()
+    notes = runs.set_index(["strategy", "seed"])["note"]
+    assert notes[("random", 2)] == "stopped early by --stop_when_stable at 40 labels (round 2 of 3)"
+    assert notes[("bald", 1)] == "stopped early by --stop_when_stable at 30 labels (round 1 of 3)"
+    assert notes[("random", 1)] == "" and notes[("bald", 2)] == ""
+    path = report.write_report(runs, tmp_path / "out")
+    text = path.read_text()
+    stopping = pd.read_csv(path.parent / "stopping.csv").set_index("strategy")
+    assert stopping["threshold"].tolist() == [0.9, 0.9] and stopping["n_stopped"].tolist() == [1, 1]
+    assert stopping.loc["random", ["n_reached", "labels_mean"]].tolist() == [1, 40]
+    assert stopping.loc["bald", ["n_reached", "labels_mean", "test_acc_mean"]].tolist() == [1, 30, 0.7]
+    assert "| strategy | seeds | labels at kappa ≥ 0.9 | test acc there |" in text
+    assert "2 of 4 runs stopped there before their last planned round" in text
+    assert "2 runs of 4 ended early by --stop_when_stable: their final test accuracy is at their stopping point" in text

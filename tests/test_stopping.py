@@ -179,3 +179,13 @@ def test_the_labelling_page_says_kappa_is_off_without_a_stop_set():
     from oracles.human.web import stability
     said = stability(math.nan, 0.0, 0)
     assert said["kappa"] is None and not said["reached"] and "--stop_set_size 0" in said["text"]
+
+
+def test_the_report_keeps_a_real_run_that_stop_when_stable_ended(stopped):
+    """The report reads summary.json's stopped_because: the run is in the statistics, with a note."""
+    from reporting.load import load_runs
+    [run] = load_runs([stopped]).to_dict("records")
+    rounds = Run(stopped).rounds
+    assert run["stopped_early"] and run["included"] and run["n_rounds"] < run["planned_rounds"]
+    assert run["note"].startswith(f"stopped early by --stop_when_stable at {rounds['n_labeled'].iloc[-1]} labels")
+    assert run["stable_n_labeled"] == rounds["n_labeled"].iloc[-1]  # its own threshold (0.01), where it stopped
