@@ -374,7 +374,8 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     test = evaluate(model, data.test, torch.arange(len(data.test), device=data.device), data.test_y,
                     cfg.eval_batch_size, noisy=data.noisy_T)
     # Predict the stop set and compare with the previous round's predictions (stop_kappa)
-    kappa = stop.record(predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop and not stop.off else math.nan
+    kappa = (stop.record(predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop and not stop.off
+             else math.nan)
     eval_s = _elapsed(t, data.device)
     live.update(phase="querying", val_acc=val["acc"], test_acc=test["acc"])
     # Query the pool and reveal the chosen labels (no query after the last round). The oracle may not

@@ -199,10 +199,9 @@ def _noisy_display(noisy: pd.DataFrame) -> pd.DataFrame:
                          "noisy fraction of queries": [_pm(m, s) for m, s in zip(noisy["noisy_query_fraction_mean"],
                                                                                   noisy["noisy_query_fraction_sem"])],
                          "pool's noisy fraction": noisy["pool_noisy_fraction"].map(lambda v: _num(v, ".3f")),
-                         "final acc, clean test images": [_pm(m, s) for m, s in zip(noisy["final_test_acc_clean_mean"],
-                                                                                     noisy["final_test_acc_clean_sem"])],
-                         "final acc, noisy test images": [_pm(m, s) for m, s in zip(noisy["final_test_acc_noisy_mean"],
-                                                                                     noisy["final_test_acc_noisy_sem"])]})
+                         **{f"final acc, {part} test images": [_pm(m, s) for m, s in zip(
+                             noisy[f"final_test_acc_{part}_mean"], noisy[f"final_test_acc_{part}_sem"])]
+                            for part in ("clean", "noisy")}})
 
 
 def _stopping_display(stopping: pd.DataFrame) -> pd.DataFrame:
