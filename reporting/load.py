@@ -200,8 +200,6 @@ def mark_included(runs: pd.DataFrame) -> pd.DataFrame:
     note saying where it stopped.
     """
     runs = runs.copy()
-    if "stopped_early" not in runs:  # tables built by hand
-        runs["stopped_early"], runs["planned_rounds"] = False, runs["n_rounds"]
     runs["included"] = runs["status"] == "complete"
     runs["note"] = np.where(runs["included"], "", "status " + runs["status"] + ": not in the statistics")
     for _, g in runs[runs["included"]].groupby("group"):

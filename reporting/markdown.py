@@ -81,7 +81,7 @@ def group_section(i: int, group: str, tables: dict, png: str | None, targets, ba
               _md(_labels_display(pick["labels_needed"], strategies, targets)), "",
               "Area under the learning curve and final test accuracy (mean ± s.e. over seeds):", "",
               _md(_aulc_display(pick["aulc"])), ""]
-    stopped = used[used["stopped_early"]] if "stopped_early" in used else used.iloc[:0]
+    stopped = used[used["stopped_early"]]
     if len(stopped):
         lines += [f"{_plural(len(stopped), 'run')} of {len(used)} ended early by --stop_when_stable: their final "
                   "test accuracy is at their stopping point with fewer labels, their AULC covers their shorter "

@@ -190,7 +190,7 @@ def noisy_table(runs: pd.DataFrame) -> pd.DataFrame:
         row = {"group": group, "strategy": strategy, "n_seeds": len(known), "noisy_query_fraction_mean": mean,
                "noisy_query_fraction_sem": sem, "pool_noisy_fraction": g["pool_noisy_fraction"].mean()}
         for part in ("clean", "noisy"):
-            values = g[f"final_test_acc_{part}"].dropna() if f"final_test_acc_{part}" in g else ()
+            values = g[f"final_test_acc_{part}"].dropna()
             row[f"final_test_acc_{part}_mean"], row[f"final_test_acc_{part}_sem"] = (
                 mean_sem(values) if len(values) else (math.nan, math.nan))
         rows.append(row)
@@ -208,10 +208,8 @@ def stopping_table(runs: pd.DataFrame) -> pd.DataFrame:
     for (group, strategy), g in runs[runs["kappa_recorded"]].groupby(["group", "strategy"], sort=False):
         reached = g.dropna(subset=["stable_n_labeled"])
         acc_mean, acc_sem = mean_sem(reached["stable_test_acc"]) if len(reached) else (math.nan, math.nan)
-        own = g["stop_when_stable"].iloc[0] if "stop_when_stable" in g else 0
-        rows.append({"group": group, "strategy": strategy, "threshold": own or STABLE_KAPPA, "n_seeds": len(g),
-                     "n_reached": len(reached),
-                     "n_stopped": int(g["stopped_early"].sum()) if "stopped_early" in g else 0,
+        rows.append({"group": group, "strategy": strategy, "threshold": g["stop_when_stable"].iloc[0] or STABLE_KAPPA,
+                     "n_seeds": len(g), "n_reached": len(reached), "n_stopped": int(g["stopped_early"].sum()),
                      "labels_mean": reached["stable_n_labeled"].mean(), "labels_min": reached["stable_n_labeled"].min(),
                      "labels_max": reached["stable_n_labeled"].max(), "labels_text": reach_text(g["stable_n_labeled"]),
                      "test_acc_mean": acc_mean, "test_acc_sem": acc_sem})
