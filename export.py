@@ -8,7 +8,8 @@ person, or the folder's own label) and when. It is rewritten after every recorde
 link when DIR is on the same filesystem as the images, else a copy. Inside its class folder a file keeps
 its path below ``train/<class>/`` or ``unlabeled/`` (a name taken twice gets ``-2``, ``-3``…). DIR must be
 new, empty, or hold only an earlier export of the same run (listed in DIR's MARKER file): a file a user
-has there is never overwritten.
+has there is never overwritten, and the export deletes nothing. What it exports comes from the run's
+checked records (acquired.csv, corrections.csv), never from labels.csv, which is a report to read.
 """
 from __future__ import annotations
 
@@ -78,14 +79,19 @@ def check_export_dir(cfg, run_path=None) -> None:
                           "overwritten)")
 
 
-def export_labelled(rows: list, root: str, folder: str, run_path) -> tuple:
-    """Put each file of labels.csv's ``rows`` (relative to ``root``) into ``folder``/<label name>/:
-    (hard links made, copies made). OutputError, before anything is written, when a file to be written is
-    there already and is not from an earlier export of this run."""
+def export_labelled(rows: list, data, folder: str, run_path) -> tuple:
+    """Put each file of ``rows`` (label_rows' rows, built from the run's own records) into
+    ``folder``/<label name>/: (hard links made, copies made).
+
+    Nothing here trusts a row: its path must be one of ``data``'s files and its class one of its classes,
+    and every target must lie inside ``folder`` (OutputError otherwise, before anything is written). Nothing
+    is deleted or overwritten: a target that is there already must be this file (a hard link or the same
+    bytes) and listed by an earlier export of this run."""
     dest = Path(folder)
+    wanted = export_names(checked_rows(rows, data))
     ours = _exported_before(dest, run_path) if dest.is_dir() else set()
-    wanted = export_names(rows)
-    taken = [rel for rel in wanted if rel not in ours and os.path.lexists(dest / rel)]
+    taken = [rel for rel in wanted if os.path.lexists(dest / rel)
+             and not (rel in ours and _same_file(Path(data.root) / wanted[rel], dest / rel))]
     if taken:
         raise OutputError(f"--export_to: {dest / taken[0]} exists and was not exported by this run; nothing was "
                           f"exported (a file there is never overwritten): move it away, then export again with "
@@ -96,17 +102,28 @@ def export_labelled(rows: list, root: str, folder: str, run_path) -> tuple:
         raise OutputError(f"--export_to: cannot create {folder}: {err.strerror or err}") from None
     # Listed first, so that whatever a crash leaves half-done is known as this run's
     _write_marker(dest, run_path, ours | set(wanted))
-    for rel in sorted(ours - set(wanted)):  # an image this run exported before under another class
-        (dest / rel).unlink(missing_ok=True)
     linked = copied = 0
     for rel, path in wanted.items():
-        source, target = Path(root) / path, dest / rel
-        if target.exists() and _same_file(source, target):
+        source, target = Path(data.root) / path, dest / rel
+        if os.path.lexists(target):  # this run's earlier export of the same file (checked above)
             continue
-        how = _place(source, target)
+        how = _place(source, target, dest)
         linked, copied = linked + (how == "link"), copied + (how == "copy")
-    _write_marker(dest, run_path, set(wanted))
+    _write_marker(dest, run_path, ours | set(wanted))
     return linked, copied
+
+
+def checked_rows(rows: list, data) -> list:
+    """``rows``, after checking each names one of the dataset's files and one of its classes (OutputError
+    naming the first that does not)."""
+    files, classes = set(data.files or ()), list(data.classes or ())
+    for row in rows:
+        if row["path"] not in files:
+            raise OutputError(f"--export_to: {row['path']!r} is not one of the dataset's files; nothing was exported")
+        if row["label_name"] not in classes or classes.index(row["label_name"]) != row["label"]:
+            raise OutputError(f"--export_to: {row['label_name']!r} (label {row['label']}) is not a class of the "
+                              "dataset; nothing was exported")
+    return rows
 
 
 def export_names(rows: list) -> dict:
@@ -125,12 +142,13 @@ def export_names(rows: list) -> dict:
     return names
 
 
-def _place(source: Path, target: Path) -> str:
+def _place(source: Path, target: Path, dest: Path) -> str:
     """Hard-link ``source`` at ``target``, or copy it where a link cannot be made ("link" or "copy"); never
-    over a file (OutputError when one appeared there meanwhile)."""
+    over a file (OutputError when one appeared there meanwhile), never outside ``dest``."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)  # this run's own earlier export (checked by the caller)
+        if not target.parent.resolve().is_relative_to(dest.resolve()):  # a folder there links elsewhere
+            raise OutputError(f"--export_to: {target.parent} leads outside {dest}; nothing is written there")
         try:
             os.link(source, target)
             return "link"
@@ -138,12 +156,15 @@ def _place(source: Path, target: Path) -> str:
             raise
         except OSError:  # another filesystem, or one without hard links
             pass
+        # A copy under a name of its own first, so that a crash never leaves a partial file at ``target``
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        out = open(partial, "xb")
         try:
-            with open(source, "rb") as src, open(target, "xb") as out:
+            with out, open(source, "rb") as src:
                 shutil.copyfileobj(src, out)
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
+            os.link(partial, target)
+        finally:
+            partial.unlink()  # the file this call created just above
         return "copy"
     except FileExistsError:
         raise OutputError(f"--export_to: {target} appeared while exporting; it was not overwritten") from None

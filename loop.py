@@ -267,12 +267,19 @@ def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
 def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
     """Everything a resume reads from the run folder, checked before anything in it is written, so that
     a refused resume (ConfigError) leaves the folder exactly as it was."""
+    recorded_state(cfg, data, run_dir)
+    TrainedWeights(run_dir, keep=cfg.warm_start != "off").restore(len(run_dir.rounds))
+
+
+def recorded_state(cfg: Config, data: StudyData, run_dir: RunDir) -> PoolState:
+    """The labelled set as the run folder's acquired.csv and corrections.csv record it, each row checked
+    against this dataset, split and seed (ConfigError when one does not belong)."""
     first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
     oracle = replayable_oracle(cfg, data.pool_y, data.num_classes, initial=first)
     state = PoolState(data.pool_idx.numel())
     restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
     replay_corrections(state, data, run_dir.corrections)
-    TrainedWeights(run_dir, keep=cfg.warm_start != "off").restore(len(run_dir.rounds))
+    return state
 
 
 def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: torch.Tensor, oracle=None,

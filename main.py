@@ -27,8 +27,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from config import OPERATIONAL_FIELDS, Config, ConfigError, get_logger, given_flags, parse_config
 from data import DATASETS, DataUnavailable, Dataset, load_dataset
-from export import check_export_dir, export_labelled
-from loop import check_resumable, check_strategy, prepare_data, run_study, unlabeled_in_pool
+from export import check_export_dir, export_labelled, label_rows
+from loop import check_resumable, check_strategy, prepare_data, recorded_state, run_study, unlabeled_in_pool
 from memory import check_budget, resolve_device
 from models import MODELS
 from oracles import check_address
@@ -201,12 +201,14 @@ def _run_in_folder(cfg: Config, data, run_dir: RunDir, device: torch.device, log
 
 
 def export_labels(cfg: Config, data, run_dir: RunDir, log: logging.Logger) -> None:
-    """--export_to: the finished run's labelled images (labels.csv) into DIR/<class>/."""
+    """--export_to: the finished run's labelled images into DIR/<class>/."""
     if not cfg.export_to:
         return
-    linked, copied = export_labelled(run_dir.labels, data.root, cfg.export_to, run_dir.path)
-    log.info("exported the %d labelled images of labels.csv to %s/<class>/ (%d new hard links, %d new copies)",
-             len(run_dir.labels), cfg.export_to, linked, copied)
+    # From the run's checked records, not from labels.csv: a row edited there must not name what is exported
+    rows = label_rows(data, recorded_state(cfg, data, run_dir), {})
+    linked, copied = export_labelled(rows, data, cfg.export_to, run_dir.path)
+    log.info("exported the %d labelled images to %s/<class>/ (%d new hard links, %d new copies)",
+             len(rows), cfg.export_to, linked, copied)
 
 
 def run_experiment(cfg: Config, dataset: Dataset, device: torch.device, log: logging.Logger,

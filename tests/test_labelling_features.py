@@ -23,7 +23,8 @@ from PIL import Image
 import main
 from config import Config
 from export import MARKER, check_export_dir, export_labelled
-from loop import acquired_rows
+from data import load_dataset
+from loop import acquired_rows, prepare_data
 from oracles.human.oracle import read_original
 from oracles.human.web import create_app
 from results import ROUND_COLUMNS, TIMING_COLUMNS, OutputError
@@ -98,11 +99,19 @@ def test_labels_csv_names_each_labelled_file_and_export_links_them_into_class_fo
     assert rc == 2 and "--export_to copies the labelled images' files: it needs --dataset folder" in err
 
 
+def study_data(run):
+    """The loop's StudyData of a finished run, from its config.json and its dataset folder."""
+    cfg = Config.from_dict(run.config)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, test_fraction=cfg.test_fraction)
+    return prepare_data(cfg, dataset, torch.device("cpu"))
+
+
 def test_export_never_overwrites_a_file_that_appeared_and_copies_across_filesystems(cli, tmp_path, small_disk):
     data, out = image_folder(tmp_path / "images"), tmp_path / "runs"
     rc, _, err, [run] = cli(*folder_args(data), output_dir=out)
     assert rc == 0, err
     rows = pd.read_csv(run.path / "labels.csv", keep_default_na=False).to_dict("records")
+    study = study_data(run)
     first = rows[0]
     dest = tmp_path / "export"
     check_export_dir(Config(dataset="folder", export_to=str(dest)), run.path)  # passes: nothing there yet
@@ -111,14 +120,74 @@ def test_export_never_overwrites_a_file_that_appeared_and_copies_across_filesyst
     taken.parent.mkdir(parents=True)
     taken.write_bytes(b"the user's")
     with pytest.raises(OutputError, match=f"{taken} exists and was not exported by this run; nothing was exported"):
-        export_labelled(rows, str(data), str(dest), run.path)
+        export_labelled(rows, study, str(dest), run.path)
     assert taken.read_bytes() == b"the user's" and sorted(dest.rglob("*")) == [taken.parent, taken]
     # On another filesystem (a tmpfs): copies, byte for byte
-    assert export_labelled(rows, str(data), str(small_disk / "export"), run.path) == (0, len(rows))
+    assert export_labelled(rows, study, str(small_disk / "export"), run.path) == (0, len(rows))
     for row in rows:
         copy = small_disk / "export" / row["label_name"] / Path(row["path"]).name
         assert copy.read_bytes() == (data / row["path"]).read_bytes()
         assert not os.path.samefile(copy, data / row["path"]) and stat.S_ISREG(copy.lstat().st_mode)
+
+
+def exported_files(dest: Path) -> list:
+    return sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != MARKER)
+
+
+def test_a_tampered_labels_csv_or_export_marker_deletes_and_links_nothing_outside_the_export(cli, tmp_path):
+    """The path traversal of issue 27: labels.csv's path column and the export folder's marker are the run
+    folder's data, read back; a row climbing out of the dataset must not delete or link anything."""
+    data, out, dest = image_folder(tmp_path / "images"), tmp_path / "runs", tmp_path / "export"
+    victim = tmp_path / "victim" / "secret.txt"
+    victim.parent.mkdir()
+    victim.write_text("keep me")
+    rc, _, err, [run] = cli(*folder_args(data, "--export_to", dest), output_dir=out)
+    assert rc == 0, err
+    exported = exported_files(dest)
+    # labels.csv edited: a row naming the victim (through the dataset and through the export's parent), and
+    # a class that is not one
+    labels = pd.read_csv(run.path / "labels.csv", keep_default_na=False)
+    labels.loc[0, "path"] = "train/circle/../../../victim/secret.txt"
+    labels.loc[1, "path"], labels.loc[1, "label_name"] = "../victim/secret.txt", "../../victim"
+    labels.to_csv(run.path / "labels.csv", index=False)
+    # the marker edited: it claims the victim as a file this run exported there earlier
+    marker = json.loads((dest / MARKER).read_text())
+    marker["files"] += ["../victim/secret.txt", "circle/../../victim/secret.txt"]
+    (dest / MARKER).write_text(json.dumps(marker))
+    for folder in (dest, tmp_path / "images" / ".." / "second"):
+        rc, _, err, _ = cli("--resume", run.path, "--export_to", folder, output_dir=out)
+        assert victim.read_text() == "keep me" and sorted(victim.parent.iterdir()) == [victim]
+        assert rc == 0, err
+        # the export comes from the run's own records: the same files as before, nothing else anywhere
+        assert exported_files(Path(folder)) == exported
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "images", "runs", "second", "victim"]
+
+    # Rows handed to the exporter directly are checked too: a path that is not a dataset file, a class that is
+    # not a class; refused before anything is written
+    rows = pd.read_csv(run.path / "labels.csv", keep_default_na=False).to_dict("records")
+    study = study_data(run)
+    for bad, why in ((rows[0], "is not one of the dataset's files"), (rows[1], "is not a class of the dataset")):
+        good = [dict(row, path=row["path"] if row is not rows[0] else rows[2]["path"]) for row in rows[2:]]
+        if bad is rows[1]:
+            bad = dict(bad, path=rows[2]["path"])
+        with pytest.raises(OutputError, match=why):
+            export_labelled([*good, bad], study, str(tmp_path / "third"), run.path)
+        assert not (tmp_path / "third").exists()
+    assert victim.read_text() == "keep me"
+
+
+def test_export_writes_nothing_through_a_class_folder_that_links_outside(cli, tmp_path):
+    data, out, dest = image_folder(tmp_path / "images"), tmp_path / "runs", tmp_path / "export"
+    rc, _, err, [run] = cli(*folder_args(data), output_dir=out)
+    assert rc == 0, err
+    rows = pd.read_csv(run.path / "labels.csv", keep_default_na=False).to_dict("records")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dest.mkdir()
+    (dest / rows[0]["label_name"]).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OutputError, match="leads outside"):
+        export_labelled(rows, study_data(run), str(dest), run.path)
+    assert list(elsewhere.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------ corrections
