@@ -25,6 +25,8 @@ LABEL_NOISES = ("none", "symmetric", "pair", "adversarial")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 WARM_STARTS = ("off", "continue", "shrink_perturb")
+AUGMENTS = ("none", "shift", "shift_rotate", "standard")  # what each applies: augment.AUGMENTS
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
 UNCERTAINTIES = ("mc_dropout", "ensemble")
 EPIG_TARGET_SETS = ("pool", "test")
 PRESET_NAMES = ("", *PRESETS)  # "" = no preset
@@ -261,6 +263,17 @@ class Config:
                                       "(0 = no stop set: `stop_kappa` is not computed, saving its predictions each "
                                       "round and a round's retraining on resume)",
                                 rule=_COUNT0)
+    # The training recipe (issue 28): augmentation of the labelled batch, the learning rate over a round.
+    augment: str = option("none", "{choices}: random transforms of each training batch (never of scoring, "
+                                  "evaluation or the stop set): `shift` moves images by up to `--augment_shift` "
+                                  "pixels, `shift_rotate` adds rotations of up to 10°, `standard` adds horizontal "
+                                  "flips where the dataset says a flip keeps the class (not digits)", choices=AUGMENTS)
+    augment_shift: int = option(2, "`--augment`: the largest shift, in pixels, in each direction",
+                                rule=Rule(int, 0, 16, why="pixels"))
+    lr_schedule: str = option("constant", "{choices}: the learning rate over a round's steps: `constant` `--lr`, "
+                                          "`cosine` from `--lr` down to 0, `onecycle` up from `--lr`/25 to `--lr` "
+                                          "in the first 30% of the steps, then down (Smith & Topin 2017)",
+                              choices=LR_SCHEDULES)
     stop_when_stable: float = option(0.0, "> 0: end the run after the first round whose `stop_kappa` reaches this "
                                           "(0 = off; see \"When to stop labelling\")", rule=_FRACTION)
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from augment import AUGMENTS, make_augmenter
 from config import Config, ConfigError
-from data import Dataset, Images, PoolState, initial_positions, split_train
+from data import DATASETS, Dataset, Images, PoolState, initial_positions, split_train
 from export import LabelsFile
 from models import Ensemble, build_model
 from noise import apply_noise
@@ -64,8 +65,12 @@ class StudyData:
         return self.noisy_P[positions] if self.noisy_P is not None else torch.zeros(positions.numel(), dtype=torch.bool)
 
 
-def check_strategy(cfg: Config) -> None:
-    """What the strategy declares it needs must be configured."""
+def check_declared(cfg: Config) -> None:
+    """What the strategy declares it needs must be configured, and what the dataset declares must allow
+    the configuration."""
+    if "flip" in AUGMENTS[cfg.augment] and not DATASETS[cfg.dataset].flips_keep_class:
+        raise ConfigError(f"--augment {cfg.augment} flips images left to right, which can change a class of "
+                          f"--dataset {cfg.dataset}: use --augment shift_rotate")
     strategy = get_strategy(cfg.strategy)
     if cfg.uncertainty == "ensemble":
         if strategy.kind == "embeddings":
@@ -491,7 +496,9 @@ def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous
     idx = data.pool_idx[labeled.to(data.device)]
     y = state.labels_of(labeled).to(data.device)
     schedule = Schedule(cfg.epochs, cfg.batch_size, cfg.min_steps, cfg.epoch_samples, cfg.early_stopping,
-                        cfg.stop_loss, cfg.stop_window, cfg.stop_min_steps)
+                        cfg.stop_loss, cfg.stop_window, cfg.stop_min_steps, cfg.lr_schedule)
+    augmenter = make_augmenter(cfg.augment, cfg.augment_shift, data.train.mean.flatten().tolist(),
+                               data.train.std.flatten().tolist())
     fits = []
     for member, s in zip(members, streams):
         optimizer = make_optimizer(member, cfg.optimizer, cfg.lr, cfg.weight_decay_for(labeled.numel()),
@@ -499,7 +506,8 @@ def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous
         fits.append(fit(member, data.train, idx, y, optimizer, schedule,
                         shuffle_gen=torch_generator(cfg.seed, "shuffle", *s),
                         dropout_gen=torch_generator(cfg.seed, "dropout", *s, device=data.device),
-                        validate=lambda m: validation_metrics(cfg, data, m)["acc"], desc=f"round {r} epochs"))
+                        validate=lambda m: validation_metrics(cfg, data, m)["acc"], desc=f"round {r} epochs",
+                        augment=augmenter, augment_gen=torch_generator(cfg.seed, "augment", *s, device=data.device)))
     if len(fits) == 1:
         return model, fits[0]
     return model, {"loss": sum(f["loss"] for f in fits) / len(fits), "epochs": max(f["epochs"] for f in fits),

@@ -28,7 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from config import OPERATIONAL_FIELDS, Config, ConfigError, get_logger, given_flags, parse_config
 from data import DATASETS, DataUnavailable, Dataset, load_dataset
 from export import check_export_dir, export_labelled, label_rows
-from loop import check_resumable, check_strategy, prepare_data, recorded_state, run_study, unlabeled_in_pool
+from loop import check_resumable, check_declared, prepare_data, recorded_state, run_study, unlabeled_in_pool
 from memory import check_budget, resolve_device
 from models import MODELS
 from oracles import check_address
@@ -114,7 +114,7 @@ def resolve_resume(cfg: Config, argv: list) -> Config:
 
 def run(cfg: Config, log: logging.Logger) -> int:
     """Check everything that can fail on input, then run (or continue) the study or the experiment."""
-    check_strategy(cfg)
+    check_declared(cfg)
     if cfg.jobs > 1 and not cfg.experiment:
         log.warning("--jobs %d is ignored: it runs the seeds of an --experiment in parallel", cfg.jobs)
     if cfg.run_name:

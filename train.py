@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from augment import Augmenter
 from memory import mc_chunk_rows
 from models import Ensemble, TrunkHeadModel
 
@@ -36,6 +37,7 @@ class Schedule:
     accuracy and the best weights are restored. With ``stop_loss`` > 0, training also stops at the end
     of the first epoch, at or after ``stop_min_steps`` steps, where the training loss averaged over the
     last ``stop_window`` steps is below ``stop_loss`` (converged); the stretched budget is then the most.
+    ``lr_schedule`` shapes the learning rate over that budget (lr_scheduler).
     """
 
     epochs: int
@@ -46,6 +48,7 @@ class Schedule:
     stop_loss: float = 0.0
     stop_window: int = 100
     stop_min_steps: int = 0
+    lr_schedule: str = "constant"
 
     def epoch_length(self, n: int) -> int:
         """Training samples drawn per epoch from ``n`` labelled items."""
@@ -67,10 +70,12 @@ class Schedule:
 
 def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
         schedule: Schedule, shuffle_gen: torch.Generator, dropout_gen: torch.Generator,
-        validate: Callable[[TrunkHeadModel], float] | None = None, desc: str = "epochs") -> dict:
+        validate: Callable[[TrunkHeadModel], float] | None = None, desc: str = "epochs",
+        augment: Augmenter | None = None, augment_gen: torch.Generator | None = None) -> dict:
     """Train on images[idx] with labels y as ``schedule`` says.
 
     ``shuffle_gen`` (CPU) orders each epoch; ``dropout_gen`` (on the model's device) draws the masks;
+    ``augment`` (with ``augment_gen``, on the device) transforms each training batch, nothing else;
     ``validate(model)`` gives the validation accuracy that early stopping watches. Returns the last
     epoch's mean loss, the epochs and steps run, and the epoch whose weights were kept.
     """
@@ -84,11 +89,13 @@ def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optim
     model.to(memory_format=fmt)
     x_n = x_n.contiguous(memory_format=fmt)
     losses_S = torch.empty(epochs * per_epoch, device=idx.device)  # per-step losses, on the device
+    step = Step(optimizer, lr_scheduler(optimizer, schedule.lr_schedule, epochs * per_epoch),
+                (lambda x_B: augment(x_B, augment_gen)) if augment else None)
     steps, epoch = 0, 0
     for epoch in tqdm(range(1, epochs + 1), desc=desc, leave=False, disable=not sys.stderr.isatty(),
                       mininterval=0.5):
         order = epoch_order(n, length, shuffle_gen).to(idx.device)
-        train_epoch(model, x_n[order], y[order], optimizer, schedule.batch_size, dropout_gen,
+        train_epoch(model, x_n[order], y[order], step, schedule.batch_size, dropout_gen,
                     losses_S[steps:steps + per_epoch])
         steps += per_epoch
         if stopper and stopper.should_stop(model, epoch):
@@ -129,17 +136,46 @@ def epoch_order(n: int, length: int, generator: torch.Generator) -> torch.Tensor
     return torch.cat(perms)[:length]
 
 
-def train_epoch(model: TrunkHeadModel, x_E: torch.Tensor, y_E: torch.Tensor, optimizer: torch.optim.Optimizer,
-                batch_size: int, dropout_gen: torch.Generator, losses_B: torch.Tensor) -> None:
+@dataclass(frozen=True)
+class Step:
+    """What one optimizer step does besides the gradient: the learning rate's schedule (stepped after
+    each update) and the batch's augmentation (x_B → augmented x_B), when there are any."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, name: str,
+                 total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """--lr_schedule over ``total_steps`` optimizer steps: None for constant; cosine annealing from the
+    optimizer's lr to 0; one-cycle (Smith & Topin 2017, arXiv 1708.07120) peaking at the optimizer's lr."""
+    if name == "constant":
+        return None
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if name == "onecycle":
+        peak = optimizer.param_groups[0]["lr"]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=total_steps)
+    raise ValueError(f"unknown learning-rate schedule {name!r}")
+
+
+def train_epoch(model: TrunkHeadModel, x_E: torch.Tensor, y_E: torch.Tensor, step: Step, batch_size: int,
+                dropout_gen: torch.Generator, losses_B: torch.Tensor) -> None:
     """One pass over the normalised images x_E in order, in batches; each batch's mean loss goes into
     ``losses_B`` on the device (no sync here: with --min_steps a tiny labelled set runs ~1000 one-step
     epochs)."""
     model.train()
     for b, start in enumerate(range(0, x_E.shape[0], batch_size)):
-        loss = F.cross_entropy(model(x_E[start:start + batch_size], dropout_gen), y_E[start:start + batch_size])
-        optimizer.zero_grad(set_to_none=True)
+        x_B = x_E[start:start + batch_size]
+        if step.augment is not None:
+            x_B = step.augment(x_B)
+        loss = F.cross_entropy(model(x_B, dropout_gen), y_E[start:start + batch_size])
+        step.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        step.optimizer.step()
+        if step.scheduler is not None:
+            step.scheduler.step()
         losses_B[b] = loss.detach()
 
 

@@ -28,7 +28,7 @@ from torch.func import functional_call, stack_module_state  # noqa: E402
 
 from models import build_model  # noqa: E402
 from rng import torch_generator  # noqa: E402
-from train import make_optimizer, train_epoch, training_layout  # noqa: E402
+from train import Step, make_optimizer, train_epoch, training_layout  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
     def sequential():
         for net, xi, yi, opt in zip(seq, xs, y, opts):
-            train_epoch(net, xi, yi, opt, args.batch, gen, losses)
+            train_epoch(net, xi, yi, Step(opt), args.batch, gen, losses)
 
     # Stacked: one vmapped call over the M members' stacked parameters.
     base = copy.deepcopy(members[0]).to("meta")

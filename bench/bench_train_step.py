@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models import build_model  # noqa: E402
 from rng import torch_generator  # noqa: E402
-from train import make_optimizer, train_epoch, training_layout  # noqa: E402
+from train import Step, make_optimizer, train_epoch, training_layout  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -73,7 +73,7 @@ class Config:
 
     def step(self, n: int) -> None:
         for _ in range(n):
-            train_epoch(self.model, self.x, self.y, self.optimizer, self.x.shape[0], self.gen, self.losses)
+            train_epoch(self.model, self.x, self.y, Step(self.optimizer), self.x.shape[0], self.gen, self.losses)
 
     def time(self, n: int) -> None:
         torch.set_num_threads(self.threads)

