@@ -27,6 +27,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 WARM_STARTS = ("off", "continue", "shrink_perturb")
 AUGMENTS = ("none", "shift", "shift_rotate", "standard")  # what each applies: augment.AUGMENTS
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
+RESNET_STEMS = ("small", "imagenet")  # models/resnet.py: STEMS
 UNCERTAINTIES = ("mc_dropout", "ensemble")
 EPIG_TARGET_SETS = ("pool", "test")
 PRESET_NAMES = ("", *PRESETS)  # "" = no preset
@@ -270,6 +271,10 @@ class Config:
                                   "flips where the dataset says a flip keeps the class (not digits)", choices=AUGMENTS)
     augment_shift: int = option(2, "`--augment`: the largest shift, in pixels, in each direction",
                                 rule=Rule(int, 0, 16, why="pixels"))
+    resnet_stem: str = option("small", "{choices}: `--model resnet18`'s first layers: `small`, a 3×3 stride-1 "
+                                       "convolution at full resolution; `imagenet`, torchvision's 7×7 stride-2 "
+                                       "convolution and max-pool (the original project's; 14× fewer FLOPs on "
+                                       "28 pixels)", choices=RESNET_STEMS)
     lr_schedule: str = option("constant", "{choices}: the learning rate over a round's steps: `constant` `--lr`, "
                                           "`cosine` from `--lr` down to 0, `onecycle` up from `--lr`/25 to `--lr` "
                                           "in the first 30% of the steps, then down (Smith & Topin 2017)",

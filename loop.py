@@ -17,10 +17,10 @@ import torch
 from tqdm import tqdm
 
 from augment import AUGMENTS, make_augmenter
-from config import Config, ConfigError
+from config import DEFAULT_CONFIG, Config, ConfigError
 from data import DATASETS, Dataset, Images, PoolState, initial_positions, split_train
 from export import LabelsFile
-from models import Ensemble, build_model
+from models import MODEL_OPTIONS, Ensemble, build_model, model_options
 from noise import apply_noise
 from oracles import make_oracle, replayable_oracle
 from results import RunDir
@@ -68,6 +68,11 @@ class StudyData:
 def check_declared(cfg: Config) -> None:
     """What the strategy declares it needs must be configured, and what the dataset declares must allow
     the configuration."""
+    for name in {f for fields in MODEL_OPTIONS.values() for f in fields} - set(MODEL_OPTIONS.get(cfg.model, ())):
+        if getattr(cfg, name) != DEFAULT_CONFIG[name]:
+            raise ConfigError(f"--{name} is an option of --model "
+                              f"{' or '.join(m for m, fields in MODEL_OPTIONS.items() if name in fields)}; "
+                              f"--model {cfg.model} does not take it")
     if "flip" in AUGMENTS[cfg.augment] and not DATASETS[cfg.dataset].flips_keep_class:
         raise ConfigError(f"--augment {cfg.augment} flips images left to right, which can change a class of "
                           f"--dataset {cfg.dataset}: use --augment shift_rotate")
@@ -475,7 +480,8 @@ def fresh_model(cfg: Config, data: StudyData, r: int) -> torch.nn.Module:
     """Round r's freshly initialised model on the data's device: one network, or an Ensemble of
     --ensemble_size, each from its own stream (member_streams)."""
     c, h, _ = data.train.x.shape[1:]
-    nets = [build_model(cfg.model, c, h, data.num_classes, cfg.dropout, torch_generator(cfg.seed, "weights", *s))
+    nets = [build_model(cfg.model, c, h, data.num_classes, cfg.dropout, torch_generator(cfg.seed, "weights", *s),
+                        **model_options(cfg.model, cfg))
             for s in member_streams(cfg, r)]
     return (Ensemble(nets) if cfg.uncertainty == "ensemble" else nets[0]).to(data.device)
 

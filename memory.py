@@ -7,7 +7,7 @@ import torch
 
 from config import Config, ConfigError
 from data import DATASETS
-from models import MODELS, DropoutHead
+from models import MODELS, DropoutHead, model_options
 from models.head import SAMPLE_TEMP_BYTES
 from strategies import get_strategy
 from strategies.batchbald import DEFAULT_NUM_SAMPLES
@@ -117,7 +117,7 @@ def planned_model(cfg: Config, num_classes: int, channels: int | None = None) ->
     channels, size = model_input(cfg, channels)
     try:
         with torch.device("meta"):
-            return MODELS[cfg.model](channels, size, num_classes, cfg.dropout)
+            return MODELS[cfg.model](channels, size, num_classes, cfg.dropout, **model_options(cfg.model, cfg))
     except ValueError as err:
         hint = " (set --image_size)" if DATASETS[cfg.dataset].shape is None else ""
         raise ConfigError(f"--model {cfg.model} cannot take the {size}-pixel images of {cfg.dataset}: {err}"

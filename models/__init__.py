@@ -13,14 +13,23 @@ from models.lenet import lenet
 from models.resnet import resnet18
 
 MODELS = {"lenet": lenet, "resnet18": resnet18, "cnn": cnn, "batchbald_cnn": batchbald_cnn}
+# The configuration fields a model's builder takes besides the common four (as keyword arguments); a
+# field no model of a run declares must keep its default (loop.check_declared).
+MODEL_OPTIONS = {"resnet18": ("resnet_stem",)}
+
+
+def model_options(name: str, cfg) -> dict:
+    """The keyword arguments of model ``name``'s builder, from the run's configuration."""
+    return {field: getattr(cfg, field) for field in MODEL_OPTIONS.get(name, ())}
 
 
 def build_model(name: str, in_channels: int, image_size: int, num_classes: int, dropout: float,
-                generator: torch.Generator) -> TrunkHeadModel:
-    """A freshly initialised model whose weights come from ``generator`` alone."""
+                generator: torch.Generator, **options) -> TrunkHeadModel:
+    """A freshly initialised model whose weights come from ``generator`` alone; ``options``: its own
+    (MODEL_OPTIONS)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
-    model = MODELS[name](in_channels, image_size, num_classes, dropout)
+    model = MODELS[name](in_channels, image_size, num_classes, dropout, **options)
     init_weights(model, generator)
     return model
 
@@ -48,4 +57,5 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
                 module.reset_running_stats()
 
 
-__all__ = ["MODELS", "DropoutHead", "Ensemble", "TrunkHeadModel", "build_model", "init_weights"]
+__all__ = ["MODELS", "MODEL_OPTIONS", "DropoutHead", "Ensemble", "TrunkHeadModel", "build_model", "init_weights",
+           "model_options"]

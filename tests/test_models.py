@@ -420,3 +420,40 @@ def test_head_memory_estimates_cover_what_sampling_holds(built, name, c, s, k, n
     peak = peak_cpu_bytes(prof)
     assert out.numel() * 4 <= peak <= n * head.sample_row_bytes(k) + group_temp
     assert head.sample_row_bytes(2 * k) == 2 * head.sample_row_bytes(k)
+
+
+# ------------------------------------------------------------------ ResNet18's stem (issue 24)
+
+@pytest.mark.parametrize("c, s", [(1, 28), (3, 32)])
+def test_resnet_stems_build_the_architecture_they_name(c, s):
+    """small: 3×3 stride-1 convolution, no max-pool (full resolution into layer1); imagenet: torchvision's
+    7×7 stride-2 convolution and 3×3 stride-2 max-pool (a quarter of the pixels, then another quarter)."""
+    gen = torch.Generator().manual_seed(0)
+    small, imagenet = (build_model("resnet18", c, s, 10, 0.5, gen, resnet_stem=stem).eval()
+                       for stem in ("small", "imagenet"))
+    assert (small.trunk.conv1.kernel_size, small.trunk.conv1.stride) == ((3, 3), (1, 1))
+    assert isinstance(small.trunk.maxpool, nn.Identity)
+    assert (imagenet.trunk.conv1.kernel_size, imagenet.trunk.conv1.stride) == ((7, 7), (2, 2))
+    assert isinstance(imagenet.trunk.maxpool, nn.MaxPool2d) and imagenet.trunk.maxpool.stride == 2
+    x = torch.zeros(2, c, s, s)
+    for model, layer1 in ((small, s), (imagenet, -(-s // 4))):
+        seen = {}
+        model.trunk.layer1.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(o.shape)))
+        assert tuple(model(x).shape) == (2, 10) and tuple(model.trunk(x).shape) == (2, 512)
+        assert seen["shape"] == (2, 64, layer1, layer1)
+    # The same layers but the first convolution: 3×3×c×64 against 7×7×c×64 weights
+    n_small, n_imagenet = (sum(p.numel() for p in m.parameters()) for m in (small, imagenet))
+    assert n_imagenet - n_small == (49 - 9) * c * 64
+    # torchvision's resnet18 (11,689,512) without its fc (513,000) and 7×7×3 conv1 (9,408), with a 3×3×c conv1
+    # and the dropout head's fc (512×10 + 10)
+    assert n_small == 11_689_512 - 513_000 - 9_408 + 9 * c * 64 + 5_130
+
+
+def test_resnet_stem_is_refused_for_other_models_and_recorded_for_resnet(cli):
+    from config import Config, ConfigError
+    from loop import check_declared
+    with pytest.raises(ConfigError, match="--resnet_stem is an option of --model resnet18; --model lenet does not"):
+        check_declared(Config(model="lenet", resnet_stem="imagenet"))
+    check_declared(Config(model="resnet18", resnet_stem="imagenet"))
+    rc, _, err, runs = cli("--dataset", "mnist_5k", "--model", "cnn", "--resnet_stem", "imagenet", "--no-wandb")
+    assert rc == 2 and runs == [] and err.count("\n") == 1 and err.startswith("error: --resnet_stem")
