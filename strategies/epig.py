@@ -42,6 +42,9 @@ def epig(log_probs_K_N_C: torch.Tensor, log_probs_K_T_C: torch.Tensor,
     t = log_probs_K_T_C.shape[1]
     if t == 0:
         raise ValueError("EPIG needs at least one target input")
+    for name, lp in (("pool", log_probs_K_N_C), ("target", log_probs_K_T_C)):
+        if (torch.isnan(lp) | (lp == float("inf"))).any():  # −inf (a probability of 0) is valid
+            raise ValueError(f"EPIG: the {name} log-probabilities are NaN or +inf: the model is invalid (diverged?)")
     log_probs_K_T_C = log_probs_K_T_C.to(log_probs_K_N_C)
     q_K_TC, shift_TC = _scaled(log_probs_K_T_C.reshape(k, t * c))
     rows = max(1, chunk_bytes // (EPIG_TEMP_COPIES * c * t * c * log_probs_K_N_C.element_size()))
@@ -71,10 +74,11 @@ def _epig_chunk(lp_K_n_C: torch.Tensor, q_K_TC: torch.Tensor, shift_TC: torch.Te
     # Pointwise mutual information: the shifts cancel
     log_joint = joint_nC_TC.log_()
     pmi = log_joint - log_py_nC[:, None] - log_pt_TC[None, :]
-    # The joint itself, exp(shift(y) + shift(y*)) × scaled joint, in place. Where it is 0 its term is 0:
-    # 0 × pmi is NaN only there (pmi is finite wherever the joint is positive), hence nan → 0.
+    # The joint itself, exp(shift(y) + shift(y*)) × scaled joint, in place. Where it is 0 its term is 0 by
+    # definition (0 × log 0); only those terms are set, so that any other NaN stays visible.
     joint = log_joint.add_(shift_nC[:, None]).add_(shift_TC[None, :]).exp_()
-    terms = joint.mul_(pmi).nan_to_num_(nan=0.0)
+    impossible = joint == 0
+    terms = joint.mul_(pmi).masked_fill_(impossible, 0.0)
     # Σ over y and y*, then the mean over the T targets
     return terms.view(n, c, t, c).sum(dim=(1, 3)).mean(1)
 

@@ -163,3 +163,19 @@ def test_registry_entry_needs_two_samples_and_is_refused_with_one():
     with pytest.raises(ConfigError, match="--strategy epig needs --mc_samples ≥ 2"):
         check_declared(Config(strategy="epig", mc_samples=1))
     check_declared(Config(strategy="epig", mc_samples=2))
+
+
+@pytest.mark.parametrize("where", ["pool", "target"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_invalid_log_probabilities_raise_instead_of_scoring_zero(where, bad):
+    """A diverged model's NaN (or +inf) log-probabilities: an error naming them, as bald and batchbald give,
+    never scores of 0 from which a round picks an arbitrary top-k, nor a target dropped from the mean."""
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randn(4, 6, 3, generator=g).log_softmax(-1)
+    targets = torch.randn(4, 5, 3, generator=g).log_softmax(-1)
+    (pool if where == "pool" else targets)[1, 2, 0] = bad
+    with pytest.raises(ValueError, match=f"EPIG: the {where} log-probabilities are NaN or \\+inf"):
+        epig(pool, targets)
+    # −inf (a class with probability 0) stays valid: exact finite scores
+    pool[1, 2, 0] = targets[1, 2, 0] = float("-inf")
+    assert torch.isfinite(epig(pool.log_softmax(-1), targets.log_softmax(-1))).all()
