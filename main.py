@@ -115,6 +115,9 @@ def resolve_resume(cfg: Config, argv: list) -> Config:
 def run(cfg: Config, log: logging.Logger) -> int:
     """Check everything that can fail on input, then run (or continue) the study or the experiment."""
     check_declared(cfg)
+    if cfg.noise != "none" and cfg.noise_rate == 0:
+        log.warning("--noise %s adds noise to no image: --noise_rate is 0 (the original project's default); give "
+                    "the fraction of images to make noisy, e.g. --noise_rate 0.3", cfg.noise)
     if cfg.jobs > 1 and not cfg.experiment:
         log.warning("--jobs %d is ignored: it runs the seeds of an --experiment in parallel", cfg.jobs)
     if cfg.run_name:

@@ -177,3 +177,14 @@ def test_damaged_dataset_file_exits_2_naming_the_file(cli, tmp_path, damage, wor
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and f"{path} is damaged" in lines[0] and words in lines[0]
     assert "Traceback" not in err and out == "" and not (tmp_path / "runs").exists()
+
+
+def test_noise_without_a_rate_warns_in_one_line_naming_noise_rate(cli):
+    """The design card's command `main.py --strategy bald --noise gaussian` noises no image (--noise_rate
+    defaults to 0, as in the original): one warning says so; with a rate, no warning."""
+    rc, _, err, [run] = cli(*SMALL, "--n_round", "0", "--noise", "gaussian", "--threads", "1")
+    assert rc == 0, err
+    [line] = [line for line in err.splitlines() if "--noise_rate" in line]
+    assert line.startswith("--noise gaussian adds noise to no image: --noise_rate is 0")
+    rc, _, err, _ = cli(*SMALL, "--n_round", "0", "--noise", "gaussian", "--noise_rate", "0.1", "--threads", "1")
+    assert rc == 0 and "--noise_rate is 0" not in err
