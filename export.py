@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from config import ConfigError
@@ -67,16 +68,37 @@ def check_export_dir(cfg, run_path=None) -> None:
     if cfg.experiment:
         raise ConfigError("--export_to exports one run's labels: it cannot be combined with --experiment")
     dest = Path(folder)
-    if not os.path.lexists(dest):
-        return
-    if not dest.is_dir():
-        raise ConfigError(f"--export_to {folder}: it exists and is not a folder; give a new or empty folder")
-    ours = _exported_before(dest, run_path)
-    foreign = [rel for rel in _files(dest) if rel not in ours]
-    if foreign:
-        raise ConfigError(f"--export_to {folder} is not empty: it holds {len(foreign)} file(s) that this run did "
-                          f"not export (such as {foreign[0]}); give a new or empty folder (a file there is never "
-                          "overwritten)")
+    for split in ("train", "test", "unlabeled"):
+        inside = Path(cfg.data_dir, split).resolve()
+        if dest.resolve() == inside or inside in dest.resolve().parents:
+            raise ConfigError(f"--export_to {folder} is inside the dataset's {split}/ folder: the export would add "
+                              f"its class folders to the dataset; give a folder outside {cfg.data_dir}'s train/, "
+                              "test/ and unlabeled/")
+    if os.path.lexists(dest):
+        if not dest.is_dir():
+            raise ConfigError(f"--export_to {folder}: it exists and is not a folder; give a new or empty folder")
+        ours = _exported_before(dest, run_path)
+        foreign = [rel for rel in _files(dest) if rel not in ours]
+        if foreign:
+            raise ConfigError(f"--export_to {folder} is not empty: it holds {len(foreign)} file(s) that this run "
+                              f"did not export (such as {foreign[0]}); give a new or empty folder (a file there is "
+                              "never overwritten)")
+    _check_can_write(dest, folder)
+
+
+def _check_can_write(dest: Path, folder: str) -> None:
+    """ConfigError unless a file can be created in ``dest``, or (when it does not exist yet) in the nearest
+    folder above it that does: found before a run, not after an hour of labelling."""
+    base = dest
+    while not os.path.lexists(base) and base.parent != base:
+        base = base.parent
+    if not base.is_dir():
+        raise ConfigError(f"--export_to {folder}: {base} is not a folder, so the export cannot be written there")
+    try:
+        with tempfile.NamedTemporaryFile(dir=base, prefix=".export-write-test-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--export_to {folder}: cannot write in {base}: {err.strerror or err}") from None
 
 
 def export_labelled(rows: list, data, folder: str, run_path) -> tuple:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import threading
 import time
 import urllib.error
@@ -28,6 +29,7 @@ from loop import acquired_rows, prepare_data
 from oracles.human.oracle import read_original
 from oracles.human.web import create_app
 from results import ROUND_COLUMNS, TIMING_COLUMNS, OutputError
+from conftest import mount_tmpfs
 from test_folder import CLASSES, make_folder
 # make_oracle and run_dir are fixtures: importing them makes them this module's too
 from test_labelling import ASKED, free_port, give, make_oracle, open_batch, post, run_dir, saved, submit  # noqa: F401
@@ -174,6 +176,34 @@ def test_a_tampered_labels_csv_or_export_marker_deletes_and_links_nothing_outsid
             export_labelled([*good, bad], study, str(tmp_path / "third"), run.path)
         assert not (tmp_path / "third").exists()
     assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("where", ["train", "train/circle/new", "test", "unlabeled/more"])
+def test_export_into_the_datasets_own_folders_is_refused_before_the_run(cli, tmp_path, where):
+    data, out = image_folder(tmp_path / "images"), tmp_path / "runs"
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    rc, _, err, runs = cli(*folder_args(data, "--export_to", data / where), output_dir=out)
+    split = where.split("/")[0]
+    assert rc == 2 and runs == [] and err.count("\n") == 1, err
+    assert f"is inside the dataset's {split}/ folder" in err
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
+def test_an_unwritable_export_folder_is_refused_before_the_run(cli, tmp_path):
+    data, out = image_folder(tmp_path / "images"), tmp_path / "runs"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rc, _, err, runs = cli(*folder_args(data, "--export_to", blocker / "export"), output_dir=out)
+    assert rc == 2 and runs == [] and err.count("\n") == 1 and "is not a folder, so the export cannot" in err
+    read_only = tmp_path / "ro"
+    mount_tmpfs(read_only, "1m")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(read_only)], check=True)
+        rc, _, err, runs = cli(*folder_args(data, "--export_to", read_only / "export"), output_dir=out)
+        assert rc == 2 and runs == [] and err.count("\n") == 1
+        assert f"cannot write in {read_only}: Read-only file system" in err
+    finally:
+        subprocess.run(["umount", "-l", str(read_only)], check=False)
 
 
 def test_export_writes_nothing_through_a_class_folder_that_links_outside(cli, tmp_path):
