@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,7 +81,7 @@ class ReadOnce:
         if first is not None:
             logging.getLogger("ProjectLogger").warning(
                 "dataset 'folder': skipped %s: the folder it leads to is read already (as %s)",
-                self._rel(path), self._rel(first))
+                self.rel(path), self.rel(first))
         return first is None
 
     def new_file(self, path: str) -> bool:
@@ -95,7 +96,7 @@ class ReadOnce:
         n = len(self.repeated_files)
         if not n:
             return
-        shown = ", ".join(f"{self._rel(path)} (as {self._rel(first)})"
+        shown = ", ".join(f"{self.rel(path)} (as {self.rel(first)})"
                           for path, first in self.repeated_files[:SHOWN_REPEATED])
         more = f"; and {n - SHOWN_REPEATED} more" if n > SHOWN_REPEATED else ""
         logging.getLogger("ProjectLogger").warning(
@@ -112,7 +113,7 @@ class ReadOnce:
         first = seen.setdefault((st.st_dev, st.st_ino), path)
         return None if first == path else first
 
-    def _rel(self, path: str) -> str:
+    def rel(self, path: str) -> str:
         return os.path.relpath(path, self.root)
 
 
@@ -124,8 +125,23 @@ def image_files(top: str, once: ReadOnce) -> list:
         dirs[:] = [d for d in sorted(dirs) if not d.startswith(".") and once.new_folder(os.path.join(folder, d))]
         found += [os.path.join(folder, f) for f in sorted(files)
                   if not f.startswith(".") and tv_folder.has_file_allowed_extension(f, tv_folder.IMG_EXTENSIONS)
-                  and once.new_file(os.path.join(folder, f))]
+                  and regular_file(os.path.join(folder, f), once) and once.new_file(os.path.join(folder, f))]
     return sorted(found)
+
+
+def regular_file(path: str, once: ReadOnce) -> bool:
+    """Whether ``path`` (after links) is a regular file; a FIFO, socket or device named like an image would
+    block or never end when read: it is skipped, with a warning naming it. A broken link counts (reading it
+    names the file)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return True
+    if stat.S_ISREG(mode):
+        return True
+    logging.getLogger("ProjectLogger").warning("dataset 'folder': skipped %s: not a regular file (a FIFO, socket "
+                                               "or device)", once.rel(path))
+    return False
 
 
 def list_split(root: str, split: str, once: ReadOnce, classes: list | None = None) -> tuple:

@@ -405,3 +405,31 @@ def test_sweep_checks_budgets_against_the_folder_as_its_cells_will_load_it(tmp_p
     make_folder(tmp_path, 20)  # 60 images
     assert _dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.2) == (48, 3)
     assert _dataset_size("folder", str(tmp_path), True, image_size=20, test_fraction=0.5) == (30, 3)
+
+
+def test_a_fifo_or_socket_named_like_an_image_is_skipped_with_a_warning_not_read(tmp_path):
+    """A FIFO named fifo.png in train/<class>/ blocked loading forever (and SIGTERM did not stop it)."""
+    import os
+    import socket
+    import threading
+    clean = load_dataset("folder", str(make_folder(tmp_path / "clean", 30)), image_size=20)
+    odd = make_folder(tmp_path / "odd", 30)
+    os.mkfifo(odd / "train" / "circle" / "fifo.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(odd / "train" / "cross" / "sock.jpg"))
+    result = {}
+
+    def load():
+        result["ds"], result["warned"] = warnings_while(lambda: load_dataset("folder", str(odd), image_size=20))
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(timeout=60)
+    sock.close()
+    if loader.is_alive():  # blocked in open(): a writer that comes and goes lets it end (no hang at exit)
+        os.close(os.open(odd / "train" / "circle" / "fifo.png", os.O_WRONLY | os.O_NONBLOCK))
+    assert not loader.is_alive(), "loading blocked on the FIFO"
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(result["ds"], name), getattr(clean, name)), name
+    assert sorted(w for w in result["warned"] if "not a regular file" in w) == [
+        "dataset 'folder': skipped train/circle/fifo.png: not a regular file (a FIFO, socket or device)",
+        "dataset 'folder': skipped train/cross/sock.jpg: not a regular file (a FIFO, socket or device)"]
