@@ -3,6 +3,7 @@ refusals and PNGs, the loop's "I don't know", the configuration checks, and one 
 import io
 import json
 import logging
+import os
 import math
 import re
 import socket
@@ -173,6 +174,24 @@ def test_the_token_is_kept_in_the_run_folder_for_its_owner_only(make_oracle, run
     third = make_oracle()
     assert third.token != first.token and path.read_text() == third.token + "\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_token_file_that_is_a_link_or_a_fifo_is_replaced_and_what_it_led_to_left_alone(make_oracle, run_dir,
+                                                                                          tmp_path):
+    """A human_token symlink was followed, and the file it led to chmod-ed 0600 (issue 27, defect 11)."""
+    path = run_dir.path / TOKEN_FILE
+    victim = tmp_path / "victim"
+    victim.write_text("A" * 40 + "\n")  # looks like a token
+    victim.chmod(0o644)
+    path.symlink_to(victim)
+    oracle = make_oracle()
+    assert oracle.token != "A" * 40 and not path.is_symlink() and path.read_text() == oracle.token + "\n"
+    assert victim.read_text() == "A" * 40 + "\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+    oracle.close()
+    path.unlink()
+    os.mkfifo(path)  # read without blocking, and replaced
+    replaced = make_oracle()
+    assert stat.S_ISREG(path.lstat().st_mode) and path.read_text() == replaced.token + "\n"
 
 
 # ------------------------------------------------------------------------------------------ a batch

@@ -33,6 +33,7 @@ for the next round and records each change in corrections.csv; acquired.csv keep
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
@@ -40,6 +41,7 @@ import os
 import re
 import reprlib
 import secrets
+import stat
 import threading
 import time
 from datetime import datetime, timezone
@@ -427,15 +429,24 @@ class HumanOracle(CleanOracle):
         """The page's token: the run folder's (a resumed run's page keeps its address), or a new one saved
         there, readable by the owner only (whoever reads it can answer for the person)."""
         try:
-            token = path.read_text().strip()
-            if re.fullmatch(r"[A-Za-z0-9_-]{32,}", token):
-                os.chmod(path, 0o600)
-                return token
-            self.log.warning("%s does not hold a token: the page gets a new one (and a new address)", path)
+            # Never through a link (the file it leads to would be read and chmod-ed), never blocking on a FIFO
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
-            pass
+            fd = None
         except OSError as err:
-            raise OutputError(f"cannot use {path}: {err.strerror or err}") from None
+            if err.errno != errno.ELOOP:
+                raise OutputError(f"cannot use {path}: {err.strerror or err}") from None
+            fd = None
+            self.log.warning("%s is a link: it is replaced by a file holding a new token (and the page gets a new "
+                             "address); what it led to is left alone", path)
+        if fd is not None:
+            with os.fdopen(fd, "rb") as f:
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                token = f.read(4096).decode("ascii", "replace").strip() if regular else ""
+                if re.fullmatch(r"[A-Za-z0-9_-]{32,}", token):
+                    os.fchmod(fd, 0o600)
+                    return token
+            self.log.warning("%s does not hold a token: the page gets a new one (and a new address)", path)
         token = secrets.token_urlsafe(24)
         atomic_write_text(path, token + "\n")  # its temporary file is created 0600, and renamed so
         return token
