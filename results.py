@@ -139,6 +139,11 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def spreadsheet_text(value):
+    """``value``, with an apostrophe before it when it is text a spreadsheet would take for a formula."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def _csv_text(rows: list, columns: list) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
@@ -431,9 +436,11 @@ class RunDir:
             atomic_write_text(self.path / "corrections.csv", _csv_text(self.corrections, CORRECTION_COLUMNS))
 
     def write_labels(self, rows: list) -> None:
-        """Replace labels.csv with these rows, atomically."""
+        """Replace labels.csv with these rows, atomically; a text cell that a spreadsheet would run as a
+        formula (=, +, -, @ first) is written with a leading apostrophe, as OWASP advises."""
         self.labels = list(rows)
-        atomic_write_text(self.path / "labels.csv", _csv_text(self.labels, LABEL_COLUMNS))
+        safe = [{k: spreadsheet_text(v) if k in _TEXT_LABELS else v for k, v in row.items()} for row in self.labels]
+        atomic_write_text(self.path / "labels.csv", _csv_text(safe, LABEL_COLUMNS))
 
     def append_round(self, row: dict, acquired: list, corrections: list = ()) -> None:
         """Record one finished round: its corrections and queries, then its metrics (the commit), then the

@@ -132,6 +132,20 @@ def test_export_never_overwrites_a_file_that_appeared_and_copies_across_filesyst
         assert not os.path.samefile(copy, data / row["path"]) and stat.S_ISREG(copy.lstat().st_mode)
 
 
+def test_labels_csv_defuses_class_names_a_spreadsheet_would_run_as_formulas(cli, tmp_path):
+    classes = ["+sum", "-neg", "=cmd", "@at"]  # sorted: labels 0..3
+    data = make_folder(tmp_path / "images", 8, "train", classes=classes)
+    make_folder(data, 3, "test", classes=classes, start=100)
+    rc, _, err, [run] = cli(*folder_args(data, "--n_round", "0"), output_dir=tmp_path / "runs")
+    assert rc == 0, err
+    rows = pd.read_csv(run.path / "labels.csv", keep_default_na=False, dtype=str)
+    assert set(rows["label_name"]) == {"'" + c for c in classes}
+    for column in ("path", "label_name", "answered_at", "who"):  # the text cells
+        assert not rows[column].str.startswith(("=", "+", "-", "@")).any(), column
+    rows = pd.read_csv(run.path / "labels.csv", keep_default_na=False)
+    assert set(zip(rows["label"], rows["label_name"])) == {(i, "'" + c) for i, c in enumerate(classes)}
+
+
 def exported_files(dest: Path) -> list:
     return sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != MARKER)
 
