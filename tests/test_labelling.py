@@ -218,6 +218,11 @@ def test_batch_is_saved_answer_by_answer_and_returned_on_submission(make_oracle)
     for status, refused in (submit(client, oracle), give(client, oracle, 10, 1)):
         assert status == 409 and "the batch of round 0 was already submitted" in refused["error"]
     assert oracle.path.read_bytes() == before
+    # Once the study has finished, the page's answer says so (it said "the model is training")
+    oracle.close(finished=True)
+    for status, refused in (submit(client, oracle), give(client, oracle, 10, 1)):
+        assert status == 409 and refused["error"].startswith("the study is finished: no batch is waiting")
+    assert oracle.path.read_bytes() == before
 
 
 @pytest.mark.parametrize("path,sent,status,message", [

@@ -406,7 +406,10 @@ class HumanOracle(CleanOracle):
         if isinstance(batch_round, bool) or not isinstance(batch_round, int):
             raise Refused(f"the batch must be a round number, not {reprlib.repr(batch_round)}; "
                           "nothing was changed")
-        if self.finished or b is None:
+        if self.finished:
+            raise Refused("the study is finished: no batch is waiting for labels, and none will be; nothing was "
+                          "changed", 409)
+        if b is None:
             raise Refused("no batch is waiting for labels: the model is training; the page shows the next "
                           "batch when it is chosen", 409)
         if batch_round != b["round"]:
