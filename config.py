@@ -244,8 +244,8 @@ class Config:
                                     "previous + `--perturb` × fresh; Ash & Adams 2020)", choices=WARM_STARTS)
     shrink: float = option(0.4, "`--warm_start shrink_perturb`: λ, the factor on the previous round's weights",
                            rule=_FRACTION)
-    perturb: float = option(0.1, "`--warm_start shrink_perturb`: σ, the factor on the fresh initial weights",
-                            rule=_NON_NEGATIVE)
+    perturb: float = option(0.1, "`--warm_start shrink_perturb`: σ, the factor on the fresh initial weights (at most "
+                                 "1: as large as they are)", rule=_FRACTION)
     # Beyond MC dropout (issue 17): where the K predictions that the uncertainty scores read come from.
     uncertainty: str = option("mc_dropout", "where the K predictions of the uncertainty strategies come from: "
                                             "`mc_dropout` (K = `--mc_samples` dropout masks of one network) or "
@@ -356,6 +356,9 @@ class Config:
                               "are the labels: drop --label_noise")
         if self.pool_subset and self.pool_subset < self.n_query:
             raise ConfigError(f"--pool_subset {self.pool_subset} is smaller than --n_query {self.n_query}")
+        if self.warm_start == "shrink_perturb" and self.shrink == 0 and self.perturb == 0:
+            raise ConfigError("--warm_start shrink_perturb with --shrink 0 and --perturb 0 starts every round from "
+                              "all-zero weights, which cannot learn: give --shrink or --perturb above 0")
         if self.stop_when_stable > 0 and self.stop_set_size == 0:
             raise ConfigError("--stop_when_stable needs a stop set to compute stop_kappa on: drop --stop_set_size 0")
         return self

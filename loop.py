@@ -27,7 +27,7 @@ from results import RunDir
 from rng import torch_generator
 from stopping import StopSignal, reached, stop_set_positions
 from strategies import Embeddings, Strategy, get_strategy, random_scores, select_top_k
-from train import (Schedule, evaluate, fit, make_optimizer, pool_embeddings, pool_log_probs, score_pool,
+from train import (Schedule, check_finite, evaluate, fit, make_optimizer, pool_embeddings, pool_log_probs, score_pool,
                    warm_start)
 
 
@@ -514,10 +514,11 @@ def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous
                         dropout_gen=torch_generator(cfg.seed, "dropout", *s, device=data.device),
                         validate=lambda m: validation_metrics(cfg, data, m)["acc"], desc=f"round {r} epochs",
                         augment=augmenter, augment_gen=torch_generator(cfg.seed, "augment", *s, device=data.device)))
-    if len(fits) == 1:
-        return model, fits[0]
-    return model, {"loss": sum(f["loss"] for f in fits) / len(fits), "epochs": max(f["epochs"] for f in fits),
-                   "steps": sum(f["steps"] for f in fits), "kept_epoch": max(f["kept_epoch"] for f in fits)}
+    fitted = fits[0] if len(fits) == 1 else {
+        "loss": sum(f["loss"] for f in fits) / len(fits), "epochs": max(f["epochs"] for f in fits),
+        "steps": sum(f["steps"] for f in fits), "kept_epoch": max(f["kept_epoch"] for f in fits)}
+    check_finite(model, fitted["loss"], r)  # before its numbers or its queries are recorded
+    return model, fitted
 
 
 def validation_metrics(cfg: Config, data: StudyData, model) -> dict:

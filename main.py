@@ -38,6 +38,7 @@ from results import (DamagedRun, OutputError, RunDir, atomic_write_text, check_r
                      prepare_run_folder, read_config, read_summary, run_status)
 from strategies import STRATEGIES
 from tracking import NullTracker, start_tracker
+from train import Diverged
 
 # The registries' names in their own order (the README's flags table), and sorted (argparse's choices).
 REGISTRY_NAMES = {"dataset": list(DATASETS), "model": list(MODELS), "strategy": list(STRATEGIES)}
@@ -58,7 +59,7 @@ def main(argv: list | None = None) -> int:
     try:
         with sigterm_as_interrupt(), logging_redirect_tqdm(loggers=[log]):
             return run(cfg, log)
-    except (ConfigError, DataUnavailable, OutputError) as err:
+    except (ConfigError, DataUnavailable, OutputError, Diverged) as err:
         return _bad_input(err)
     except KeyboardInterrupt:
         log.warning("interrupted: every finished round is saved in its run folder (continue with --resume)")

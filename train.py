@@ -15,6 +15,19 @@ from memory import mc_chunk_rows
 from models import Ensemble, TrunkHeadModel
 
 
+class Diverged(RuntimeError):
+    """Training stopped being finite (loss or weights): the run stops cleanly, its finished rounds kept."""
+
+
+def check_finite(model: torch.nn.Module, loss: float, r: int) -> None:
+    """Diverged when round r's training loss or any of the model's weights is NaN or infinite."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad or not math.isfinite(loss):
+        weights = f"{len(bad)} weight tensor(s) not finite, such as {bad[0]}" if bad else "the weights finite"
+        raise Diverged(f"round {r}: training diverged (training loss {loss}, {weights}); the run stops here and "
+                       "its finished rounds are kept: lower --lr, or check --warm_start's --shrink and --perturb")
+
+
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
                    momentum: float) -> torch.optim.Optimizer:
     """Adam, or SGD with (Nesterov-free) momentum; both with L2 weight decay."""

@@ -188,3 +188,39 @@ def test_noise_without_a_rate_warns_in_one_line_naming_noise_rate(cli):
     assert line.startswith("--noise gaussian adds noise to no image: --noise_rate is 0")
     rc, _, err, _ = cli(*SMALL, "--n_round", "0", "--noise", "gaussian", "--noise_rate", "0.1", "--threads", "1")
     assert rc == 0 and "--noise_rate is 0" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--warm_start", "shrink_perturb", "--perturb", "1e30"], "--perturb must be in [0, 1], got 1e+30"),
+    (["--warm_start", "shrink_perturb", "--shrink", "0", "--perturb", "0"], "starts every round from all-zero weights"),
+])
+def test_shrink_perturb_flags_are_bounded(cli, argv, message):
+    rc, _, err, runs = cli(*SMALL, *argv)
+    assert rc == 2 and runs == [] and err.count("\n") == 1 and message in err
+
+
+def test_a_diverged_round_stops_the_run_cleanly_with_its_finished_rounds_kept(cli, monkeypatch):
+    """Any cause of non-finite training (here a weight poisoned in round 1's fit): one line, exit 2, the
+    finished round 0 kept, summary.json 'failed', and no query made from the diverged model."""
+    import loop
+    real_fit = loop.fit
+
+    def poisoned_fit(model, *args, **kwargs):
+        fitted = real_fit(model, *args, **kwargs)
+        if kwargs.get("desc") == "round 1 epochs":
+            with torch.no_grad():
+                next(model.parameters())[0].fill_(float("nan"))
+        return fitted
+    monkeypatch.setattr(loop, "fit", poisoned_fit)
+    rc, _, err, [run] = cli(*SMALL, "--strategy", "bald", "--mc_samples", "3", "--threads", "1")
+    assert rc == 2 and "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: round 1: training diverged (training loss") and "not finite, such as" in line
+    assert run.rounds["round"].tolist() == [0] and run.summary["status"] == "failed"
+    assert sorted(run.acquired["round"].unique()) == [-1, 0]  # round 0's queries; none from round 1's model
+
+
+def test_a_learning_rate_that_diverges_is_one_line_in_a_real_process(tmp_path):
+    proc = run_process(*SMALL, "--lr", "1e30", "--threads", "1", "--output_dir", tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: round 0: training diverged (training loss nan")
