@@ -4,7 +4,8 @@
 # with three recipes: today's (no augmentation, constant lr 1e-3, 1,000 steps), augmentation (shift_rotate),
 # and augmentation with the one-cycle schedule peaking at 3e-3 over 300 steps. Each bench/reproduce.py call
 # reuses the complete runs it finds under its --out, so rerunning this script only adds what is missing.
-# On Fashion-MNIST only random and bald run (entropy's 15 runs did not fit the session's time on 2 cores).
+# On Fashion-MNIST only random and bald run, with today's recipe and augmentation + one-cycle (what did not
+# fit the session's time on 2 cores: entropy, and augmentation alone).
 # Usage: bash bench/recipe_study.sh [OUT [DATASET…]]   (default runs/recipe, both; about 90 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,10 +21,12 @@ declare -A RECIPES=(
   [augment_onecycle]="--augment shift_rotate --lr_schedule onecycle --lr 0.003 --min_steps 300"
 )
 for dataset in "${DATASETS[@]}"; do
-  extra=(--strategies random entropy bald)
+  extra=(--strategies random entropy bald) recipes=(baseline augment augment_onecycle)
   # Fashion-MNIST's pool is 59,000 images: each round scores a seeded random 10,000 of them (as RESULTS_noise)
-  [ "$dataset" = fashion_mnist ] && extra=(--strategies random bald --pool_subset 10000)
-  for recipe in baseline augment augment_onecycle; do
+  if [ "$dataset" = fashion_mnist ]; then
+    extra=(--strategies random bald --pool_subset 10000) recipes=(baseline augment_onecycle)
+  fi
+  for recipe in "${recipes[@]}"; do
     # shellcheck disable=SC2086
     $PY bench/reproduce.py "${COMMON[@]}" --dataset "$dataset" ${RECIPES[$recipe]} "${extra[@]}" \
       --out "$OUT/$dataset/$recipe" --markdown "$OUT/$dataset/$recipe.md"
