@@ -27,7 +27,7 @@ from data import Images, PoolState
 from oracles.human.oracle import BATCH_FILE, TOKEN_FILE, HumanOracle, encode_png
 from oracles.human.web import create_app, stability
 from loop import OracleContext, acquired_rows, count_corrupted, restore_labeled
-from results import ROUND_COLUMNS, RunDir
+from results import ROUND_COLUMNS, DamagedRun, RunDir
 
 N, N_POOL, C = 60, 40, 10
 INITIAL = torch.tensor([0, 1, 2, 3])
@@ -345,6 +345,30 @@ def test_resume_shows_the_saved_answers_of_the_same_batch(make_oracle):
     assert submit(client, second)[0] == 200
     thread.join(5)
     assert out["labels"] == [7, -1, 1]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: r["answers"].update({"10": {"label": 99, "at": "x"}}),  # no class 99
+    lambda r: r["answers"].update({"10": {"label": "x", "at": "x"}}),
+    lambda r: r["answers"].update({"10": {"label": True, "at": "x"}}),
+    lambda r: r["answers"].update({"10": 7}),
+    lambda r: r["answers"].update({"100000": {"label": 1, "at": "x"}}),  # outside the pool
+    lambda r: r.update(corrections={"10": {"label": -1, "at": "x"}}),  # a correction to "I don't know"
+    lambda r: r.update(positions=[10, "x"]),
+    lambda r: r.update(round=None),
+], ids=["label 99", "label x", "label true", "not a dict", "position", "correction", "positions", "round"])
+def test_a_damaged_batch_file_is_refused_before_it_is_replayed(make_oracle, run_dir, damage):
+    """An answer edited to label 99 was replayed on --resume: a traceback, and 99 in acquired.csv so that
+    every later resume was refused (issue 27, defect 2). Checked like the other run files: one line naming it."""
+    interrupted(make_oracle)
+    path = run_dir.path / BATCH_FILE
+    record = json.loads(path.read_text())
+    damage(record)
+    path.write_text(json.dumps(record))
+    before = path.read_bytes()
+    with pytest.raises(DamagedRun, match=r"human_batch.json is damaged \(.*\): the person's answers in it cannot"):
+        make_oracle()
+    assert path.read_bytes() == before
 
 
 def test_resume_keeps_answers_of_images_not_asked_again_under_unused(make_oracle):

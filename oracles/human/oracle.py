@@ -54,7 +54,7 @@ from data.folder import eight_bits
 from oracles.human.address import check_address, is_loopback
 from oracles.human.web import Refused, stability, start_server
 from oracles.simulated import CleanOracle
-from results import OutputError, atomic_write_text, write_json
+from results import DamagedRun, OutputError, atomic_write_text, write_json
 from stopping import stop_set_size
 
 BATCH_FILE = "human_batch.json"
@@ -462,10 +462,31 @@ class HumanOracle(CleanOracle):
             saved = json.loads(self.path.read_text())
             for key in ("answers", "unused", "corrections"):
                 saved[key] = {int(p): a for p, a in saved.get(key, {}).items()}
-            return saved
         except (OSError, ValueError, AttributeError) as err:
             self.log.warning("%s cannot be read (%s): its answers are not shown again", self.path, err)
             return None
+        problem = self._saved_problem(saved)
+        if problem:  # replayed, it would write a label that is no class into acquired.csv
+            raise DamagedRun(f"{self.path} is damaged ({problem}): the person's answers in it cannot be trusted; "
+                             "move it away to label this batch again, then --resume")
+        return saved
+
+    def _saved_problem(self, saved: dict) -> str:
+        """What in a read-back batch file is not as this oracle writes it ("" when all is): positions in the
+        pool, a round number, answers with a class (or -1, "I don't know") and a time, corrections with a class."""
+        n, c = len(self.pool_y), len(self.classes)
+
+        def is_int(v, low, high):
+            return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+        if not is_int(saved.get("round"), 0, 10**9) or not isinstance(saved.get("positions", []), list) \
+                or not all(is_int(p, 0, n - 1) for p in saved.get("positions", [])):
+            return "its round or positions are not this run's"
+        for key, lowest in (("answers", SKIP), ("unused", SKIP), ("corrections", 0)):
+            for p, a in saved[key].items():
+                if not is_int(p, 0, n - 1) or not isinstance(a, dict) or not is_int(a.get("label"), lowest, c - 1) \
+                        or not isinstance(a.get("at", ""), str):
+                    return f"{key} of position {p}: {reprlib.repr(a)} is not a label {lowest}..{c - 1} with a time"
+        return ""
 
     def _saved_answers(self, r: int, wanted: list) -> tuple:
         """(answers to show again for the images ``wanted`` in round r, answers kept for other images)."""
