@@ -160,7 +160,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
         else:
             complete_old_records(data, run_dir)
             restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
-            replay_corrections(state, data, run_dir.corrections)
+            replay_corrections(state, data, run_dir.corrections, DATASETS[cfg.dataset].own_labels)
             run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
             run_dir.reset_corrections(run_dir.corrections)  # and without its corrections
             weights.restore(start)
@@ -288,7 +288,7 @@ def recorded_state(cfg: Config, data: StudyData, run_dir: RunDir) -> PoolState:
     oracle = replayable_oracle(cfg, data.pool_y, data.num_classes, initial=first)
     state = PoolState(data.pool_idx.numel())
     restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
-    replay_corrections(state, data, run_dir.corrections)
+    replay_corrections(state, data, run_dir.corrections, DATASETS[cfg.dataset].own_labels)
     return state
 
 
@@ -349,13 +349,15 @@ def take_corrections(data: StudyData, state: PoolState, oracle, r: int) -> list:
     return rows
 
 
-def replay_corrections(state: PoolState, data: StudyData, corrections: list) -> None:
+def replay_corrections(state: PoolState, data: StudyData, corrections: list, own_labels: bool) -> None:
     """Apply corrections.csv's rows (read back on --resume) in their order, checking that each changes a
-    label the run had given by then, as it was, to a class of this dataset."""
+    label a person gave in a query round before it (not the initial set's, nor, with ``own_labels``, one the
+    dataset knows), as it was, to a class of this dataset: only what the labelling page lets a person correct."""
     for row in corrections:
         p = row["pool_position"]
         ok = (0 <= p < len(state) and row["dataset_index"] == int(data.pool_idx[p])
-              and 0 <= state.round_P[p] <= row["round"] and state.label_P[p] == row["old_label"]
+              and 1 <= state.round_P[p] <= row["round"] and state.label_P[p] == row["old_label"]
+              and not (own_labels and int(data.pool_y[p]) >= 0)
               and 0 <= row["label"] < data.num_classes)
         if not ok:
             raise ConfigError("the run folder's corrections.csv does not match its acquired.csv (a correction "

@@ -60,3 +60,6 @@ class DatasetSpec:
     shape: tuple | None = (1, 28, 28)
     classes: tuple | None = None  # class names by label
     flips_keep_class: bool = False  # a left-right mirror image is of the same class (--augment standard)
+    # Its labels are a person's own (the user's sorted images): a person is never asked for them again, and
+    # only the labels a person gave in the labelling page may be corrected. Else they are the reference.
+    own_labels: bool = False

@@ -161,5 +161,5 @@ DATASETS: dict[str, DatasetSpec] = {
                                     "ship", "truck"), flips_keep_class=True),
     # Classes, shape, mean and std come from the images (shape None): see data/folder.py.
     "folder": DatasetSpec(load_image_folder, 0, (), (), files="train/<class>/<images> (and optionally test/<class>/)",
-                          shape=None),
+                          shape=None, own_labels=True),
 }

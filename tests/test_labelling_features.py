@@ -428,6 +428,33 @@ def recorded_round_0(oracle, labels=(7, 3, 1)) -> None:
                      acquired_rows(data, 0, torch.tensor(ASKED), torch.tensor(labels), torch.zeros(3)))
 
 
+def test_resume_refuses_a_correction_of_a_label_the_person_never_gave(tmp_path):
+    """corrections.csv is read back: a hand-added row relabelling an image the folder labelled (or one of the
+    initial set) is refused as the page refuses it (issue 27, defect 8); the person's own answer may be."""
+    from data import PoolState
+    from loop import replay_corrections
+    data = image_folder(tmp_path / "images")
+    cfg = main.parse_config(folder_args(data, "--oracle", "human"), main.CHOICES)
+    dataset = load_dataset("folder", str(data), image_size=28)
+    study = prepare_data(cfg, dataset, torch.device("cpu"))
+    state = PoolState(study.pool_idx.numel())
+    pool_y = study.pool_y.cpu()
+    folder_labelled, unlabeled = torch.nonzero(pool_y >= 0).flatten(), torch.nonzero(pool_y < 0).flatten()
+    initial, known, person = folder_labelled[:3], folder_labelled[3:4], unlabeled[:1]
+    state.label(initial, pool_y[initial], round_=0)
+    state.label(torch.cat([known, person]), torch.tensor([int(pool_y[known[0]]), 0]), round_=1)
+
+    def row(p, old, new):
+        return {"round": 1, "pool_position": int(p), "dataset_index": int(study.pool_idx[p]), "old_label": old,
+                "label": new, "at": "2026-12-06T00:00:00.000+00:00"}
+    for p in (known[0], initial[0]):
+        old = int(state.label_P[p])
+        with pytest.raises(main.ConfigError, match="corrections.csv does not match its acquired.csv"):
+            replay_corrections(state, study, [row(p, old, (old + 1) % 3)], own_labels=True)
+    replay_corrections(state, study, [row(person[0], 0, 2)], own_labels=True)
+    assert int(state.label_P[person[0]]) == 2
+
+
 def test_a_correction_given_before_an_interruption_is_shown_again_and_handed_to_the_loop_once(make_oracle):
     first = make_oracle()
     recorded_round_0(first)

@@ -50,6 +50,7 @@ import torch
 import numpy as np
 from PIL import Image
 
+from data import DATASETS
 from data.folder import eight_bits
 from oracles.human.address import check_address, is_loopback
 from oracles.human.web import Refused, stability, start_server
@@ -67,10 +68,6 @@ BROWSER_FORMATS = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jp
                    ".bmp": "image/bmp", ".gif": "image/gif"}
 SKIP_KEY = "?"  # also "/" (the same key without Shift)
 LINGER_S = 2.5  # after the last round, a page seen this recently gets time to show "finished" (it polls each 1 s)
-# Datasets whose labels a person gave (the user's own sorted images): a query for one of their labelled
-# images is answered with that label instead of asking the person again. Other datasets' labels are the
-# reference a person's answers are measured against (n_corrupted), so there the person is asked.
-OWN_LABELS = frozenset({"folder"})
 
 
 def _now() -> str:
@@ -81,7 +78,7 @@ class HumanOracle(CleanOracle):
     """Asks a person, through a local web page, for the labels of each round's queried images.
 
     From CleanOracle: ``pool_y`` (the dataset's labels, -1 for an image it has none for; the initial set,
-    and with OWN_LABELS every labelled image, is answered from it). ``remember`` keeps nothing: recorded
+    and with DatasetSpec.own_labels every labelled image, is answered from it). ``remember`` keeps nothing: recorded
     rounds are never asked again. Whether a person's answer is wrong is found afterwards, from the
     dataset (acquired.csv's true_label).
     """
@@ -101,7 +98,10 @@ class HumanOracle(CleanOracle):
         # The positions answered from the dataset without asking: the initial set, and every image the
         # user's own folder labels
         self.known = set(self.initial)
-        if cfg.dataset in OWN_LABELS:
+        # A dataset whose labels a person gave (DatasetSpec.own_labels): a query for one of its labelled images
+        # is answered with that label. Other datasets' labels are the reference a person's answers are
+        # measured against (n_corrupted), so there the person is asked.
+        if DATASETS[cfg.dataset].own_labels:
             self.known |= set(torch.nonzero(self.pool_y >= 0).flatten().tolist())
         data = study.data
         names = data.classes or tuple(str(c) for c in range(data.num_classes))
