@@ -13,6 +13,8 @@ checked records (acquired.csv, corrections.csv), never from labels.csv, which is
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -111,22 +113,47 @@ def export_labelled(rows: list, data, folder: str, run_path) -> tuple:
     bytes) and listed by an earlier export of this run."""
     dest = Path(folder)
     wanted = export_names(checked_rows(rows, data))
-    ours = _exported_before(dest, run_path) if dest.is_dir() else set()
-    taken = [rel for rel in wanted if os.path.lexists(dest / rel)
-             and not (rel in ours and _same_file(Path(data.root) / wanted[rel], dest / rel))]
-    if taken:
-        raise OutputError(f"--export_to: {dest / taken[0]} exists and was not exported by this run; nothing was "
-                          f"exported (a file there is never overwritten): move it away, then export again with "
-                          f"main.py --resume {run_path} --export_to {folder}")
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"--export_to: cannot create {folder}: {err.strerror or err}") from None
+    with _locked_folder(dest):  # checked again under the lock: two runs never mix their images in one DIR
+        return _export(wanted, Path(data.root), dest, folder, run_path)
+
+
+@contextlib.contextmanager
+def _locked_folder(dest: Path):
+    """Hold an exclusive flock on the folder ``dest`` itself (no lock file to list, leave or remove)."""
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"--export_to {dest}: another run is exporting into it now; nothing was exported "
+                              "(give another folder)") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _export(wanted: dict, root: Path, dest: Path, folder: str, run_path) -> tuple:
+    """export_labelled's work, with ``dest`` locked."""
+    ours = _exported_before(dest, run_path)
+    foreign = [rel for rel in _files(dest) if rel not in ours and rel not in wanted]
+    taken = [rel for rel in wanted if os.path.lexists(dest / rel)
+             and not (rel in ours and _same_file(root / wanted[rel], dest / rel))]
+    if foreign:
+        raise OutputError(f"--export_to {folder} is not empty: it holds {len(foreign)} file(s) that this run did "
+                          f"not export (such as {foreign[0]}); nothing was exported")
+    if taken:
+        raise OutputError(f"--export_to: {dest / taken[0]} exists and was not exported by this run; nothing was "
+                          f"exported (a file there is never overwritten): move it away, then export again with "
+                          f"main.py --resume {run_path} --export_to {folder}")
     # Listed first, so that whatever a crash leaves half-done is known as this run's
     _write_marker(dest, run_path, ours | set(wanted))
     linked = copied = 0
     for rel, path in wanted.items():
-        source, target = Path(data.root) / path, dest / rel
+        source, target = root / path, dest / rel
         if os.path.lexists(target):  # this run's earlier export of the same file (checked above)
             continue
         how = _place(source, target, dest)

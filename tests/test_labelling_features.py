@@ -220,7 +220,34 @@ def test_an_unwritable_export_folder_is_refused_before_the_run(cli, tmp_path):
         subprocess.run(["umount", "-l", str(read_only)], check=False)
 
 
+def test_two_runs_exporting_into_one_new_folder_never_mix(cli, tmp_path):
+    """Both pass the check before training (the folder is new); at export time the folder is locked and
+    checked again: the second run is refused, whether the first is exporting now or has finished."""
+    import export
+    data = image_folder(tmp_path / "images")
+    runs = []
+    for seed in ("1", "2"):
+        rc, _, err, [run] = cli(*folder_args(data, "--seed", seed), output_dir=tmp_path / f"runs{seed}")
+        assert rc == 0, err
+        runs.append((run, pd.read_csv(run.path / "labels.csv", keep_default_na=False).to_dict("records")))
+    dest = tmp_path / "export"
+    for run, _ in runs:
+        check_export_dir(Config(dataset="folder", data_dir=str(data), export_to=str(dest)), run.path)
+    (first, rows1), (second, rows2) = runs
+    dest.mkdir()
+    with export._locked_folder(dest):  # the first run is exporting now
+        with pytest.raises(OutputError, match="another run is exporting into it now; nothing was exported"):
+            export_labelled(rows2, study_data(second), str(dest), second.path)
+    assert list(dest.iterdir()) == []
+    export_labelled(rows1, study_data(first), str(dest), first.path)
+    exported = exported_files(dest)
+    with pytest.raises(OutputError, match=r"is not empty: it holds \d+ file\(s\) that this run did not export"):
+        export_labelled(rows2, study_data(second), str(dest), second.path)
+    assert exported_files(dest) == exported and json.loads((dest / MARKER).read_text())["run"] == str(first.path)
+
+
 def test_export_writes_nothing_through_a_class_folder_that_links_outside(cli, tmp_path):
+    import export
     data, out, dest = image_folder(tmp_path / "images"), tmp_path / "runs", tmp_path / "export"
     rc, _, err, [run] = cli(*folder_args(data), output_dir=out)
     assert rc == 0, err
@@ -229,8 +256,11 @@ def test_export_writes_nothing_through_a_class_folder_that_links_outside(cli, tm
     elsewhere.mkdir()
     dest.mkdir()
     (dest / rows[0]["label_name"]).symlink_to(elsewhere, target_is_directory=True)
-    with pytest.raises(OutputError, match="leads outside"):
+    # Listed as a file this run did not export (a link); were it made after that check, it leads outside
+    with pytest.raises(OutputError, match="is not empty: it holds 1 file"):
         export_labelled(rows, study_data(run), str(dest), run.path)
+    with pytest.raises(OutputError, match="leads outside"):
+        export._place(data / rows[0]["path"], dest / rows[0]["label_name"] / "x.png", dest)
     assert list(elsewhere.iterdir()) == []
 
 
