@@ -35,7 +35,7 @@ from oracles import check_address
 from reporting.load import seeded_rounds
 from reporting.stats import aggregate_runs, mean_sem
 from results import (DamagedRun, OutputError, RunDir, atomic_write_text, check_run_name, check_writable, locked,
-                     prepare_run_folder, read_config, read_summary, run_status)
+                     prepare_run_folder, read_config, read_fingerprint, read_summary, run_status)
 from strategies import STRATEGIES
 from tracking import NullTracker, start_tracker
 from train import Diverged
@@ -166,11 +166,25 @@ def run_single(cfg: Config, dataset: Dataset, device: torch.device, log: logging
     data = prepare_data(cfg, dataset, device)
     if path is None:
         run_dir = RunDir.create(parent or cfg.output_dir, cfg.run_name or default_run_name(cfg))
-        run_dir.write_config(cfg.to_dict())
+        run_dir.write_config(cfg.to_dict(), dataset.fingerprint())
     else:
+        check_same_data(path, dataset)
         run_dir = RunDir.open(path)
     with locked(run_dir.path):
         return _run_in_folder(cfg, data, run_dir, device, log, resumed=path is not None)
+
+
+def check_same_data(path: Path, dataset: Dataset) -> None:
+    """ConfigError when the data differ from those the run at ``path`` started on, naming what changed
+    (folders from before the fingerprint are not checked)."""
+    saved = read_fingerprint(path)
+    if saved is None:
+        return
+    now = dataset.fingerprint()
+    changed = [name for name in sorted(set(saved) | set(now)) if saved.get(name) != now.get(name)]
+    if changed:
+        raise ConfigError(f"--resume {path}: the dataset changed since the run started ({', '.join(changed)} "
+                          "differ): resume it on the data it ran on, or start a new run")
 
 
 def _run_in_folder(cfg: Config, data, run_dir: RunDir, device: torch.device, log: logging.Logger,

@@ -205,6 +205,9 @@ def is_run_folder(path) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
+FINGERPRINT_KEY = "dataset_fingerprint"  # in config.json beside the flags: Dataset.fingerprint()
+
+
 def read_config(run_path) -> dict:
     """config.json of a run folder, every field present (older folders: new fields at their defaults)
     and valid by Config's own rules (the registries' names are checked by the caller that has them).
@@ -213,10 +216,21 @@ def read_config(run_path) -> dict:
     """
     path = Path(run_path) / "config.json"
     saved = _read_json_object(path)
+    saved.pop(FINGERPRINT_KEY, None)  # not a flag: read_fingerprint
     try:
         return Config.from_dict({**DEFAULT_CONFIG, **saved}).validate().to_dict()
     except (ConfigError, TypeError) as err:
         raise _damaged(path, str(err).replace("\n", " ")) from None
+
+
+def read_fingerprint(run_path) -> dict | None:
+    """The dataset fingerprint config.json recorded (Dataset.fingerprint), or None (folders before it)."""
+    path = Path(run_path) / "config.json"
+    found = _read_json_object(path).get(FINGERPRINT_KEY)
+    if found is not None and not (isinstance(found, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                                for k, v in found.items())):
+        raise _damaged(path, f"its {FINGERPRINT_KEY} is not a mapping of names to digests")
+    return found
 
 
 def read_summary(run_path) -> dict:
@@ -404,8 +418,9 @@ class RunDir:
     def name(self) -> str:
         return self.path.name
 
-    def write_config(self, config: dict) -> None:
-        write_json(self.path / "config.json", config)
+    def write_config(self, config: dict, fingerprint: dict | None = None) -> None:
+        """config.json: the run's flags, and the fingerprint of the data it runs on."""
+        write_json(self.path / "config.json", {**config, **({FINGERPRINT_KEY: fingerprint} if fingerprint else {})})
 
     def read_config(self) -> dict:
         return read_config(self.path)

@@ -433,3 +433,34 @@ def test_a_fifo_or_socket_named_like_an_image_is_skipped_with_a_warning_not_read
     assert sorted(w for w in result["warned"] if "not a regular file" in w) == [
         "dataset 'folder': skipped train/circle/fifo.png: not a regular file (a FIFO, socket or device)",
         "dataset 'folder': skipped train/cross/sock.jpg: not a regular file (a FIFO, socket or device)"]
+
+
+def test_a_resume_on_changed_data_is_refused_naming_what_changed(tmp_path):
+    """Image contents swapped between two classes after a run: --resume refused in one line (issue 27,
+    defect 12); the unchanged data resume; config.json's flags stay flags (the fingerprint beside them)."""
+    import json
+    import shutil
+
+    import main
+    from results import read_config
+    data, out = make_folder(tmp_path / "images", 12), tmp_path / "runs"
+    make_folder(data, 4, "test", start=100)
+    argv = ["--dataset", "folder", "--data_dir", str(data), "--image_size", "28", "--num_valid", "6",
+            "--n_init_labeled", "6", "--n_query", "3", "--n_round", "1", "--epochs", "1", "--min_steps", "3",
+            "--no-wandb", "--threads", "1", "--output_dir", str(out)]
+    assert main.main(argv) == 0
+    [run] = run_dirs(out)
+    saved = json.loads((run / "config.json").read_text())
+    assert set(saved["dataset_fingerprint"]) == {"train images", "train labels", "test images", "test labels",
+                                                 "file names"}
+    assert "dataset_fingerprint" not in read_config(run)
+    assert main.main(["--resume", str(run)]) == 0  # the same data: complete, nothing to do
+    a, b = data / "train" / "circle" / "000.png", data / "train" / "cross" / "000.png"
+    shutil.copyfile(a, tmp_path / "a.png")
+    shutil.copyfile(b, a)
+    shutil.copyfile(tmp_path / "a.png", b)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    proc = run_process("--resume", run)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "the dataset changed since the run started (train images differ)" in proc.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
