@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from config import ConfigError, OneLineParser
+from results import OutputError
 from sweeps.executors import EXECUTORS, held_cells, job_columns
 from sweeps.grid import MAX_CELLS, Sweep, SweepError, print_table, read_sweep_file, shorten
 
@@ -94,7 +95,7 @@ def main(argv: list | None = None) -> int:
         with sweep.lock():
             sweep.create()
             return executor.run(sweep, sweep.cells_to_run(held_cells(read_sweep_file(out))))
-    except (SweepError, ConfigError) as err:
+    except (SweepError, ConfigError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

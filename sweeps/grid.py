@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
 import reprlib
 import shlex
@@ -326,6 +327,8 @@ class Sweep:
 
     def check_against_recorded(self) -> None:
         """OUT may hold only this sweep: every recorded cell must be here with the same configuration."""
+        if os.path.lexists(self.out) and not self.out.is_dir():
+            raise SweepError(f"--out {self.out} exists and is not a folder: give a new folder or a sweep's")
         if not (self.out / SWEEP_FILE).exists():
             if self.out.exists() and any(self.out.iterdir()):
                 raise SweepError(f"{self.out} exists and is not a sweep folder (no {SWEEP_FILE}); use another --out")
@@ -360,14 +363,27 @@ class Sweep:
 
     @contextlib.contextmanager
     def lock(self):
-        """One sweep.py at a time on OUT (an advisory lock on OUT/.lock, released when the process ends)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / ".lock", "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise SweepError(f"another sweep.py is working on {self.out}") from None
-            yield
+        """One sweep.py at a time on OUT (an advisory lock on OUT/.lock, released when the process ends).
+        An OUT this call created and that holds nothing but the lock when the block fails is removed again."""
+        new = not os.path.lexists(self.out)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            f = open(self.out / ".lock", "w")
+        except OSError as err:
+            raise SweepError(f"cannot use --out {self.out}: {err.strerror or err}") from None
+        try:
+            with f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise SweepError(f"another sweep.py is working on {self.out}") from None
+                yield
+        except OutputError as err:  # a file of the sweep could not be written (full disk, read-only)
+            raise SweepError(str(err)) from None
+        finally:
+            if new and os.listdir(self.out) == [".lock"]:
+                (self.out / ".lock").unlink()
+                self.out.rmdir()
 
     def create(self) -> None:
         """sweep.json and every cell's folder (kept as it is when it exists with this configuration)."""

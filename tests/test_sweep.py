@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import sweep
-from conftest import ROOT
+from conftest import ROOT, fill_disk, mount_tmpfs
 from results import read_run
 from sweeps.executors.slurm import CellJob, wait as slurm_wait
 from sweeps.grid import MAX_NAME, SAFE_VALUE, Cell, Sweep, cell_name, cell_state
@@ -255,6 +255,29 @@ def test_checkpoint_requeues_the_same_cell():
 
 
 # --- the local executor -------------------------------------------------------------------------------
+
+
+def test_an_out_that_cannot_be_a_sweep_folder_is_one_line_and_leaves_nothing(tmp_path, run_sweep):
+    """--out on an existing file, a read-only filesystem, a full disk: tracebacks, and an OUT holding only
+    .lock left behind (issue 27, defect 6)."""
+    grid = ["--grid", "seed=1,2", "--", *TINY]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    rc, _, err = run_sweep("--out", blocker, *grid)
+    assert rc == 2 and err.count("\n") == 1 and "exists and is not a folder" in err and blocker.read_text() == "mine"
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "1m")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        rc, _, err = run_sweep("--out", disk / "sweep", *grid)
+        assert rc == 2 and err.count("\n") == 1 and "Read-only file system" in err, err
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        fill_disk(disk)
+        rc, _, err = run_sweep("--out", disk / "sweep", *grid)
+        assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert "No space left on device" in err and not (disk / "sweep").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_local_sweep_reruns_extends_refuses_and_survives_a_failing_cell(tmp_path, run_sweep):
