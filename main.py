@@ -39,18 +39,19 @@ from results import (DamagedRun, OutputError, RunDir, atomic_write_text, check_r
 from strategies import STRATEGIES
 from tracking import NullTracker, start_tracker
 from train import Diverged
+from workers import follow_parent, start_worker, stop_workers
 
 # The registries' names in their own order (the README's flags table), and sorted (argparse's choices).
 REGISTRY_NAMES = {"dataset": list(DATASETS), "model": list(MODELS), "strategy": list(STRATEGIES)}
 CHOICES = {name: sorted(names) for name, names in REGISTRY_NAMES.items()}
 TABLE_COLUMNS = ["round", "n_labeled", "val_acc", "test_acc", "train_s", "query_s", "eval_s"]
-STOP_GRACE_S = 60  # how long stopped seed processes get to save and exit before they are killed
 ERROR_TAIL_LINES = 60  # lines of a failed seed process's output kept in its error.txt
 
 
 def main(argv: list | None = None) -> int:
     """Run the command line ``argv``; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    follow_parent()  # a seed worker of an --experiment dies with it
     try:
         cfg = resolve_resume(parse_config(argv, CHOICES), argv)
     except (ConfigError, OutputError) as err:
@@ -252,6 +253,8 @@ def _run_experiment_in(cfg: Config, exp: RunDir, dataset: Dataset, device: torch
     """run_experiment's seeds and aggregate, with the experiment folder locked by this process."""
     jobs = experiment_jobs(cfg, log)
     seed_cfgs = prepare_seed_folders(cfg, exp.path, threads=1 if jobs > 1 else cfg.threads)
+    for seed_cfg in seed_cfgs:  # a worker of a killed experiment still saving: said, not reported as failed
+        check_not_running(Path(seed_cfg.resume))
     # Run the seeds: one after another in this process, or in worker processes
     if jobs > 1:
         runs, failed = run_seeds_in_processes(cfg, seed_cfgs, jobs, log)
@@ -375,9 +378,8 @@ class SeedProcesses:
                 return None
             log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} main.py --experiment: "
                            f"{shlex.join(cmd)}\n".encode())
-            # Own session: a Ctrl-C at the terminal reaches only this process, which passes SIGTERM on (stop)
-            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            # A killed experiment leaves no seed running: resumed at once, it would find their folders locked
+            proc = start_worker(cmd, log_file, die_with_parent=True)
             self.running.add(proc)
             self.started += 1
             number = self.started
@@ -400,20 +402,13 @@ class SeedProcesses:
         return "failed"
 
     def stop(self) -> None:
-        """SIGTERM to every running child, then wait; kill those still running after STOP_GRACE_S."""
+        """SIGTERM to every running child, then wait; kill those still running after workers.STOP_GRACE_S."""
         with self.lock:
             self.stopping = True
             procs = list(self.running)
         if procs:
             self.log.warning("experiment: stopping %d seed process(es); they keep their finished rounds", len(procs))
-        _signal_children(procs, signal.SIGTERM)
-        try:
-            deadline = time.monotonic() + STOP_GRACE_S
-            for proc in procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(max(0.0, deadline - time.monotonic()))
-        finally:  # also at a second Ctrl-C while waiting
-            _signal_children(procs, signal.SIGKILL, group=True)
+        stop_workers(procs)
 
 
 def seed_command(cfg: Config, seed_path: Path) -> list:
@@ -421,14 +416,6 @@ def seed_command(cfg: Config, seed_path: Path) -> list:
     return [sys.executable, str(Path(__file__).resolve()), "--resume", str(seed_path), "--threads", "1",
             "--wandb" if cfg.wandb else "--no-wandb", "--wandb_project", cfg.wandb_project,
             "--wandb_group", cfg.wandb_group, *(["--debug"] if cfg.debug else [])]
-
-
-def _signal_children(procs: list, signum: int, group: bool = False) -> None:
-    """Send ``signum`` to each child (or its process group) that has not been reaped yet."""
-    for proc in procs:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signum) if group else os.kill(proc.pid, signum)
 
 
 def _open_log(path: Path):

@@ -490,7 +490,12 @@ class RunDir:
         write_json(self.path / "summary.json", summary)
 
     def finish(self, status: str) -> dict:
-        """Write the final summary. On a full disk, overwrite the old summary in place as a last resort."""
+        """Write the final summary. On a full disk, overwrite the old summary in place as a last resort.
+        A complete run's error.txt (an earlier attempt's failure) is kept under a name that says it is past."""
+        if status == "complete" and (self.path / "error.txt").exists():
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            with contextlib.suppress(OSError):
+                os.replace(self.path / "error.txt", self.path / f"error_before_{stamp}.txt")
         summary = self.summary(status)
         try:
             self.write_summary(summary)

@@ -18,7 +18,6 @@ def test_resnet18_learns_with_bald(cli):
 
 def test_resnet18_with_the_imagenet_stem_learns_and_is_reproducible(cli, tmp_path):
     """The original project's stem (7×7 stride 2, max-pool): the same run twice gives the same numbers."""
-    from conftest import Run
     from results import TIMING_COLUMNS
     from test_e2e import RESNET, check_run_folder
     argv = [*RESNET, "--resnet_stem", "imagenet", "--strategy", "bald", "--threads", "1"]

@@ -133,6 +133,34 @@ def test_sigterm_stops_every_worker_and_resume_finishes(tmp_path):
     assert pd.read_csv(exp / "final_rounds.csv")["seed"].tolist() == [1, 2]
 
 
+def test_kill_9_of_the_parent_stops_its_workers_and_a_resume_finishes(tmp_path):
+    """kill -9 of an --experiment --jobs 2 parent left its workers running, so that an immediate --resume
+    reported every seed "failed" while they held the locks (issue 27, defect 7): they die with it now (and a
+    resume meanwhile says one is still running); a later success keeps error.txt under a past name."""
+    import main
+    proc = _popen(*ARGS, "--n_round", "20", "--jobs", "2", "--output_dir", tmp_path)  # orphans: 20 s more
+    deadline = time.time() + 180
+    while len([f for f in run_dirs(tmp_path) if read_run(f)[0]]) < 2:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    exp = _experiment(tmp_path)
+    assert len(_processes_mentioning(str(exp))) == 2
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.time() + 10
+    while _processes_mentioning(str(exp)):  # the workers got SIGTERM from the kernel: they save and exit
+        assert time.time() < deadline, "the workers outlived their parent"
+        time.sleep(0.1)
+    seeds = _seed_folders(exp)
+    assert all(run_status(folder) == "interrupted" for folder in seeds.values())
+    (seeds[1] / "error.txt").write_text("an earlier attempt failed\n")
+    assert main.main(["--resume", str(exp), "--jobs", "2"]) == 0
+    assert all(run_status(folder) == "complete" and len(read_run(folder)[0]) == 21 for folder in seeds.values())
+    assert not (seeds[1] / "error.txt").exists()
+    [kept] = seeds[1].glob("error_before_*.txt")
+    assert kept.read_text() == "an earlier attempt failed\n"
+
+
 def test_jobs_beyond_the_seeds_or_without_experiment_run_as_usual(tmp_path):
     import main
 

@@ -15,7 +15,6 @@ beside these, so the pool stays hand-made, here.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import signal
@@ -27,9 +26,9 @@ from pathlib import Path
 import main
 from sweeps.executors.base import Executor
 from sweeps.grid import Sweep, SweepError, cell_state, print_table, say, write_attempt
+from workers import STOP_GRACE_S, signal_workers, start_worker
 
 MAIN_PY = Path(main.__file__).resolve()  # each cell is a process of main.py
-STOP_GRACE_S = 60  # how long stopped workers get to save and exit before they are killed
 
 
 class LocalExecutor(Executor):
@@ -64,9 +63,7 @@ class LocalExecutor(Executor):
         def on_signal(signum, frame):
             stop["signal"], stop["count"] = signum, stop["count"] + 1
             if stop["count"] > 1:  # a second Ctrl-C: no more waiting
-                for proc in running:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
+                signal_workers(running, signal.SIGKILL, group=True)
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         started = 0
@@ -102,8 +99,7 @@ def _start(cell, sweep: Sweep, threads: int) -> tuple:
     log = open(cell.path / "log.txt", "ab")
     log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} sweep.py: {shlex.join(cmd)}\n".encode())
     log.flush()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = start_worker(cmd, log)  # left to finish its cell if the sweep is killed (a rerun skips it)
     write_attempt(cell.path, executor="local", host=os.uname().nodename, pid=proc.pid, exit=None)
     return proc, log
 
@@ -113,13 +109,9 @@ def _stop(running: dict, stop: dict) -> None:
     if "sent" not in stop:
         stop["sent"] = time.monotonic()
         say(f"stopping: {len(running)} running cell(s) save their finished rounds and exit")
-        for proc in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
+        signal_workers(running, signal.SIGTERM)
     elif time.monotonic() - stop["sent"] > STOP_GRACE_S:
-        for proc in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        signal_workers(running, signal.SIGKILL, group=True)
 
 
 def _finish(proc: subprocess.Popen, cell, t0: float, log) -> None:
