@@ -28,7 +28,7 @@ from data import load_dataset
 from loop import acquired_rows, prepare_data
 from oracles.human.oracle import read_original
 from oracles.human.web import create_app
-from results import ROUND_COLUMNS, TIMING_COLUMNS, OutputError
+from results import ROUND_COLUMNS, TIMING_COLUMNS, OutputError, read_config
 from conftest import mount_tmpfs
 from test_folder import CLASSES, make_folder
 # make_oracle and run_dir are fixtures: importing them makes them this module's too
@@ -103,7 +103,7 @@ def test_labels_csv_names_each_labelled_file_and_export_links_them_into_class_fo
 
 def study_data(run):
     """The loop's StudyData of a finished run, from its config.json and its dataset folder."""
-    cfg = Config.from_dict(run.config)
+    cfg = Config.from_dict(read_config(run.path))
     dataset = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, test_fraction=cfg.test_fraction)
     return prepare_data(cfg, dataset, torch.device("cpu"))
 

@@ -11,7 +11,7 @@ from config import Config
 from conftest import Run
 from data import PoolState, initial_positions, load_dataset
 from loop import TrainedWeights, prepare_data, restore_labeled, retrained_predictions
-from results import TIMING_COLUMNS, RunDir, read_rounds
+from results import TIMING_COLUMNS, RunDir, read_config, read_rounds
 from stopping import StopSignal, reached, stop_kappa, stop_set_positions
 
 
@@ -82,7 +82,7 @@ def test_stop_when_stable_ends_the_run_after_the_first_stable_round_with_the_rea
 
 def test_stop_kappa_is_the_kappa_of_the_two_rounds_models_on_the_stop_set(stopped):
     """Exact: both rounds' models rebuilt (as a resume does) and their predictions compared."""
-    cfg = Config.from_dict(json.loads((stopped / "config.json").read_text()))
+    cfg = Config.from_dict(read_config(stopped))
     data = prepare_data(cfg, load_dataset("mnist_5k", "data"), torch.device("cpu"))
     run = RunDir.open(stopped)
     state = PoolState(data.pool_idx.numel())
