@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from config import ConfigError
+from data import DATASETS
 from results import OutputError, write_json
 
 MARKER = ".active_learning_export.json"  # in DIR: the run that exported there, and the files it wrote
@@ -65,7 +66,7 @@ def check_export_dir(cfg, run_path=None) -> None:
     a folder that does not exist, holds no file, or only those an earlier export of the run at
     ``run_path`` (a resumed one) wrote. Checked on the configuration a --resume resolved to."""
     folder = cfg.export_to
-    if cfg.dataset != "folder":
+    if not DATASETS[cfg.dataset].has_files:
         raise ConfigError("--export_to copies the labelled images' files: it needs --dataset folder")
     if cfg.experiment:
         raise ConfigError("--export_to exports one run's labels: it cannot be combined with --experiment")

@@ -22,7 +22,7 @@ from data import DATASETS, Dataset, Images, PoolState, initial_positions, split_
 from export import LabelsFile
 from models import MODEL_OPTIONS, Ensemble, build_model, model_options
 from noise import apply_noise
-from oracles import make_oracle, replayable_oracle
+from oracles import ORACLES, make_oracle, replayable_oracle
 from results import RunDir
 from rng import torch_generator
 from stopping import StopSignal, reached, stop_set_positions
@@ -118,7 +118,7 @@ def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyDa
 
 def unlabeled_in_pool(cfg: Config, dataset: Dataset) -> int:
     """How many images without labels join the pool: the dataset's unlabelled ones when a person labels."""
-    if dataset.unlabeled_x is None or cfg.oracle != "human":
+    if dataset.unlabeled_x is None or not ORACLES[cfg.oracle].labels_new_images:
         return 0
     return int(dataset.unlabeled_x.shape[0])
 

@@ -26,24 +26,21 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from config import OPERATIONAL_FIELDS, Config, ConfigError, get_logger, given_flags, parse_config
-from data import DATASETS, DataUnavailable, Dataset, load_dataset
-from export import check_export_dir, export_labelled, label_rows
-from loop import check_resumable, check_declared, prepare_data, recorded_state, run_study, unlabeled_in_pool
+from data import DataUnavailable, Dataset, load_dataset
+from export import export_labelled, label_rows
+from loop import check_resumable, prepare_data, recorded_state, run_study, unlabeled_in_pool
 from memory import check_budget, resolve_device
-from models import MODELS
-from oracles import check_address
+from oracles import ORACLES
+from preflight import preflight
+from registries import CHOICES
 from reporting.load import seeded_rounds
 from reporting.stats import aggregate_runs, mean_sem
-from results import (DamagedRun, OutputError, RunDir, atomic_write_text, check_run_name, check_writable, locked,
+from results import (DamagedRun, OutputError, RunDir, atomic_write_text, check_writable, locked,
                      prepare_run_folder, read_config, read_fingerprint, read_summary, run_status)
-from strategies import STRATEGIES
 from tracking import NullTracker, start_tracker
 from train import Diverged
 from workers import follow_parent, start_worker, stop_workers
 
-# The registries' names in their own order (the README's flags table), and sorted (argparse's choices).
-REGISTRY_NAMES = {"dataset": list(DATASETS), "model": list(MODELS), "strategy": list(STRATEGIES)}
-CHOICES = {name: sorted(names) for name, names in REGISTRY_NAMES.items()}
 TABLE_COLUMNS = ["round", "n_labeled", "val_acc", "test_acc", "train_s", "query_s", "eval_s"]
 ERROR_TAIL_LINES = 60  # lines of a failed seed process's output kept in its error.txt
 
@@ -116,27 +113,21 @@ def resolve_resume(cfg: Config, argv: list) -> Config:
 
 def run(cfg: Config, log: logging.Logger) -> int:
     """Check everything that can fail on input, then run (or continue) the study or the experiment."""
-    check_declared(cfg)
+    preflight(cfg)
     if cfg.noise != "none" and cfg.noise_rate == 0:
         log.warning("--noise %s adds noise to no image: --noise_rate is 0 (the original project's default); give "
                     "the fraction of images to make noisy, e.g. --noise_rate 0.3", cfg.noise)
     if cfg.jobs > 1 and not cfg.experiment:
         log.warning("--jobs %d is ignored: it runs the seeds of an --experiment in parallel", cfg.jobs)
-    if cfg.run_name:
-        check_run_name(cfg.run_name)
-    if cfg.export_to:  # before anything is loaded: a person should not label for an hour into a refusal
-        check_export_dir(cfg, Path(cfg.resume) if cfg.resume else None)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or len(os.sched_getaffinity(0)))
     log.debug("config: %s", cfg.to_dict())
     dataset = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, test_fraction=cfg.test_fraction)
     check_budget(cfg, dataset.train_y.numel(), dataset.num_classes, n_unlabeled=unlabeled_in_pool(cfg, dataset),
                  channels=dataset.shape[0], device=device)
-    if dataset.unlabeled_x is not None and cfg.oracle != "human":
+    if dataset.unlabeled_x is not None and not ORACLES[cfg.oracle].labels_new_images:
         log.warning("%d images in unlabeled/ are not used: only a person can label them (--oracle human)",
                     dataset.unlabeled_x.shape[0])
-    if cfg.oracle == "human":
-        check_address(cfg.human_host, cfg.human_port)  # before any run folder: a busy port is bad input
     resume = Path(cfg.resume) if cfg.resume else None
     check_writable(str(resume) if resume else cfg.output_dir)
     with locked(resume) if resume else contextlib.nullcontext():
@@ -274,8 +265,8 @@ def _run_experiment_in(cfg: Config, exp: RunDir, dataset: Dataset, device: torch
 def experiment_jobs(cfg: Config, log: logging.Logger) -> int:
     """How many seeds run at a time: --jobs, at most one per seed, one when a person labels."""
     jobs = min(cfg.jobs, len(cfg.seeds))
-    if jobs > 1 and cfg.oracle == "human":
-        log.warning("--jobs %d is ignored with --oracle human: the seeds run one after another", cfg.jobs)
+    if jobs > 1 and ORACLES[cfg.oracle].interactive:
+        log.warning("--jobs %d is ignored with --oracle %s: the seeds run one after another", cfg.jobs, cfg.oracle)
         return 1
     return jobs
 

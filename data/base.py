@@ -78,3 +78,7 @@ class DatasetSpec:
     # Its labels are a person's own (the user's sorted images): a person is never asked for them again, and
     # only the labels a person gave in the labelling page may be corrected. Else they are the reference.
     own_labels: bool = False
+    # Its images are files on disk a run can name and export (labels.csv, --export_to)
+    has_files: bool = False
+    # Its files ship inside a Python package: a damaged copy is fixed by reinstalling this (None: not so)
+    package: str | None = None

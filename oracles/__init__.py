@@ -26,19 +26,35 @@ leaves it in the pool (--dont_know). Simulated oracles always answer; a person m
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from oracles.human.address import check_address
 from oracles.simulated import CleanOracle, NoisyOracle
 
-__all__ = ["CleanOracle", "NoisyOracle", "check_address", "make_oracle", "replayable_oracle"]
+__all__ = ["ORACLES", "CleanOracle", "NoisyOracle", "OracleKind", "check_address", "make_oracle",
+           "replayable_oracle"]
+
+
+@dataclass(frozen=True)
+class OracleKind:
+    """What an --oracle is, for the code that must treat kinds differently (nothing compares names)."""
+
+    interactive: bool  # a person answers in a page: a run waits for them (no sweep cells, one seed at a time)
+    replayable: bool  # answers fixed per image (label noise included): read-back answers can be checked
+    labels_new_images: bool  # can label images the dataset has no label for (a folder's unlabeled/)
+
+
+ORACLES = {"simulated": OracleKind(interactive=False, replayable=True, labels_new_images=False),
+           "human": OracleKind(interactive=True, replayable=False, labels_new_images=True)}
 
 
 def make_oracle(cfg, pool_y: torch.Tensor, num_classes: int, initial: torch.Tensor | None = None, study=None):
     """The oracle a configuration asks for; ``initial``: the initial set's pool positions (exempt from
     label noise unless --label_noise_initial; a person is not asked for them). ``study``
     (loop.OracleContext): the images, labelled set and records, which the human oracle shows."""
-    if cfg.oracle == "human":
+    if ORACLES[cfg.oracle].interactive:
         # Imported here, not above: the human oracle brings Flask and its page, which a simulated run (nearly
         # every run, every sweep cell) has no use for and should not spend its start-up loading.
         from oracles.human.oracle import HumanOracle
@@ -50,7 +66,7 @@ def replayable_oracle(cfg, pool_y: torch.Tensor, num_classes: int, initial: torc
     """The simulated oracle a configuration asks for, whose answers are fixed per image, so that answers
     read back on --resume can be checked (``remember`` raises ValueError on one it did not give); None
     for ``--oracle human``: a person's answers are whatever the person said."""
-    if cfg.oracle == "human":
+    if not ORACLES[cfg.oracle].replayable:
         return None
     if (pool_y < 0).any():
         raise ValueError("the pool holds images without labels: only --oracle human can label them")

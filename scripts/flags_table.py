@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from config import flags_table
-from main import REGISTRY_NAMES
+from registries import REGISTRY_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import yaml
 
-import main
 from config import OPERATIONAL_FIELDS, Config, ConfigError, parse_config
 from data import DataUnavailable, load_dataset
-from loop import check_declared
 from memory import check_budget, resolve_device
+from preflight import preflight
+from registries import CHOICES
 from results import (RUN_NAME_MAX, DamagedRun, OutputError, config_differences, prepare_run_folder, read_config,
                      read_run, run_status, write_json)
 
@@ -303,11 +303,8 @@ class Sweep:
         problems, seen, budgets = [], {}, {}
         for cell in self.cells:
             try:
-                cfg = parse_config(cell.argv, main.CHOICES)
-                if cfg.oracle == "human":
-                    raise ConfigError("--oracle human waits for a person at a web page; sweep cells run "
-                                      "unattended: run main.py --oracle human yourself")
-                check_declared(cfg)
+                cfg = parse_config(cell.argv, CHOICES)
+                preflight(cfg, unattended=True)
                 device = resolve_device(cfg.device) if here else None  # elsewhere: the compute node's
                 size = _dataset_size(cfg.dataset, cfg.data_dir, required=here, image_size=cfg.image_size,
                                      test_fraction=cfg.test_fraction)

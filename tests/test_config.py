@@ -252,7 +252,7 @@ def test_config_json_never_holds_nan():
 
 def test_the_readme_flags_table_is_the_one_generated_from_the_declarations():
     from config import flags_table
-    from main import REGISTRY_NAMES
+    from registries import REGISTRY_NAMES
     from scripts.flags_table import readme_table
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")

@@ -11,7 +11,7 @@ from config import Config, parse_config
 from conftest import Run, finished_run, run_process
 from data import PoolState, initial_positions, load_dataset
 from loop import Query, candidate_positions, draw_targets, prepare_data, query, train_model
-from main import CHOICES
+from registries import CHOICES
 from models import DropoutHead, Ensemble, TrunkHeadModel
 from results import TIMING_COLUMNS, read_run
 from rng import torch_generator

@@ -23,12 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-import main
 from sweeps.executors.base import Executor
 from sweeps.grid import Sweep, SweepError, cell_state, print_table, say, write_attempt
 from workers import STOP_GRACE_S, signal_workers, start_worker
 
-MAIN_PY = Path(main.__file__).resolve()  # each cell is a process of main.py
+MAIN_PY = Path(__file__).resolve().parents[2] / "main.py"  # each cell is a process of main.py
 
 
 class LocalExecutor(Executor):

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import main
 from results import write_json
 from sweeps.executors.base import Executor
 from sweeps.grid import (CELLS_DIR, SWEEP_FILE, Sweep, SweepError, cell_state, print_table, read_sweep_file, say,
@@ -24,7 +23,7 @@ except ImportError:  # submitit is in requirements.txt; without it only the loca
 
 # The project's root: a Slurm job imports main and this package from there (through PYTHONPATH), and
 # unpickles CellJob by its name in this module.
-ROOT = Path(main.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class SlurmExecutor(Executor):
@@ -138,6 +137,7 @@ class CellJob(Checkpointable):
         with _output_to(Path(cell) / "log.txt",
                         f"sweep.py (slurm job {job}, restart {os.environ.get('SLURM_RESTART_COUNT', '0')}): "
                         f"main.py {shlex.join(self.argv(cell))}"):
+            import main  # in the job's process: the entry point it runs (imported from ROOT, on PYTHONPATH)
             rc = main.main(self.argv(cell))
         write_attempt(cell, executor="slurm", host=os.uname().nodename, pid=os.getpid(), job=job, exit=rc)
         if rc != 0:

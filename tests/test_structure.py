@@ -1,0 +1,37 @@
+"""The house rules that a reader relies on, checked on the source (issue 27): capabilities are declared, not
+recognised by name, and only entry points import main."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted(p for p in ROOT.rglob("*.py") if not {".venv", "tests", "runs"} & set(p.relative_to(ROOT).parts))
+ENTRY_POINTS = {"main.py", "sweep.py", "report.py"}
+
+
+def test_no_oracle_is_recognised_by_its_name_outside_its_declaration():
+    """Code asks ORACLES[cfg.oracle] what an oracle is (interactive, replayable, labels new images); only
+    config.py's own validation of its flag combinations names one."""
+    pattern = re.compile(r"""oracle\s*(==|!=)\s*["']|oracle\s+(not\s+)?in\s+[({\[]\s*["']""")
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in SOURCES if p.name != "config.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []
+
+
+def test_no_dataset_capability_is_recognised_by_its_name_in_generic_code():
+    """What a dataset can do is a DatasetSpec property (own_labels, has_files, package, flips_keep_class)."""
+    pattern = re.compile(r"""(OWN_LABELS|(dataset|name)\s*(==|!=)\s*["'](folder|mnist_5k)["'])""")
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in SOURCES
+             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []
+
+
+def test_only_entry_points_import_main():
+    """The registries' names live in registries.py; a sweep starts main.py as a process; only a Slurm job's
+    callable (the job's own entry point) imports it, inside the call."""
+    top_level = re.compile(r"^(import main\b|from main import)")
+    found = [str(p.relative_to(ROOT)) for p in SOURCES if str(p.relative_to(ROOT)) not in ENTRY_POINTS
+             and not p.relative_to(ROOT).parts[0] == "bench"
+             and any(top_level.match(line) for line in p.read_text().splitlines())]
+    assert found == []
