@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/bench_round.py --rounds 10
 
+With ``--models lenet resnet18:small resnet18:imagenet``, instead of the protocol: one bald round at 100
+labels on mnist_5k per model (``model_round`` lines: train/query/eval seconds and the steps trained).
+
 Runs rounds 0..--rounds of the protocol (Fashion-MNIST 60k/10k, lenet, 300 validation, 100 initial
 labels, 10 queried per round, 100 epochs stretched to --min_steps (the project's default unless given),
 batch 64, bald with K=20, no noise) through main.main, the same code every run uses, then scores
@@ -141,6 +144,31 @@ def run_protocol(rounds: int, device: str, threads: int, min_steps: int | None, 
          final_test_acc=float(df["test_acc"].iloc[-1]), per_image_flops=flops, peak_rss_mb=round(peak_rss_mb()))
 
 
+MODEL_ROUND = ["--dataset", "mnist_5k", "--num_valid", "300", "--n_init_labeled", "100", "--n_query", "10",
+               "--n_round", "1", "--strategy", "bald", "--mc_samples", "20", "--no-wandb"]
+
+
+def run_models(models: list, device: str, threads: int, extra: list = ()) -> None:
+    """For each MODEL[:STEM] (e.g. resnet18:imagenet): a bald run on mnist_5k through main.main with the
+    model's own defaults; one ``model_round`` line with round 0's seconds (train on 100 labels, evaluate,
+    query the pool) and the steps it trained (round 1 runs too: the last round, it queries nothing)."""
+    import main
+
+    for spec in models:
+        name, _, stem = spec.partition(":")
+        with tempfile.TemporaryDirectory() as out:
+            argv = [*MODEL_ROUND, "--model", name, *(["--resnet_stem", stem] if stem else []), "--device", device,
+                    "--threads", str(threads), "--output_dir", out, *extra]
+            with contextlib.redirect_stdout(sys.stderr):  # keep stdout for JSON lines only
+                if main.main(argv) != 0:
+                    raise SystemExit(f"the {spec} run failed")
+            [rounds_csv] = Path(out).rglob("rounds.csv")
+            row = read_rounds(rounds_csv.parent).iloc[0]
+        emit("model_round", model=spec, n_labeled=int(row["n_labeled"]), train_steps=int(row["train_steps"]),
+             train_s=round(row["train_s"], 3), query_s=round(row["query_s"], 3), eval_s=round(row["eval_s"], 3),
+             round_s=round(row["round_s"], 3), test_acc=row["test_acc"], flags=" ".join(extra))
+
+
 def scale_child(n: int, device: str, threads: int, chunk: int) -> None:
     """One query step (bald, K=20, lenet) over a synthetic pool of n uint8 28×28 images."""
     from config import Config
@@ -185,6 +213,9 @@ def main() -> None:
     parser.add_argument("--skip_protocol", action="store_true")
     parser.add_argument("--min_steps", type=int, default=None,
                         help="--min_steps of the protocol run (default: the project's default)")
+    parser.add_argument("--models", nargs="*", default=[],
+                        help="MODEL[:STEM] … (e.g. lenet resnet18:small resnet18:imagenet): a round at 100 labels "
+                             "on mnist_5k for each, with its own defaults, instead of the protocol")
     parser.add_argument("--_scale", type=int, help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args()  # anything else goes to the protocol's main.py run
     if args._scale:
@@ -195,7 +226,10 @@ def main() -> None:
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     emit("machine", device=str(device), threads=torch.get_num_threads(), torch=torch.__version__,
          cpu_count=len(os.sched_getaffinity(0)), matmul_gflops=round(matmul_gflops(device), 1))
-    if not args.skip_protocol:
+    if args.models:
+        run_models(args.models, args.device, args.threads,
+                   extra + ([] if args.min_steps is None else ["--min_steps", str(args.min_steps)]))
+    elif not args.skip_protocol:
         run_protocol(args.rounds, args.device, args.threads, args.min_steps, extra)
     for n in args.scaling:
         subprocess.run([sys.executable, __file__, "--_scale", str(n), "--device", args.device,

@@ -78,3 +78,16 @@ def test_stacked_members_bench_times_both_ways_of_training_an_ensemble():
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [x["variant"] for x in lines] == ["sequential", "stacked"]
     assert all(x["members"] == 3 and x["ms_per_member_step"] > 0 for x in lines)
+
+
+def test_models_mode_times_a_round_at_100_labels_for_each_model_and_stem():
+    """bench_round.py --models: one model_round line per MODEL[:STEM], in order, with its steps (here the
+    --min_steps given, passed to every run) and the round's seconds."""
+    events = run_bench("--models", "lenet", "resnet18:imagenet", "--scaling", "--min_steps", "6", "--epochs", "1",
+                       "--threads", "1", "--eval_batch_size", "100", "--pool_subset", "200", "--stop_set_size", "10")
+    rounds = [e for e in events if e["event"] == "model_round"]
+    assert [e["event"] for e in events] == ["machine", "model_round", "model_round"]
+    assert [r["model"] for r in rounds] == ["lenet", "resnet18:imagenet"]
+    for r in rounds:
+        assert r["n_labeled"] == 100 and r["train_steps"] == 6 and 0 < r["train_s"] <= r["round_s"]  # 2 a pass
+        assert r["query_s"] > 0 and r["eval_s"] > 0 and 0 <= r["test_acc"] <= 1
