@@ -36,7 +36,7 @@ def load(folder: Path, recipes: list) -> pd.DataFrame:
 
 def at_size(rounds: pd.DataFrame, n: int) -> pd.Series:
     """Test accuracy at ``n`` labels by (recipe, strategy, seed)."""
-    return rounds[rounds["n_labeled"] == n].set_index(["recipe", "strategy", "seed"])["test_acc"]
+    return rounds[rounds["n_labeled"] == n].set_index(["recipe", "strategy", "seed"])["test_acc"].sort_index()
 
 
 def paired_cell(a: pd.Series, b: pd.Series) -> str:
