@@ -158,7 +158,8 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
             run_dir.reset_acquired(acquired_rows(data, -1, first, first_labels,
                                                  torch.full((first.numel(),), float("nan"))))
         else:
-            complete_old_records(data, run_dir)
+            run_dir.upgrade_records(true_label=lambda p: int(data.pool_y[p]),
+                                    noisy=lambda p: int(data.noisy_of(torch.tensor([p]))[0]))
             restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
             replay_corrections(state, data, run_dir.corrections, DATASETS[cfg.dataset].own_labels)
             run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
@@ -251,27 +252,6 @@ class TrainedWeights:
         buffer = io.BytesIO()
         torch.save(self.by_round, buffer)
         self.run_dir.write_weights(buffer.getvalue())
-
-
-def complete_old_records(data: StudyData, run_dir: RunDir) -> None:
-    """A folder written before label noise existed (clean labels only) lacks acquired.csv's true_label and
-    rounds.csv's n_corrupted: fill them in (the dataset's label; 0), so the rewritten files stay whole. The
-    same for columns added later: noisy and n_noisy (from the run's noise), stop_kappa, test_acc_clean and
-    test_acc_noisy (NaN: not known)."""
-    for row in run_dir.acquired:
-        if "true_label" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
-            row["true_label"] = int(data.pool_y[row["pool_position"]])
-        if "noisy" not in row and 0 <= row["pool_position"] < data.pool_idx.numel():
-            row["noisy"] = int(data.noisy_of(torch.tensor([row["pool_position"]]))[0])
-    for row in run_dir.rounds:
-        row.setdefault("n_corrupted", 0)
-        row.setdefault("n_skipped", 0)  # folders before the human oracle: nothing was skipped
-        row.setdefault("label_s", 0.0)
-        row.setdefault("member_test_acc", row["test_acc"])  # before ensembles: one model, its own member
-        row.setdefault("n_noisy", sum(a.get("noisy", 0) for a in run_dir.acquired if a["round"] == row["round"]))
-        row.setdefault("stop_kappa", math.nan)
-        row.setdefault("test_acc_clean", math.nan)  # before the clean/noisy split: not known
-        row.setdefault("test_acc_noisy", math.nan)
 
 
 def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:

@@ -457,9 +457,32 @@ class RunDir:
         safe = [{k: spreadsheet_text(v) if k in _TEXT_LABELS else v for k, v in row.items()} for row in self.labels]
         atomic_write_text(self.path / "labels.csv", _csv_text(safe, LABEL_COLUMNS))
 
+    def upgrade_records(self, true_label, noisy) -> None:
+        """Complete a folder written by an older version, in memory, so the rewritten files stay whole:
+        acquired.csv's true_label and noisy (``true_label(p)``, ``noisy(p)`` of pool position p: the
+        dataset's label, whether its input carries noise), and the NEWER_ROUND_COLUMNS of rounds.csv (0 where
+        nothing of the kind existed then; NaN where it is not known)."""
+        for row in self.acquired:
+            with contextlib.suppress(IndexError):  # a position outside the pool: the resume's checks refuse it
+                row.setdefault("true_label", true_label(row["pool_position"]))
+                row.setdefault("noisy", noisy(row["pool_position"]))
+        for row in self.rounds:
+            row.setdefault("n_corrupted", 0)  # before label noise: clean labels only
+            row.setdefault("n_skipped", 0)  # before the human oracle: nothing was skipped
+            row.setdefault("label_s", 0.0)
+            row.setdefault("member_test_acc", row["test_acc"])  # before ensembles: one model, its own member
+            row.setdefault("n_noisy", sum(a.get("noisy", 0) for a in self.acquired if a["round"] == row["round"]))
+            row.setdefault("stop_kappa", math.nan)
+            row.setdefault("test_acc_clean", math.nan)  # before the clean/noisy split: not known
+            row.setdefault("test_acc_noisy", math.nan)
+
     def append_round(self, row: dict, acquired: list, corrections: list = ()) -> None:
         """Record one finished round: its corrections and queries, then its metrics (the commit), then the
-        summary."""
+        summary. ``row`` must hold exactly ROUND_COLUMNS (ValueError naming the difference)."""
+        if set(row) != set(ROUND_COLUMNS):
+            raise ValueError(f"a round record must hold exactly rounds.csv's columns: missing "
+                             f"{sorted(set(ROUND_COLUMNS) - set(row))}, unknown "
+                             f"{sorted(set(row) - set(ROUND_COLUMNS))}")
         if corrections:
             self.corrections.extend(corrections)
             atomic_write_text(self.path / "corrections.csv", _csv_text(self.corrections, CORRECTION_COLUMNS))

@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from results import (ROUND_COLUMNS, DamagedRun, OutputError, RunDir, atomic_write_text, check_writable, read_rounds,
-                     read_run)
+from results import (NEWER_ROUND_COLUMNS, ROUND_COLUMNS, DamagedRun, OutputError, RunDir, atomic_write_text,
+                     check_writable, read_rounds, read_run)
 
 
 def row(r, acc, n=10):
@@ -127,3 +127,24 @@ def test_summary_keeps_the_stop_reason_and_the_pools_noisy_fraction_when_reopene
     assert (again.stopped_because, again.pool_noisy_fraction) == ("predictions stable", 0.3)
     summary = again.finish("complete")
     assert summary["stopped_because"] == "predictions stable" and summary["pool_noisy_fraction"] == 0.3
+
+
+def test_the_run_folder_owns_the_round_record_and_upgrades_an_older_folder(tmp_path):
+    """A round record must hold exactly rounds.csv's columns; a folder from before the newer columns is
+    completed by results (the dataset's label and noise of each position, 0 or NaN where not known)."""
+    run = RunDir.create(str(tmp_path), "r")
+    with pytest.raises(ValueError, match=r"missing \['stop_kappa'\], unknown \['stop_kapa'\]"):
+        run.append_round({**{k: v for k, v in row(0, 0.5).items() if k != "stop_kappa"}, "stop_kapa": 0.1}, [])
+    assert not (run.path / "rounds.csv").exists()
+    older = RunDir.create(str(tmp_path), "older")
+    older.acquired = [{"round": -1, "pool_position": 3, "dataset_index": 9, "label": 1, "score": float("nan")},
+                      {"round": 0, "pool_position": 7, "dataset_index": 4, "label": 2, "score": 0.5}]
+    old_row = {k: v for k, v in row(0, 0.5).items() if k not in NEWER_ROUND_COLUMNS}
+    older.rounds = [dict(old_row)]
+    older.upgrade_records(true_label=lambda p: p % 3, noisy=lambda p: int(p == 7))
+    assert [(a["true_label"], a["noisy"]) for a in older.acquired] == [(0, 0), (1, 1)]
+    [upgraded] = older.rounds
+    assert set(upgraded) == set(ROUND_COLUMNS) and upgraded["n_noisy"] == 1 and upgraded["n_corrupted"] == 0
+    assert upgraded["member_test_acc"] == old_row["test_acc"] and math.isnan(upgraded["stop_kappa"])
+    older.append_round({**row(1, 0.6)}, [])  # the upgraded record and a new one are both whole
+    assert read_rounds(older.path)["round"].tolist() == [0, 1]
