@@ -43,12 +43,15 @@ def var_ratios(log_probs_K_N_C: torch.Tensor) -> torch.Tensor:
 
     Freeman 1965; Gal et al. 2017 (arXiv 1703.02910). It counts votes, one per MC sample, so it is
     not 1 - max of the mean prediction. In [0, 1 - ⌈K/C⌉/K]: 0 when all samples agree on the argmax.
-    A tie within one sample goes to the lowest class index (torch.argmax).
+    A tie within one sample goes to the lowest class index (torch.argmax). An item with a NaN
+    log-probability scores NaN (argmax alone would take the NaN for the largest value and vote for it),
+    so that selection refuses a diverged model's scores as it does for the other scores.
     """
     k, _, c = log_probs_K_N_C.shape
     votes_K_N_C = F.one_hot(log_probs_K_N_C.argmax(-1), c)
     modal_count_N = votes_K_N_C.sum(0).amax(-1)
-    return 1.0 - modal_count_N.to(log_probs_K_N_C.dtype) / k
+    scores_N = 1.0 - modal_count_N.to(log_probs_K_N_C.dtype) / k
+    return scores_N.masked_fill_(torch.isnan(log_probs_K_N_C).any(-1).any(0), float("nan"))
 
 
 def mean_std(log_probs_K_N_C: torch.Tensor) -> torch.Tensor:

@@ -471,13 +471,17 @@ def test_nan_in_an_item_makes_its_score_nan_so_the_selection_raises(seed, k, c, 
         select_top_k(scores, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: var_ratios takes the argmax, which swallows a NaN "
-                   "log-probability and gives a finite score, so select_top_k's NaN guard never fires")
 @pytest.mark.parametrize("seed, k, c, dtype", ALL[::5])
 def test_nan_in_an_item_makes_its_var_ratio_nan_so_the_selection_raises(seed, k, c, dtype):
+    """argmax took a NaN for the largest value: var_ratios gave a finite score (found by these tests)."""
     gen, _, lp, _ = make_case(seed, k, c, dtype)
     bad, item = nan_somewhere(lp, gen)
-    assert torch.isnan(var_ratios(bad)[item])
+    scores = var_ratios(bad)
+    assert torch.isnan(scores[item])
+    others = torch.arange(lp.shape[1]) != item
+    assert torch.equal(scores[others], var_ratios(lp)[others])
+    with pytest.raises(ValueError, match="NaN"):
+        select_top_k(scores, 1)
 
 
 @pytest.mark.parametrize("seed, k, c, dtype", ALL[::3])
