@@ -16,9 +16,10 @@ import main
 from config import parse_config
 from conftest import (RESUMABLE, ROOT, Run, fill_disk, interrupt_during_wandb_start, run_dirs, run_process,
                       unreachable_wandb_env)
-from results import TIMING_COLUMNS, RunDir, prepare_run_folder, read_run, run_status
+from results import ROUND_COLUMNS, TIMING_COLUMNS, RunDir, prepare_run_folder, read_run, run_status
 
 ARGS = RESUMABLE
+BASE = RESUMABLE[:RESUMABLE.index("--strategy")]  # the data, budget and engine flags, without strategy or noise
 
 
 def _popen(*argv):
@@ -115,8 +116,8 @@ def test_a_round_cut_between_its_two_writes_is_not_counted(tmp_path, uninterrupt
 def test_summary_is_rewritten_after_every_round(tmp_path):
     run = RunDir(tmp_path)
     run.planned_rounds = 3
-    row = {"round": 0, "n_labeled": 20, "n_scored": 5, "val_acc": 0.5, "test_acc": 0.4, "round_s": 1.0,
-           "train_s": 0.5, "eval_s": 0.1, "query_s": 0.4}
+    row = {**{c: 0.0 for c in ROUND_COLUMNS}, "round": 0, "n_labeled": 20, "n_scored": 5, "val_acc": 0.5,
+           "test_acc": 0.4, "round_s": 1.0, "train_s": 0.5, "eval_s": 0.1, "query_s": 0.4}
     for r in range(2):
         run.append_round({**row, "round": r}, [])
         summary = json.loads((tmp_path / "summary.json").read_text())
@@ -130,7 +131,7 @@ def test_summary_is_rewritten_after_every_round(tmp_path):
 
 
 def test_prepared_folder_starts_on_resume_and_refuses_another_config(tmp_path):
-    cfg = parse_config(ARGS[:-6] + ["--n_round", "1", "--min_steps", "20"], main.CHOICES)
+    cfg = parse_config(BASE + ["--strategy", "bald", "--n_round", "1", "--min_steps", "20"], main.CHOICES)
     folder = tmp_path / "cell"
     prepare_run_folder(folder, cfg.to_dict())
     assert run_status(folder) == "pending"
@@ -145,7 +146,7 @@ def test_prepared_folder_starts_on_resume_and_refuses_another_config(tmp_path):
                          ids=["dotdot", "slash", "control", "long", "dot", "empty-ok"])
 def test_run_name_never_leaves_output_dir(tmp_path, capsys, name):
     out = tmp_path / "out" / "runs"
-    rc = main.main([*ARGS[:-8], "--n_round", "0", "--min_steps", "5", "--run_name", name, "--output_dir", str(out)])
+    rc = main.main([*BASE, "--n_round", "0", "--min_steps", "5", "--run_name", name, "--output_dir", str(out)])
     err = capsys.readouterr().err
     if name == "":  # the default name
         assert rc == 0, err
@@ -164,7 +165,7 @@ def test_experiment_reports_a_failing_seed_and_runs_the_others(tmp_path, monkeyp
         return real(cfg, *args, **kwargs)
 
     monkeypatch.setattr(loop, "run_round", fails_for_seed_2)
-    argv = [*ARGS[:-8], "--n_round", "1", "--min_steps", "20", "--experiment", "--seeds", "1", "2", "3",
+    argv = [*BASE, "--n_round", "1", "--min_steps", "20", "--experiment", "--seeds", "1", "2", "3",
             "--output_dir", str(tmp_path)]
     assert main.main(argv) == 1
     err = capsys.readouterr().err
