@@ -268,7 +268,8 @@ class Config:
     augment: str = option("none", "{choices}: random transforms of each training batch (never of scoring, "
                                   "evaluation or the stop set): `shift` moves images by up to `--augment_shift` "
                                   "pixels, `shift_rotate` adds rotations of up to 10°, `standard` adds horizontal "
-                                  "flips where the dataset says a flip keeps the class (not digits)", choices=AUGMENTS)
+                                  "flips where the dataset says a flip keeps the class (not digits); when each "
+                                  "helps: docs/RESULTS_recipe.md", choices=AUGMENTS)
     augment_shift: int = option(2, "`--augment`: the largest shift, in pixels, in each direction",
                                 rule=Rule(int, 0, 16, why="pixels"))
     resnet_stem: str = option("small", "{choices}: `--model resnet18`'s first layers: `small`, a 3×3 stride-1 "
