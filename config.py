@@ -211,7 +211,7 @@ class Config:
                              rule=Rule(int, 8, 512, why="images are resized to this many pixels a side"))
     test_fraction: float = option(0.2, "`--dataset folder` without `test/`: stratified share of `train/` held out "
                                        "(fixed seed)", rule=Rule(float, 0.0, 1.0, low_open=True, high_open=True))
-    # A person as the oracle (issue 9): the labelling page's address and what "I don't know" does.
+    # A person as the oracle: the labelling page's address and what "I don't know" does.
     oracle: str = option("simulated", "who labels the queried images: `simulated` (the dataset's labels, with "
                                       "`--label_noise`) or `human` (a person in a local web page; see \"A person "
                                       "as the oracle\")", choices=ORACLES)
@@ -221,13 +221,13 @@ class Config:
                                           "default)", operational=True)
     human_port: int = option(0, "`--oracle human`: port of the page (0 = any free port)",
                              rule=Rule(int, 0, 65535, why="a TCP port; 0 = any free port"), operational=True)
-    # The labelling tool (issue 16): the labelled files, and the model's guess on the page.
+    # The labelling tool: the labelled files, and the model's guess on the page.
     export_to: str = option("", "`--dataset folder`: when the run finishes, each labelled image (as `labels.csv` "
                                 "lists it) is hard-linked, or copied, into DIR/<class>/; DIR must be new, empty "
                                 "or this run's earlier export", operational=True, metavar="DIR")
     show_guess: bool = option(False, "`--oracle human`: each card shows the model's top class and its probability "
                                      "(off by default: seeing the guess anchors people to it)", operational=True)
-    # Training at the machine's speed (issue 14): seeds in parallel, and where a round's weights start.
+    # Training at the machine's speed: seeds in parallel, and where a round's weights start.
     jobs: int = option(1, "`--experiment`: run the seeds this many at a time, each in a worker process with one "
                           "torch thread (same numbers as `--threads 1`)",
                        rule=Rule(int, 1, THREADS_MAX, why="worker processes for --experiment's seeds"),
@@ -246,14 +246,14 @@ class Config:
                            rule=_FRACTION)
     perturb: float = option(0.1, "`--warm_start shrink_perturb`: σ, the factor on the fresh initial weights (at most "
                                  "1: as large as they are)", rule=_FRACTION)
-    # Beyond MC dropout (issue 17): where the K predictions that the uncertainty scores read come from.
+    # Beyond MC dropout: where the K predictions that the uncertainty scores read come from.
     uncertainty: str = option("mc_dropout", "where the K predictions of the uncertainty strategies come from: "
                                             "`mc_dropout` (K = `--mc_samples` dropout masks of one network) or "
                                             "`ensemble` (K = `--ensemble_size` networks trained each round from "
                                             "their own initial weights; their dropout is 0 unless `--dropout` is "
                                             "given; Beluch et al. 2018)", choices=UNCERTAINTIES)
     ensemble_size: int = option(5, "`--uncertainty ensemble`: M, the networks trained each round", rule=_COUNT)
-    # Beyond MC dropout and BALD (issue 17): EPIG's target inputs, and the stopping signal.
+    # Beyond MC dropout and BALD: EPIG's target inputs, and the stopping signal.
     epig_targets: int = option(100, "`--strategy epig`: target inputs T, drawn each round with the seed, about whose "
                                     "predictions EPIG measures information (at most the unlabelled pool's or the "
                                     "test set's size)", rule=_COUNT)
@@ -264,7 +264,7 @@ class Config:
                                       "(0 = no stop set: `stop_kappa` is not computed, saving its predictions each "
                                       "round and a round's retraining on resume)",
                                 rule=_COUNT0)
-    # The training recipe (issue 28): augmentation of the labelled batch, the learning rate over a round.
+    # The training recipe: augmentation of the labelled batch, the learning rate over a round.
     augment: str = option("none", "{choices}: random transforms of each training batch (never of scoring, "
                                   "evaluation or the stop set): `shift` moves images by up to `--augment_shift` "
                                   "pixels, `shift_rotate` adds rotations of up to 10°, `standard` adds horizontal "
