@@ -203,7 +203,7 @@ class Config:
                              "config.json must match)", operational=True, metavar="FOLDER")
     wandb_group: str = option("", "Weights & Biases group of the run (sweeps set it to the sweep's name)",
                               operational=True)
-    # The oracle and the user's own images (issue 8).
+    # The oracle and the user's own images.
     label_noise: str = option("none", "{choices}: how the oracle answers (see \"Label noise\")", choices=LABEL_NOISES)
     label_noise_rate: float = option(0.0, "fraction of pool images whose label comes back wrong", rule=_FRACTION)
     label_noise_initial: bool = option(False, "the initial labelled set gets label noise too")
