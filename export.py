@@ -80,8 +80,7 @@ def check_export_dir(cfg, run_path=None) -> None:
     if os.path.lexists(dest):
         if not dest.is_dir():
             raise ConfigError(f"--export_to {folder}: it exists and is not a folder; give a new or empty folder")
-        ours = _exported_before(dest, run_path)
-        foreign = [rel for rel in _files(dest) if rel not in ours]
+        foreign = _foreign_files(dest, _exported_before(dest, run_path))
         if foreign:
             raise ConfigError(f"--export_to {folder} is not empty: it holds {len(foreign)} file(s) that this run "
                               f"did not export (such as {foreign[0]}); give a new or empty folder (a file there is "
@@ -140,7 +139,7 @@ def _locked_folder(dest: Path):
 def _export(wanted: dict, root: Path, dest: Path, folder: str, run_path) -> tuple:
     """export_labelled's work, with ``dest`` locked."""
     ours = _exported_before(dest, run_path)
-    foreign = [rel for rel in _files(dest) if rel not in ours and rel not in wanted]
+    foreign = _foreign_files(dest, ours | set(wanted))  # a file at a wanted name: reported as taken below
     taken = [rel for rel in wanted if os.path.lexists(dest / rel)
              and not (rel in ours and _same_file(root / wanted[rel], dest / rel))]
     if foreign:
@@ -242,6 +241,11 @@ def _files(dest: Path) -> list:
         found += [Path(folder, f).relative_to(dest).as_posix() for f in files]
         found += [Path(folder, d).relative_to(dest).as_posix() for d in dirs if Path(folder, d).is_symlink()]
     return sorted(rel for rel in found if rel != MARKER)
+
+
+def _foreign_files(dest: Path, known: set) -> list:
+    """The files (and links) in ``dest`` that are not in ``known``, relative and sorted."""
+    return [rel for rel in _files(dest) if rel not in known]
 
 
 def _exported_before(dest: Path, run_path) -> set:

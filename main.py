@@ -158,7 +158,7 @@ def run_single(cfg: Config, dataset: Dataset, device: torch.device, log: logging
     data = prepare_data(cfg, dataset, device)
     if path is None:
         run_dir = RunDir.create(parent or cfg.output_dir, cfg.run_name or default_run_name(cfg))
-        run_dir.write_config(cfg.to_dict(), dataset.fingerprint())
+        run_dir.write_config(cfg.to_dict(), dataset.fingerprint)
     else:
         check_same_data(path, dataset)
         run_dir = RunDir.open(path)
@@ -172,7 +172,7 @@ def check_same_data(path: Path, dataset: Dataset) -> None:
     saved = read_fingerprint(path)
     if saved is None:
         return
-    now = dataset.fingerprint()
+    now = dataset.fingerprint
     changed = [name for name in sorted(set(saved) | set(now)) if saved.get(name) != now.get(name)]
     if changed:
         raise ConfigError(f"--resume {path}: the dataset changed since the run started ({', '.join(changed)} "

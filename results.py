@@ -205,7 +205,7 @@ def is_run_folder(path) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
-FINGERPRINT_KEY = "dataset_fingerprint"  # in config.json beside the flags: Dataset.fingerprint()
+FINGERPRINT_KEY = "dataset_fingerprint"  # in config.json beside the flags: Dataset.fingerprint
 
 
 def read_config(run_path) -> dict:

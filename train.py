@@ -21,7 +21,9 @@ class Diverged(RuntimeError):
 
 def check_finite(model: torch.nn.Module, loss: float, r: int) -> None:
     """Diverged when round r's training loss or any of the model's weights is NaN or infinite."""
-    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    named = list(model.named_parameters())
+    finite = torch.stack([torch.isfinite(p).all() for _, p in named]).tolist()  # one device sync
+    bad = [name for (name, _), ok in zip(named, finite) if not ok]
     if bad or not math.isfinite(loss):
         weights = f"{len(bad)} weight tensor(s) not finite, such as {bad[0]}" if bad else "the weights finite"
         raise Diverged(f"round {r}: training diverged (training loss {loss}, {weights}); the run stops here and "

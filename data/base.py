@@ -1,6 +1,7 @@
 """What every dataset module shares: the Dataset in memory, a registry entry (DatasetSpec), DataUnavailable."""
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Callable
@@ -46,9 +47,11 @@ class Dataset:
         """(channels, height, width) of one image."""
         return tuple(self.train_x.shape[1:])
 
+    @functools.cached_property
     def fingerprint(self) -> dict:
         """A digest of each part of the data a run depends on (pixels, labels, file names): recorded when a
-        run starts, so that a resume on changed data is refused, naming the part that changed."""
+        run starts, so that a resume on changed data is refused, naming the part that changed. Computed once
+        per loaded dataset (an experiment's seeds share it)."""
         parts = {"train images": self.train_x, "train labels": self.train_y, "test images": self.test_x,
                  "test labels": self.test_y, "unlabeled images": self.unlabeled_x}
         digest = {name: _digest(t.contiguous().numpy().tobytes()) for name, t in parts.items() if t is not None}
