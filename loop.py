@@ -468,7 +468,8 @@ def fresh_model(cfg: Config, data: StudyData, r: int) -> torch.nn.Module:
     return (Ensemble(nets) if cfg.uncertainty == "ensemble" else nets[0]).to(data.device)
 
 
-def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous: dict | None = None) -> tuple:
+def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous: dict | None = None,
+                after_epoch=None) -> tuple:
     """A model initialised from (seed, round), or warm-started from ``previous`` (the last round's trained
     state dict, with --warm_start), and trained on the revealed labels as the schedule says.
 
@@ -495,7 +496,8 @@ def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous
                         shuffle_gen=torch_generator(cfg.seed, "shuffle", *s),
                         dropout_gen=torch_generator(cfg.seed, "dropout", *s, device=data.device),
                         validate=lambda m: validation_metrics(cfg, data, m)["acc"], desc=f"round {r} epochs",
-                        augment=augmenter, augment_gen=torch_generator(cfg.seed, "augment", *s, device=data.device)))
+                        augment=augmenter, augment_gen=torch_generator(cfg.seed, "augment", *s, device=data.device),
+                        after_epoch=after_epoch))
     fitted = fits[0] if len(fits) == 1 else {
         "loss": sum(f["loss"] for f in fits) / len(fits), "epochs": max(f["epochs"] for f in fits),
         "steps": sum(f["steps"] for f in fits), "kept_epoch": max(f["kept_epoch"] for f in fits)}

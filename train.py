@@ -86,12 +86,15 @@ class Schedule:
 def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
         schedule: Schedule, shuffle_gen: torch.Generator, dropout_gen: torch.Generator,
         validate: Callable[[TrunkHeadModel], float] | None = None, desc: str = "epochs",
-        augment: Augmenter | None = None, augment_gen: torch.Generator | None = None) -> dict:
+        augment: Augmenter | None = None, augment_gen: torch.Generator | None = None,
+        after_epoch: Callable[[TrunkHeadModel, int], None] | None = None) -> dict:
     """Train on images[idx] with labels y as ``schedule`` says.
 
     ``shuffle_gen`` (CPU) orders each epoch; ``dropout_gen`` (on the model's device) draws the masks;
     ``augment`` (with ``augment_gen``, on the device) transforms each training batch, nothing else;
-    ``validate(model)`` gives the validation accuracy that early stopping watches. Returns the last
+    ``validate(model)`` gives the validation accuracy that early stopping watches; ``after_epoch(model,
+    steps)``, when given, sees the weights after each epoch (benchmarks read accuracy against steps from
+    one run; it must not change the model). Returns the last
     epoch's mean loss, the epochs and steps run, and the epoch whose weights were kept.
     """
     n = idx.numel()
@@ -113,6 +116,8 @@ def fit(model: TrunkHeadModel, images, idx: torch.Tensor, y: torch.Tensor, optim
         train_epoch(model, x_n[order], y[order], step, schedule.batch_size, dropout_gen,
                     losses_S[steps:steps + per_epoch])
         steps += per_epoch
+        if after_epoch is not None:
+            after_epoch(model, steps)
         if stopper and stopper.should_stop(model, epoch):
             break
         if schedule.converged(losses_S, steps):

@@ -91,3 +91,23 @@ def test_models_mode_times_a_round_at_100_labels_for_each_model_and_stem():
     for r in rounds:
         assert r["n_labeled"] == 100 and r["train_steps"] == 6 and 0 < r["train_s"] <= r["round_s"]  # 2 a pass
         assert r["query_s"] > 0 and r["eval_s"] > 0 and 0 <= r["test_acc"] <= 1
+
+
+def test_recipe_steps_checkpoints_equal_separate_shorter_trainings():
+    """bench/recipe_steps.py --checkpoints reads accuracy after fewer steps from one constant-rate training; each
+    such row must equal a separate training of that length (the prefix of the run is that run), or the
+    accuracy-against-steps table that sets --min_steps defaults would be measuring something else. ResNet18, so
+    that the copy's BatchNorm recalibration is part of what must agree."""
+    def rows(*recipes_and_flags):
+        proc = subprocess.run([sys.executable, str(ROOT / "bench" / "recipe_steps.py"), "--dataset", "mnist_5k",
+                               "--sizes", "20", "--seeds", "3", "--threads", "1", "--model", "resnet18",
+                               "--resnet_stem", "imagenet", *recipes_and_flags], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        cells = [line.strip("|").split("|") for line in proc.stdout.splitlines() if line.startswith("| 20 | 3 |")]
+        return {c[2].strip(): (c[3].strip(), c[4].strip()) for c in cells}
+    together = rows("--recipes", "none:constant:60", "--checkpoints", "10", "30")
+    apart = rows("--recipes", "none:constant:10", "none:constant:30", "none:constant:60")
+    assert set(together) == {"none:constant:10", "none:constant:30", "none:constant:60"}
+    assert together == apart
+    assert len({acc for acc, _ in together.values()}) > 1  # the lengths differ, so should their accuracies
