@@ -28,6 +28,10 @@ WARM_STARTS = ("off", "continue", "shrink_perturb")
 AUGMENTS = ("none", "shift", "shift_rotate", "standard")  # what each applies: augment.AUGMENTS
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
 RESNET_STEMS = ("small", "imagenet")  # models/resnet.py: STEMS
+# Defaults that follow the model: a BatchNorm ResNet18 fits 20-200 labels in far fewer steps than a dropout
+# LeNet (accuracy against steps: docs/RESULTS_rq2.md). A flag given, or a preset's value, wins; config.json
+# records the value a run used, so a resume keeps it even if this table changes.
+MODEL_DEFAULTS = {"resnet18": {"min_steps": 300}}
 UNCERTAINTIES = ("mc_dropout", "ensemble")
 EPIG_TARGET_SETS = ("pool", "test")
 PRESET_NAMES = ("", *PRESETS)  # "" = no preset
@@ -174,7 +178,9 @@ class Config:
     weight_decay_scaled: float = option(0.0, "c > 0: weight decay c / (labelled images), set each round (Gal et "
                                              "al.'s code); overrides `--weight_decay`", rule=_NON_NEGATIVE)
     min_steps: int = option(1000, "at least this many optimizer steps per round: more epochs than `--epochs` when "
-                                  "the labelled set is small", rule=_COUNT0)
+                                  "the labelled set is small; when not given: " + ", ".join(
+                                      f"{d['min_steps']} for `--model {m}`" for m, d in MODEL_DEFAULTS.items()),
+                            rule=_COUNT0)
     epoch_samples: int = option(0, "an epoch draws this many samples (whole shuffled passes, the last cut short) "
                                    "when the labelled set is smaller; 0 = one pass",
                                 rule=Rule(int, 0, EPOCH_SAMPLES_MAX))
@@ -430,17 +436,24 @@ def parse_config(argv: Sequence[str] | None = None,
                  choices: Mapping[str, Sequence[str]] | None = None) -> Config:
     """Parse argv into a validated Config (ConfigError on a bad combination).
 
-    With --preset, a second parse takes the preset's values as defaults, so explicit flags win.
+    With --preset, a second parse takes the preset's values as defaults, so explicit flags win; then
+    the defaults that follow another flag's value (MODEL_DEFAULTS, an ensemble's dropout), unless the
+    preset sets them.
     """
     parser = build_parser(choices)
     args = parser.parse_args(argv)
     if args.preset:
         parser.set_defaults(**PRESETS[args.preset]["values"])
         args = parser.parse_args(argv)
-    if args.uncertainty == "ensemble" and "dropout" not in PRESETS.get(args.preset, {}).get("values", {}):
+    following = dict(MODEL_DEFAULTS.get(args.model, {}))
+    if args.uncertainty == "ensemble":
         # Ensemble members are plain networks (Beluch et al. train them without dropout): --dropout's
         # default does not apply to them, an explicit --dropout does.
-        parser.set_defaults(dropout=0.0)
+        following["dropout"] = 0.0
+    preset_values = PRESETS.get(args.preset, {}).get("values", {})
+    following = {k: v for k, v in following.items() if k not in preset_values}
+    if following:
+        parser.set_defaults(**following)
         args = parser.parse_args(argv)
     return Config.from_dict(vars(args)).validate(choices)
 

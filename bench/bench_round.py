@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/bench_round.py --rounds 10
 
-With ``--models lenet resnet18:small resnet18:imagenet``, instead of the protocol: one bald round at 100
-labels on mnist_5k per model (``model_round`` lines: train/query/eval seconds and the steps trained).
+With ``--models lenet resnet18:imagenet resnet18:imagenet@1000``, instead of the protocol: one bald round at 100
+labels on mnist_5k per MODEL[:STEM][@STEPS] (``model_round`` lines: train/query/eval seconds and the steps
+trained; @STEPS sets --min_steps, else the model's default), so a new default sits beside the old in one run.
 
 Runs rounds 0..--rounds of the protocol (Fashion-MNIST 60k/10k, lenet, 300 validation, 100 initial
 labels, 10 queried per round, 100 epochs stretched to --min_steps (the project's default unless given),
@@ -149,16 +150,19 @@ MODEL_ROUND = ["--dataset", "mnist_5k", "--num_valid", "300", "--n_init_labeled"
 
 
 def run_models(models: list, device: str, threads: int, extra: list = ()) -> None:
-    """For each MODEL[:STEM] (e.g. resnet18:imagenet): a bald run on mnist_5k through main.main with the
-    model's own defaults; one ``model_round`` line with round 0's seconds (train on 100 labels, evaluate,
-    query the pool) and the steps it trained (round 1 runs too: the last round, it queries nothing)."""
+    """For each MODEL[:STEM][@STEPS] (e.g. resnet18:imagenet@1000): a bald run on mnist_5k through main.main with
+    the model's own defaults (--min_steps STEPS when given); one ``model_round`` line with round 0's seconds
+    (train on 100 labels, evaluate, query the pool) and the steps it trained (round 1 runs too: the last
+    round, it queries nothing)."""
     import main
 
     for spec in models:
-        name, _, stem = spec.partition(":")
+        model, _, steps = spec.partition("@")
+        name, _, stem = model.partition(":")
         with tempfile.TemporaryDirectory() as out:
             argv = [*MODEL_ROUND, "--model", name, *(["--resnet_stem", stem] if stem else []), "--device", device,
-                    "--threads", str(threads), "--output_dir", out, *extra]
+                    "--threads", str(threads), "--output_dir", out, *extra,
+                    *(["--min_steps", steps] if steps else [])]  # @STEPS wins over a --min_steps for all
             with contextlib.redirect_stdout(sys.stderr):  # keep stdout for JSON lines only
                 if main.main(argv) != 0:
                     raise SystemExit(f"the {spec} run failed")
@@ -214,8 +218,8 @@ def main() -> None:
     parser.add_argument("--min_steps", type=int, default=None,
                         help="--min_steps of the protocol run (default: the project's default)")
     parser.add_argument("--models", nargs="*", default=[],
-                        help="MODEL[:STEM] … (e.g. lenet resnet18:small resnet18:imagenet): a round at 100 labels "
-                             "on mnist_5k for each, with its own defaults, instead of the protocol")
+                        help="MODEL[:STEM][@STEPS] … (e.g. lenet resnet18:imagenet resnet18:imagenet@1000): a round "
+                             "at 100 labels on mnist_5k for each, with its own defaults, instead of the protocol")
     parser.add_argument("--_scale", type=int, help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args()  # anything else goes to the protocol's main.py run
     if args._scale:

@@ -457,3 +457,37 @@ def test_resnet_stem_is_refused_for_other_models_and_recorded_for_resnet(cli):
     check_declared(Config(model="resnet18", resnet_stem="imagenet"))
     rc, _, err, runs = cli("--dataset", "mnist_5k", "--model", "cnn", "--resnet_stem", "imagenet", "--no-wandb")
     assert rc == 2 and runs == [] and err.count("\n") == 1 and err.startswith("error: --resnet_stem")
+
+
+def test_min_steps_follows_the_model_when_not_given():
+    """--min_steps not given: MODEL_DEFAULTS' value for the model (ResNet18 fits a few labels in fewer steps);
+    given, or set by a preset, it wins; other models keep the field's default."""
+    from config import MODEL_DEFAULTS, PRESETS, Config, parse_config
+    fewer = MODEL_DEFAULTS["resnet18"]["min_steps"]
+    assert fewer < Config().min_steps
+    assert parse_config(["--model", "resnet18"]).min_steps == fewer
+    assert parse_config(["--model", "lenet"]).min_steps == Config().min_steps == 1000
+    assert parse_config(["--model", "resnet18", "--min_steps", "1000"]).min_steps == 1000
+    assert parse_config(["--model", "resnet18", "--preset", "gal2017"]).min_steps == \
+        PRESETS["gal2017"]["values"]["min_steps"]
+    assert parse_config(["--model", "resnet18", "--uncertainty", "ensemble"]).min_steps == fewer
+
+
+def test_the_model_default_is_recorded_in_config_json_and_kept_on_resume(cli, monkeypatch, tmp_path):
+    """A run records the --min_steps its model's default gave it; a resume keeps that number even after the
+    table of defaults changes (the run goes on as it began)."""
+    import config
+    import main
+    from conftest import run_dirs
+    monkeypatch.setitem(config.MODEL_DEFAULTS, "resnet18", {"min_steps": 3})
+    argv = ["--dataset", "mnist_5k", "--model", "resnet18", "--resnet_stem", "imagenet", "--no-wandb",
+            "--n_init_labeled", "20", "--n_query", "10", "--n_round", "1", "--epochs", "1", "--batch_size", "20",
+            "--num_valid", "50", "--pool_subset", "50", "--stop_set_size", "10", "--threads", "1"]
+    rc, _, err, [run] = cli(*argv, output_dir=tmp_path / "runs")
+    assert rc == 0, err
+    assert run.config["min_steps"] == 3
+    assert list(run.rounds["train_steps"]) == [3, 4]  # 20 labels: 3 one-step epochs; 30: 2 two-step epochs
+    monkeypatch.setitem(config.MODEL_DEFAULTS, "resnet18", {"min_steps": 9})
+    resume = ["--resume", str(run.path)]
+    assert main.resolve_resume(config.parse_config(resume, main.CHOICES), resume).min_steps == 3
+    assert [p.name for p in run_dirs(tmp_path / "runs")] == [run.path.name]
