@@ -32,7 +32,40 @@ RESNET_STEMS = ("small", "imagenet")  # models/resnet.py: STEMS
 # LeNet (accuracy against steps: docs/RESULTS_rq2.md). A flag given, or a preset's value, wins; config.json
 # records the value a run used, so a resume keeps it even if this table changes.
 MODEL_DEFAULTS = {"resnet18": {"min_steps": 300}}
-UNCERTAINTIES = ("mc_dropout", "ensemble")
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """Where an --uncertainty takes the K predictions of the uncertainty strategies from (nothing compares its
+    name): ``k_flag``, the field that sets K; ``members_flag``, the field that sets how many networks a round
+    trains (None: one network, whose dropout masks give the K); ``member_dropout``, the members' dropout when
+    --dropout is not given (None: the field's default). Members of several networks are compared in reports
+    as "(ensemble of M)", and strategies that choose from one network's features refuse them."""
+
+    k_flag: str
+    members_flag: str | None = None
+    member_dropout: float | None = None
+
+    @property
+    def several_networks(self) -> bool:
+        return self.members_flag is not None
+
+    def networks(self, cfg) -> int:
+        """How many networks round r trains under ``cfg`` (a Config or a saved config's dict)."""
+        return _field(cfg, self.members_flag) if self.several_networks else 1
+
+    def predictions(self, cfg) -> int:
+        """K under ``cfg``."""
+        return _field(cfg, self.k_flag)
+
+
+def _field(cfg, name: str):
+    return cfg[name] if isinstance(cfg, Mapping) else getattr(cfg, name)
+
+
+# Beluch et al. 2018 train the members without dropout.
+UNCERTAINTIES = {"mc_dropout": Uncertainty(k_flag="mc_samples"),
+                 "ensemble": Uncertainty(k_flag="ensemble_size", members_flag="ensemble_size", member_dropout=0.0)}
 EPIG_TARGET_SETS = ("pool", "test")
 PRESET_NAMES = ("", *PRESETS)  # "" = no preset
 # The stop_kappa at which a model counts as having stopped changing where --stop_when_stable does not say:
@@ -257,7 +290,7 @@ class Config:
                                             "`mc_dropout` (K = `--mc_samples` dropout masks of one network) or "
                                             "`ensemble` (K = `--ensemble_size` networks trained each round from "
                                             "their own initial weights; their dropout is 0 unless `--dropout` is "
-                                            "given; Beluch et al. 2018)", choices=UNCERTAINTIES)
+                                            "given; Beluch et al. 2018)", choices=tuple(UNCERTAINTIES))
     ensemble_size: int = option(5, "`--uncertainty ensemble`: M, the networks trained each round", rule=_COUNT)
     # Beyond MC dropout and BALD: EPIG's target inputs, and the stopping signal.
     epig_targets: int = option(100, "`--strategy epig`: target inputs T, drawn each round with the seed, about whose "
@@ -321,10 +354,15 @@ class Config:
         return 5e-4 if self.optimizer == "sgd" else 0.0
 
     @property
+    def source(self) -> Uncertainty:
+        """What --uncertainty is (UNCERTAINTIES)."""
+        return UNCERTAINTIES[self.uncertainty]
+
+    @property
     def predictions(self) -> int:
         """K, the predictions per image that the uncertainty strategies read: --ensemble_size members with
         --uncertainty ensemble, else --mc_samples dropout masks."""
-        return self.ensemble_size if self.uncertainty == "ensemble" else self.mc_samples
+        return self.source.predictions(self)
 
     def weight_decay_for(self, n_labeled: int) -> float:
         """Weight decay for a round with ``n_labeled`` labels: c / n with --weight_decay_scaled c."""
@@ -446,10 +484,10 @@ def parse_config(argv: Sequence[str] | None = None,
         parser.set_defaults(**PRESETS[args.preset]["values"])
         args = parser.parse_args(argv)
     following = dict(MODEL_DEFAULTS.get(args.model, {}))
-    if args.uncertainty == "ensemble":
-        # Ensemble members are plain networks (Beluch et al. train them without dropout): --dropout's
-        # default does not apply to them, an explicit --dropout does.
-        following["dropout"] = 0.0
+    if UNCERTAINTIES[args.uncertainty].member_dropout is not None:
+        # Ensemble members are plain networks: --dropout's default does not apply to them, an explicit
+        # --dropout does.
+        following["dropout"] = UNCERTAINTIES[args.uncertainty].member_dropout
     preset_values = PRESETS.get(args.preset, {}).get("values", {})
     following = {k: v for k, v in following.items() if k not in preset_values}
     if following:

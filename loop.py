@@ -77,16 +77,12 @@ def check_declared(cfg: Config) -> None:
         raise ConfigError(f"--augment {cfg.augment} flips images left to right, which can change a class of "
                           f"--dataset {cfg.dataset}: use --augment shift_rotate")
     strategy = get_strategy(cfg.strategy)
-    if cfg.uncertainty == "ensemble":
-        if strategy.kind == "embeddings":
-            raise ConfigError(f"--strategy {cfg.strategy} chooses from one network's features; it does not take "
-                              f"--uncertainty ensemble")
-        if cfg.ensemble_size < strategy.min_mc_samples:
-            raise ConfigError(f"--strategy {cfg.strategy} needs --ensemble_size ≥ {strategy.min_mc_samples}, "
-                              f"got {cfg.ensemble_size}")
-    elif cfg.mc_samples < strategy.min_mc_samples:
-        raise ConfigError(f"--strategy {cfg.strategy} needs --mc_samples ≥ {strategy.min_mc_samples}, "
-                          f"got {cfg.mc_samples}")
+    if cfg.source.several_networks and strategy.kind == "embeddings":
+        raise ConfigError(f"--strategy {cfg.strategy} chooses from one network's features; it does not take "
+                          f"--uncertainty {cfg.uncertainty}")
+    if cfg.predictions < strategy.min_mc_samples:
+        raise ConfigError(f"--strategy {cfg.strategy} needs --{cfg.source.k_flag} ≥ {strategy.min_mc_samples}, "
+                          f"got {cfg.predictions}")
 
 
 def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyData:
@@ -453,9 +449,9 @@ def retrained_predictions(cfg: Config, data: StudyData, state: PoolState, r: int
 
 
 def member_streams(cfg: Config, r: int) -> list:
-    """The names of round r's networks' random streams: (r,) for one network; with --uncertainty ensemble,
-    (r, m) for member m (its initial weights, batch order and dropout masks)."""
-    return [(r, m) for m in range(cfg.ensemble_size)] if cfg.uncertainty == "ensemble" else [(r,)]
+    """The names of round r's networks' random streams: (r,) for one network; with several (--uncertainty
+    ensemble), (r, m) for member m (its initial weights, batch order and dropout masks)."""
+    return [(r, m) for m in range(cfg.source.networks(cfg))] if cfg.source.several_networks else [(r,)]
 
 
 def fresh_model(cfg: Config, data: StudyData, r: int) -> torch.nn.Module:
@@ -465,7 +461,7 @@ def fresh_model(cfg: Config, data: StudyData, r: int) -> torch.nn.Module:
     nets = [build_model(cfg.model, c, h, data.num_classes, cfg.dropout, torch_generator(cfg.seed, "weights", *s),
                         **model_options(cfg.model, cfg))
             for s in member_streams(cfg, r)]
-    return (Ensemble(nets) if cfg.uncertainty == "ensemble" else nets[0]).to(data.device)
+    return (Ensemble(nets) if cfg.source.several_networks else nets[0]).to(data.device)
 
 
 def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous: dict | None = None,

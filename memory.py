@@ -51,9 +51,8 @@ def check_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int =
     pool = check_labelling_budget(cfg, n_train, num_classes, n_unlabeled)
     model = planned_model(cfg, num_classes, channels)
     strategy = get_strategy(cfg.strategy)
-    ensemble = cfg.uncertainty == "ensemble"
-    if ensemble:
-        check_ensemble_memory(model, cfg.ensemble_size, memory_limit(device))
+    if cfg.source.several_networks:
+        check_ensemble_memory(model, cfg.source.networks(cfg), memory_limit(device))
     if cfg.n_round > 0 and strategy.needs_predictions:
         # Round 0 meets the most candidates: the pool − the initial set, or --pool_subset
         k = cfg.predictions if strategy.mc and cfg.predictions > 1 else 1
@@ -63,8 +62,8 @@ def check_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int =
         # EPIG's targets: at most the unlabelled pool at round 0 (an estimate for --epig_target_set test)
         targets = min(cfg.epig_targets, pool - cfg.n_init_labeled) if strategy.kind == "targets" else 0
         check_query_memory(model.head, k, candidates, joint=strategy.kind == "batch", limit=memory_limit(device),
-                           targets=targets, flag="--ensemble_size" if ensemble else "--mc_samples",
-                           masks=not ensemble)
+                           targets=targets, flag=f"--{cfg.source.k_flag}",
+                           masks=not cfg.source.several_networks)
 
 
 def check_labelling_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int = 0) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from config import OPERATIONAL_FIELDS, STABLE_KAPPA
+from config import OPERATIONAL_FIELDS, STABLE_KAPPA, UNCERTAINTIES
 from reporting.stats import aulc, first_stable, has_label_noise, noisy_query_fraction
 from results import DamagedRun, OutputError, is_run_folder, read_config, read_rounds, read_summary, run_status
 
@@ -127,10 +127,16 @@ def method_name(config: dict) -> str:
     """The name a run is compared under: its strategy, and "(ensemble of M)" when its uncertainty comes from
     an ensemble (with the members' dropout when they have any), so that bald by MC dropout and bald by an
     ensemble are two methods of one comparison."""
-    if config.get("uncertainty", "mc_dropout") != "ensemble":
+    if not several_networks(config):
         return config["strategy"]
     dropout = f", dropout {config['dropout']:g}" if config.get("dropout") else ""
-    return f"{config['strategy']} (ensemble of {config.get('ensemble_size')}{dropout})"
+    members = UNCERTAINTIES[config["uncertainty"]].networks(config)
+    return f"{config['strategy']} (ensemble of {members}{dropout})"
+
+
+def several_networks(config: dict) -> bool:
+    """Whether a saved config's uncertainty comes from several networks (older folders: MC dropout)."""
+    return UNCERTAINTIES[config.get("uncertainty", "mc_dropout")].several_networks
 
 
 def group_key(config: dict) -> str:
@@ -142,7 +148,7 @@ def group_key(config: dict) -> str:
     ENSEMBLE_IGNORES; ensembles_beside_dropout then puts it with the MC-dropout runs it matches."""
     noiseless = config.get("noise", "none") == "none"
     clean = not has_label_noise(config)
-    ensemble = config.get("uncertainty") == "ensemble"
+    ensemble = several_networks(config)
     return json.dumps({k: v for k, v in config.items()
                        if k not in NOT_GROUPING and k not in UNCERTAINTY_FIELDS
                        and not (ensemble and k in ENSEMBLE_IGNORES)

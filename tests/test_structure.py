@@ -19,6 +19,15 @@ def test_no_oracle_is_recognised_by_its_name_outside_its_declaration():
     assert found == []
 
 
+def test_no_uncertainty_source_is_recognised_by_its_name():
+    """What an --uncertainty is (how many networks, which flag sets K, the members' dropout) is declared once in
+    config.UNCERTAINTIES; code asks cfg.source, never compares the name."""
+    pattern = re.compile(r"""["'](ensemble|mc_dropout)["']\s*(==|!=)|(==|!=)\s*["'](ensemble|mc_dropout)["']""")
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in SOURCES
+             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []
+
+
 def test_no_dataset_capability_is_recognised_by_its_name_in_generic_code():
     """What a dataset can do is a DatasetSpec property (own_labels, has_files, package, flips_keep_class)."""
     pattern = re.compile(r"""(OWN_LABELS|(dataset|name)\s*(==|!=)\s*["'](folder|mnist_5k)["'])""")
