@@ -19,6 +19,8 @@ listed with their status. Written into --out:
   the corrupted labels of the final labelled set (count and fraction), per group and strategy;
 - with input noise in any run: ``noisy_queries.csv``, the fraction of each strategy's queries that were noisy
   against the pool's fraction;
+- with ``--versus FIELD …`` (e.g. ``--versus model resnet_stem min_steps``): ``versus.csv``, runs that differ only
+  in those fields paired by strategy and seed, each variant minus the first, per setting (Holm-corrected);
 - ``stopping.csv``: the labels at which stop_kappa first reached 0.99, and the test accuracy there;
 - ``curves.csv``, ``runs.csv``, and ``report.md``, which links and shows all of them.
 
@@ -51,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--targets", nargs="+", type=float, default=list(DEFAULT_TARGETS),
                    help="test accuracies for the labels-needed table")
     p.add_argument("--baseline", default="random", help="strategy the others are compared with")
+    p.add_argument("--versus", nargs="+", default=[], metavar="FIELD",
+                   help="also pair runs that differ only in these config fields (e.g. model), by strategy and seed")
     args = p.parse_args(argv)
     bad = [t for t in args.targets if not 0 < t <= 1]
     if bad:
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
         runs = load_runs(find_runs(args.paths), skipped)
         for reason in skipped:  # one damaged folder must not cost the report of all the others
             print(f"warning: skipped damaged run folder {reason}", file=sys.stderr)
-        path = write_report(runs, args.out, args.targets, args.baseline, args.paths)
+        path = write_report(runs, args.out, args.targets, args.baseline, args.paths, args.versus)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

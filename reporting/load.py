@@ -170,6 +170,22 @@ def ensembles_beside_dropout(keys) -> dict:
     return {key: (reduced[key][0] if len(reduced.get(key, [])) == 1 else key) for key in configs}
 
 
+def mark_versus(runs: pd.DataFrame, fields) -> pd.DataFrame:
+    """For ``report.py --versus FIELD …``: ``setting``, the name of what runs share but for those fields (and
+    strategy and seed), and ``variant``, their values ("resnet18/imagenet/300"), so that runs differing only
+    there are paired by strategy and seed (reporting.stats.versus_tests)."""
+    fields = list(fields)
+    unknown = [f for f in fields if f not in runs.columns or f in NOT_GROUPING]
+    if unknown:
+        raise ReportError(f"--versus {unknown[0]}: not a configuration field that tells runs apart "
+                          "(strategy, seed and the operational fields are not)")
+    keys = runs["group_key"].map(lambda k: json.dumps({f: v for f, v in json.loads(k).items() if f not in fields},
+                                                      sort_keys=True))
+    names = group_names(keys)
+    # a field the varied ones make irrelevant (resnet_stem for LeNet) still names each variant
+    return runs.assign(setting=keys.map(names), variant=runs[fields].astype(str).agg("/".join, axis=1))
+
+
 def group_names(keys) -> dict:
     """A readable, unique name per group key: dataset, model, noise, label noise (when any group has
     some, e.g. "labels symmetric 0.2" or "clean labels"), then the other fields that vary."""
@@ -182,7 +198,7 @@ def group_names(keys) -> dict:
     for key, c in configs.items():
         noise = c.get("noise", "none")
         rate = c.get("noise_rate") or 0
-        parts = [str(c.get("dataset")), str(c.get("model")),
+        parts = [*(str(c[f]) for f in ("dataset", "model") if f in c),  # --versus model: no model in the key
                  f"{noise} {rate:g}" if rate and noise != "none" else "no noise"]
         if any_label_noise and len(label_noises) > 1:
             parts.append(_label_noise_name(c))

@@ -34,6 +34,8 @@ def markdown(tables: dict, groups: list, pngs: dict, targets, baseline: str, sou
              "images divided by the labelled-set span (1 = a perfect classifier).", ""]
     for i, group in enumerate(groups, 1):
         lines += group_section(i, group, tables, pngs.get(group), targets, baseline)
+    if "versus" in tables:
+        lines += versus_section(tables["versus"], strategies)
     noise_png = "label_noise" in tables and len(tables["label_noise"]) > 0
     if "label_noise" in tables:
         lines += label_noise_section(tables["label_noise"], noise_png)
@@ -41,6 +43,23 @@ def markdown(tables: dict, groups: list, pngs: dict, targets, baseline: str, sou
               *[f"- [{name}.csv]({name}.csv)" for name in tables],
               *[f"- [{png}]({png})" for png in [*pngs.values(), *([LABEL_NOISE_PNG] if noise_png else [])]], ""]
     return "\n".join(lines)
+
+
+def versus_section(versus: pd.DataFrame, strategies: list) -> list:
+    """report.py --versus: each variant minus the first, per setting and strategy, paired by seed."""
+    lines = ["## Variants compared (--versus)", ""]
+    if versus.empty:
+        return lines + ["No setting holds runs of more than one variant with the same strategy: nothing to pair.", ""]
+    order = {s: i for i, s in enumerate(strategies)}
+    lines += ["Runs that differ only in the --versus fields, paired by strategy and seed: each variant minus the "
+              "first (in sorted order), with p-values Holm-corrected across the strategies and variants of a "
+              "setting, per metric.", ""]
+    for setting, g in versus.groupby("setting", sort=True):
+        g = g.sort_values("strategy", key=lambda c: c.map(order), kind="stable")
+        lines += [f"### {setting}", "", _md(pd.DataFrame({
+            "strategy": g["strategy"], "variant − baseline": g["variant"] + " − " + g["baseline_variant"],
+            **_paired_display(g).drop(columns="strategy")})), ""]
+    return lines
 
 
 def label_noise_section(table: pd.DataFrame, png: bool) -> list:
@@ -65,7 +84,7 @@ def group_section(i: int, group: str, tables: dict, png: str | None, targets, ba
     strategies = ordered_strategies(used["strategy"], baseline)
     order = {s: i for i, s in enumerate(strategies)}
     pick = {name: t[t["group"] == group].sort_values("strategy", key=lambda c: c.map(order), kind="stable")
-            for name, t in tables.items() if name != "runs"}
+            for name, t in tables.items() if name not in ("runs", "versus")}
     first = runs.iloc[0]
     settings = ", ".join(f"{f} {first[f]}" for f in SETTING_FIELDS if f in runs)
     lines = [f"## {i}. {group}", "", f"Settings: {settings}. Runs in the statistics: "

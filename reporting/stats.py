@@ -16,6 +16,11 @@ ALPHA = 0.05  # significance level of the Holm-corrected p-values
 MIN_PAIRS = 3  # fewer pairs of seeds: no test at all ("too few seeds")
 WILCOXON_MIN_PAIRS = 6  # this many pairs or more: Wilcoxon signed-rank; fewer: paired t-test
 METRICS = {"final test acc": "final_test_acc", "AULC": "aulc"}
+# report.py --versus: the same and the final accuracy on clean and on noisy test images (NaN without noise)
+VERSUS_METRICS = {**METRICS, "final clean test acc": "final_test_acc_clean",
+                  "final noisy test acc": "final_test_acc_noisy"}
+VERSUS_COLUMNS = ["setting", "strategy", "variant", "baseline_variant", "metric", "n_pairs", "seeds", "mean_diff",
+                  "sem_diff", "test", "p", "p_holm", "significant"]
 PAIRED_COLUMNS = ["group", "strategy", "baseline", "metric", "n_pairs", "seeds", "mean_diff", "sem_diff",
                   "test", "p", "p_holm", "significant"]
 TOO_FEW = "none (too few seeds)"
@@ -251,17 +256,43 @@ def paired_tests(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
             continue
         for strategy in ordered_strategies(g["strategy"], baseline)[1:]:
             other = g[g["strategy"] == strategy].set_index("seed")
-            seeds = sorted(set(base.index) & set(other.index))
-            for metric, column in METRICS.items():
-                x = other.loc[seeds, column].to_numpy(float)
-                y = base.loc[seeds, column].to_numpy(float)
-                mean, sem = mean_sem(x - y) if seeds else (math.nan, math.nan)
-                test, p = paired_test(x, y)
-                rows.append({"group": group, "strategy": strategy, "baseline": baseline, "metric": metric,
-                             "n_pairs": len(seeds), "seeds": " ".join(map(str, seeds)), "mean_diff": mean,
-                             "sem_diff": sem, "test": test, "p": p})
-    table = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
-    table["p_holm"] = table.groupby(["group", "metric"])["p"].transform(holm) if rows else []
+            rows += _pairs(other, base, METRICS, group=group, strategy=strategy, baseline=baseline)
+    return _corrected(pd.DataFrame(rows, columns=PAIRED_COLUMNS), ["group", "metric"])
+
+
+def versus_tests(runs: pd.DataFrame) -> pd.DataFrame:
+    """report.py --versus: within each setting (reporting.load.mark_versus) and strategy, each variant minus the
+    first in sorted order on the seeds both have, per metric (VERSUS_METRICS; a metric no run recorded is left
+    out), Holm-corrected across the strategies and variants of a setting, per metric."""
+    rows = []
+    for (setting, strategy), g in runs.groupby(["setting", "strategy"], sort=True):
+        variants = sorted(g["variant"].unique())
+        base = g[g["variant"] == variants[0]].set_index("seed")
+        for variant in variants[1:]:
+            other = g[g["variant"] == variant].set_index("seed")
+            metrics = {m: c for m, c in VERSUS_METRICS.items() if other[c].notna().any() or base[c].notna().any()}
+            rows += _pairs(other, base, metrics, setting=setting, strategy=strategy, variant=variant,
+                           baseline_variant=variants[0])
+    return _corrected(pd.DataFrame(rows, columns=VERSUS_COLUMNS), ["setting", "metric"])
+
+
+def _pairs(other: pd.DataFrame, base: pd.DataFrame, metrics: dict, **ids) -> list:
+    """Rows of ``other`` minus ``base`` (both indexed by seed) on the seeds both have, one per metric."""
+    seeds = sorted(set(base.index) & set(other.index))
+    rows = []
+    for metric, column in metrics.items():
+        x = other.loc[seeds, column].to_numpy(float)
+        y = base.loc[seeds, column].to_numpy(float)
+        mean, sem = mean_sem(x - y) if seeds else (math.nan, math.nan)
+        test, p = paired_test(x, y)
+        rows.append({**ids, "metric": metric, "n_pairs": len(seeds), "seeds": " ".join(map(str, seeds)),
+                     "mean_diff": mean, "sem_diff": sem, "test": test, "p": p})
+    return rows
+
+
+def _corrected(table: pd.DataFrame, family: list) -> pd.DataFrame:
+    """``p_holm`` (Holm across each ``family`` of tests) and ``significant`` added to a table of tests."""
+    table["p_holm"] = table.groupby(family)["p"].transform(holm) if len(table) else []
     table["significant"] = table["p_holm"] < ALPHA
     return table
 
@@ -273,7 +304,8 @@ def ordered_strategies(strategies, baseline: str) -> list:
 
 
 def build_tables(runs: pd.DataFrame, rounds: pd.DataFrame, targets, baseline: str) -> dict:
-    """Every table of the report, from the runs (all) and the rounds of the included runs."""
+    """Every table of the report, from the runs (all) and the rounds of the included runs; with ``setting`` and
+    ``variant`` columns (report.py --versus), the variants' paired tests too."""
     used = runs[runs["included"]]
     tables = {"runs": runs, "curves": curves_table(rounds), "labels_needed": labels_table(rounds, targets),
               "aulc": aulc_table(used), "paired": paired_tests(used, baseline), "cost": cost_table(rounds)}
@@ -283,4 +315,6 @@ def build_tables(runs: pd.DataFrame, rounds: pd.DataFrame, targets, baseline: st
         tables["noisy_queries"] = noisy_table(used)
     if runs["kappa_recorded"].any():
         tables["stopping"] = stopping_table(used)
+    if "variant" in runs:
+        tables["versus"] = versus_tests(used)
     return tables

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from reporting.load import ReportError, load_rounds
+from reporting.load import ReportError, load_rounds, mark_versus
 from reporting.markdown import LABEL_NOISE_PNG, markdown
 from reporting.plots import plot_curves, plot_label_noise
 from reporting.stats import DEFAULT_TARGETS, build_tables, ordered_strategies
@@ -19,8 +19,9 @@ RUN_CSV_COLUMNS = ["group", "strategy", "seed", "status", "included", "note", "n
 
 
 def write_report(runs: pd.DataFrame, out, targets=DEFAULT_TARGETS, baseline: str = "random",
-                 sources=()) -> Path:
-    """Write the PNGs, the CSVs and report.md into ``out``; returns the path of report.md.
+                 sources=(), versus=()) -> Path:
+    """Write the PNGs, the CSVs and report.md into ``out``; returns the path of report.md. ``versus``: config
+    fields whose variants are also compared, paired by strategy and seed (versus.csv).
 
     Each file is replaced in one step, so a failed write (a full disk) raises ReportError naming the file
     and leaves that file's previous version, if any, whole."""
@@ -30,6 +31,8 @@ def write_report(runs: pd.DataFrame, out, targets=DEFAULT_TARGETS, baseline: str
     except OSError as err:
         raise ReportError(f"cannot create --out {out}: {err.strerror or err}") from None
     mode = _plain_file_mode()
+    if versus:
+        runs = mark_versus(runs, versus)
     rounds = load_rounds(runs[runs["included"]])
     tables = build_tables(runs, rounds, targets, baseline)
     for name, table in tables.items():

@@ -502,3 +502,33 @@ def test_runs_that_stop_when_stable_ended_early_are_in_the_statistics_and_the_st
     assert "| strategy | seeds | labels at kappa ≥ 0.9 | test acc there |" in text
     assert "2 of 4 runs stopped there before their last planned round" in text
     assert "2 runs of 4 ended early by --stop_when_stable: their final test accuracy is at their stopping point" in text
+
+
+def test_versus_pairs_runs_that_differ_only_in_the_named_fields(tmp_path):
+    """report.py --versus model min_steps: LeNet and ResNet18 runs (which differ in model and its default
+    --min_steps) of each noise setting are paired by strategy and seed, ResNet18 minus LeNet, with exact
+    differences and a paired t-test; the noise settings stay apart; without --versus there is no versus.csv."""
+    for s in (1, 2, 3):
+        for noise, rate in (("none", 0.0), ("gaussian", 0.3)):
+            for strategy, lenet_final in (("random", 0.80 + 0.01 * s), ("bald", 0.85 + 0.01 * s)):
+                gap = 0.02 * s if noise == "none" else -0.05
+                for model, steps, final in (("lenet", 1000, lenet_final), ("resnet18", 300, lenet_final + gap)):
+                    make_run(tmp_path / "runs", strategy, s, [0.5, 0.6, 0.7, final],
+                             name=f"{model}_{noise}_{strategy}_{s}", model=model, min_steps=steps, noise=noise,
+                             noise_rate=rate)
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "plain")]) == 0
+    assert not (tmp_path / "plain" / "versus.csv").exists()
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--versus", "model",
+                        "min_steps"]) == 0
+    versus = pd.read_csv(tmp_path / "rep" / "versus.csv")
+    final = versus[versus.metric == "final test acc"].set_index(["setting", "strategy"])
+    assert len(final) == 4 and set(final.variant) == {"resnet18/300"} and set(final.baseline_variant) == {"lenet/1000"}
+    clean = final.loc[("mnist_5k, no noise", "bald")]
+    assert (clean.n_pairs, clean.seeds, clean.test) == (3, "1 2 3", "paired t-test")
+    assert clean.mean_diff == pytest.approx(0.04)
+    assert clean.p == pytest.approx(stats.ttest_rel([0.88, 0.91, 0.94], [0.86, 0.87, 0.88]).pvalue)
+    noisy = final.loc[("mnist_5k, gaussian 0.3", "random")]
+    assert noisy.mean_diff == pytest.approx(-0.05) and noisy.sem_diff == pytest.approx(0, abs=1e-12)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Variants compared (--versus)" in text and "resnet18/300 − lenet/1000" in text
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "bad"), "--versus", "seed"]) == 2
