@@ -11,14 +11,11 @@ import contextlib
 import logging
 import os
 import platform
-import shlex
 import signal
 import subprocess
 import sys
 import threading
-import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +36,7 @@ from results import (DamagedRun, OutputError, RunDir, atomic_write_text, check_w
                      prepare_run_folder, read_config, read_fingerprint, read_summary, run_status)
 from tracking import NullTracker, start_tracker
 from train import Diverged
-from workers import follow_parent, start_worker, stop_workers
+from workers import Job, WorkerPool, follow_parent
 
 TABLE_COLUMNS = ["round", "n_labeled", "val_acc", "test_acc", "train_s", "query_s", "eval_s"]
 ERROR_TAIL_LINES = 60  # lines of a failed seed process's output kept in its error.txt
@@ -309,97 +306,55 @@ def record_seed_failure(seed_cfg: Config, reason: str, log: logging.Logger, text
 
 
 def run_seeds_in_processes(cfg: Config, seed_cfgs: list, jobs: int, log: logging.Logger) -> tuple:
-    """Run the seeds ``jobs`` at a time in child processes: (finished run folders, failed seeds)."""
+    """Run the seeds ``jobs`` at a time as `main.py --resume SEED_FOLDER --threads 1` children
+    (workers.WorkerPool; a Ctrl-C or SIGTERM stops them all, keeping their finished rounds): (finished run
+    folders, failed seeds)."""
     log.info("experiment: %d seeds, %d at a time, each in a process with one torch thread", len(seed_cfgs), jobs)
-    # Run the seeds; on Ctrl-C, SIGTERM or an error, stop every child (it keeps its finished rounds)
-    workers = SeedProcesses(cfg, log, total=len(seed_cfgs))
-    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="seed")
-    try:
-        futures = [pool.submit(workers.run, seed_cfg) for seed_cfg in seed_cfgs]
-        outcomes = [future.result() for future in futures]
-    except BaseException:
-        workers.stop()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    # Collect the finished and the failed seeds, in the order of --seeds
-    if "interrupted" in outcomes:
+    # A killed experiment leaves no seed running: resumed at once, it would find their folders locked
+    pool = WorkerPool(jobs, die_with_parent=True, on_stop=lambda n: log.warning(
+        "experiment: stopping %d seed process(es); they keep their finished rounds", n))
+    outcomes: dict = {}
+    if pool.run([seed_job(cfg, s, pool, log, len(seed_cfgs), outcomes) for s in seed_cfgs]) \
+            or "interrupted" in outcomes.values():
         raise KeyboardInterrupt("a seed process was interrupted")
-    runs = [Path(s.resume) for s, outcome in zip(seed_cfgs, outcomes) if outcome == "complete"]
-    return runs, [s.seed for s, outcome in zip(seed_cfgs, outcomes) if outcome == "failed"]
+    runs = [Path(s.resume) for s in seed_cfgs if outcomes[s.seed] == "complete"]
+    return runs, [s.seed for s in seed_cfgs if outcomes[s.seed] == "failed"]
 
 
-class SeedProcesses:
-    """Seeds as `main.py --resume SEED_FOLDER --threads 1` children in their own sessions, stopped by stop()."""
+def seed_job(cfg: Config, seed_cfg: Config, pool: WorkerPool, log: logging.Logger, total: int,
+             outcomes: dict) -> Job:
+    """One seed's worker; when it ends, outcomes[seed] says how: "complete", "failed" (recorded in its
+    folder's error.txt) or "interrupted"."""
+    path = Path(seed_cfg.resume)
+    error_before = _mtime_ns(path / "error.txt")
 
-    def __init__(self, cfg: Config, log: logging.Logger, total: int):
-        self.cfg, self.log, self.total = cfg, log, total
-        self.lock = threading.Lock()
-        self.running: set = set()  # Popen objects of live children
-        self.started = 0
-        self.stopping = False
+    def started(proc, number: int) -> None:
+        log.info("experiment: seed %d started (%d of %d, pid %d); log: %s", seed_cfg.seed, number, total, proc.pid,
+                 path / "log.txt")
 
-    def run(self, seed_cfg: Config) -> str:
-        """Run one seed's process to its end: "complete", "failed" or "interrupted"."""
-        path = Path(seed_cfg.resume)
-        error_before = _mtime_ns(path / "error.txt")
-        t0 = time.monotonic()
-        # Run the child, its output appended to log.txt
-        with _open_log(path / "log.txt") as log_file:
-            offset = log_file.tell()
-            proc = self.start(seed_cfg, log_file)
-            if proc is None:
-                return "interrupted"
-            code = proc.wait()
-            with self.lock:
-                self.running.discard(proc)
-            output = _read_from(path / "log.txt", offset)
-            log_file.write(f"=== exit {code}\n".encode())
-        # Report how it ended
+    def finished(proc, seconds: float, output: str) -> None:
+        code = proc.returncode
         how = f"exit {code}" if code >= 0 else f"killed by signal {-code}"
-        self.log.info("experiment: seed %d ended: %s (%s, %.0f s); log: %s", seed_cfg.seed, run_status(path), how,
-                      time.monotonic() - t0, path / "log.txt")
-        return self.outcome(seed_cfg, code, output, error_before)
+        log.info("experiment: seed %d ended: %s (%s, %.0f s); log: %s", seed_cfg.seed, run_status(path), how,
+                 seconds, path / "log.txt")
+        outcomes[seed_cfg.seed] = seed_outcome(seed_cfg, code, output, error_before, pool.stopping, log)
 
-    def start(self, seed_cfg: Config, log_file) -> subprocess.Popen | None:
-        """Start the seed's child process (None once the experiment is stopping)."""
-        cmd = seed_command(self.cfg, Path(seed_cfg.resume))
-        with self.lock:
-            if self.stopping:
-                return None
-            log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} main.py --experiment: "
-                           f"{shlex.join(cmd)}\n".encode())
-            # A killed experiment leaves no seed running: resumed at once, it would find their folders locked
-            proc = start_worker(cmd, log_file, die_with_parent=True)
-            self.running.add(proc)
-            self.started += 1
-            number = self.started
-        self.log.info("experiment: seed %d started (%d of %d, pid %d); log: %s", seed_cfg.seed, number,
-                      self.total, proc.pid, Path(seed_cfg.resume) / "log.txt")
-        return proc
+    return Job(seed_command(cfg, path), path / "log.txt", "main.py --experiment", started, finished)
 
-    def outcome(self, seed_cfg: Config, code: int, output: str, error_before: int | None) -> str:
-        """How a seed's process ended; a failure is recorded in its folder's error.txt."""
-        if code == 0:
-            return "complete"
-        if code == 130 or self.stopping:
-            return "interrupted"
-        lines = output.splitlines()
-        last = next((line for line in reversed(lines) if line.strip()), "no output")
-        reason = f"{'exit' if code >= 0 else 'killed by signal'} {abs(code)}: {last.strip()}"
-        wrote = _mtime_ns(Path(seed_cfg.resume) / "error.txt") != error_before  # the child wrote its own
-        record_seed_failure(seed_cfg, reason, self.log,
-                            text=None if wrote else "\n".join(lines[-ERROR_TAIL_LINES:]) + "\n")
-        return "failed"
 
-    def stop(self) -> None:
-        """SIGTERM to every running child, then wait; kill those still running after workers.STOP_GRACE_S."""
-        with self.lock:
-            self.stopping = True
-            procs = list(self.running)
-        if procs:
-            self.log.warning("experiment: stopping %d seed process(es); they keep their finished rounds", len(procs))
-        stop_workers(procs)
+def seed_outcome(seed_cfg: Config, code: int, output: str, error_before: int | None, stopping: bool,
+                 log: logging.Logger) -> str:
+    """How a seed's process ended; a failure is recorded in its folder's error.txt."""
+    if code == 0:
+        return "complete"
+    if code == 130 or stopping:
+        return "interrupted"
+    lines = output.splitlines()
+    last = next((line for line in reversed(lines) if line.strip()), "no output")
+    reason = f"{'exit' if code >= 0 else 'killed by signal'} {abs(code)}: {last.strip()}"
+    wrote = _mtime_ns(Path(seed_cfg.resume) / "error.txt") != error_before  # the child wrote its own
+    record_seed_failure(seed_cfg, reason, log, text=None if wrote else "\n".join(lines[-ERROR_TAIL_LINES:]) + "\n")
+    return "failed"
 
 
 def seed_command(cfg: Config, seed_path: Path) -> list:
@@ -407,21 +362,6 @@ def seed_command(cfg: Config, seed_path: Path) -> list:
     return [sys.executable, str(Path(__file__).resolve()), "--resume", str(seed_path), "--threads", "1",
             "--wandb" if cfg.wandb else "--no-wandb", "--wandb_project", cfg.wandb_project,
             "--wandb_group", cfg.wandb_group, *(["--debug"] if cfg.debug else [])]
-
-
-def _open_log(path: Path):
-    """``path`` opened for appending, unbuffered (children write to it too)."""
-    try:
-        return open(path, "ab", buffering=0)
-    except OSError as err:
-        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
-
-
-def _read_from(path: Path, offset: int) -> str:
-    """The text of ``path`` from byte ``offset`` on."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read().decode("utf-8", errors="replace")
 
 
 def _mtime_ns(path: Path) -> int | None:

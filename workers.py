@@ -1,19 +1,27 @@
 """Worker processes: ``main.py --resume FOLDER`` children for an experiment's seeds and a local sweep's cells.
 
-One way to start them (their own session, so that a Ctrl-C at the terminal reaches only the parent, which
-passes SIGTERM on; output appended to the folder's log.txt) and one way to stop them (SIGTERM, so they save
-their finished rounds and exit; SIGKILL to their process group STOP_GRACE_S later). A worker started with
-``die_with_parent`` also gets SIGTERM when its parent dies, even by kill -9 (Linux's PR_SET_PDEATHSIG, set by
-the child itself in ``follow_parent``, called first thing by main.py).
+One pool runs both (WorkerPool): N at a time, in order, each in its own session (a Ctrl-C at the terminal
+reaches only the parent, which passes SIGTERM on), its output appended to the folder's log.txt; stopped by
+SIGTERM (they save their finished rounds and exit), SIGKILL to their process groups STOP_GRACE_S later or
+at a second Ctrl-C. A pool with ``die_with_parent`` also has its workers get SIGTERM when the parent dies,
+even by kill -9 (Linux's PR_SET_PDEATHSIG, set by the child itself in ``follow_parent``, called first thing
+by main.py).
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import os
+import shlex
 import signal
 import subprocess
+import threading
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from results import OutputError
 
 STOP_GRACE_S = 60  # how long stopped workers get to save and exit before they are killed
 PARENT_ENV = "ACTIVE_LEARNING_PARENT_PID"  # set for a worker that dies with its parent: the parent's pid
@@ -60,3 +68,95 @@ def stop_workers(procs: list, grace: float = STOP_GRACE_S) -> None:
                 proc.wait(max(0.0, deadline - time.monotonic()))
     finally:  # also at a second Ctrl-C while waiting
         signal_workers(procs, signal.SIGKILL, group=True)
+
+
+@dataclass
+class Job:
+    """One worker for WorkerPool.run: its command, the log.txt it appends to (headed by ``caller`` and the
+    command), and what to do when it has started (``started(proc, number)``, number counting from 1) and
+    when it has ended (``finished(proc, seconds, output)``, output: what it wrote to the log)."""
+
+    cmd: list
+    log_path: Path
+    caller: str
+    started: Callable = field(default=lambda proc, number: None)
+    finished: Callable = field(default=lambda proc, seconds, output: None)
+
+
+class WorkerPool:
+    """Runs jobs ``size`` at a time, in order, as workers; ``stopping`` is set once a signal (or an error)
+    has stopped it, so that ``finished`` can tell an interrupted worker from a failed one. ``on_stop(n)`` is
+    called when the n running workers are asked to stop (to say so at once)."""
+
+    def __init__(self, size: int, die_with_parent: bool = False, on_stop: Callable = lambda n: None,
+                 poll_s: float = 0.2):
+        self.size, self.die_with_parent, self.on_stop, self.poll_s = size, die_with_parent, on_stop, poll_s
+        self.stopping = False
+        self.running: dict = {}  # Popen -> (job, start time, log file, log offset)
+        self._signals, self._term_sent = 0, None
+
+    def run(self, jobs: list) -> bool:
+        """Run every job; True when SIGINT or SIGTERM stopped the pool (no new job starts; the running ones
+        get SIGTERM once, SIGKILL STOP_GRACE_S later or at a second signal), else False. An exception (from
+        a callback, or a log that cannot be opened) stops the workers the same way and propagates."""
+        todo, started = list(jobs), 0
+        previous = ({s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+                    if _in_main_thread() else {})
+        try:
+            while todo or self.running:
+                while todo and len(self.running) < self.size and not self.stopping:
+                    started += 1
+                    self._start(todo.pop(0), started)
+                if self.stopping:
+                    todo.clear()
+                    self._stop_running()
+                for proc in [p for p in self.running if p.poll() is not None]:
+                    self._finish(proc)
+                time.sleep(self.poll_s)
+        except BaseException:
+            self.stopping = True
+            stop_workers(list(self.running))
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return self.stopping
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stopping, self._signals = True, self._signals + 1
+        if self._signals > 1:  # a second Ctrl-C: no more waiting
+            signal_workers(self.running, signal.SIGKILL, group=True)
+
+    def _start(self, job: Job, number: int) -> None:
+        try:
+            log = open(job.log_path, "ab", buffering=0)  # unbuffered: the worker appends to it too
+        except OSError as err:
+            raise OutputError(f"cannot write {job.log_path}: {err.strerror or err}") from None
+        offset = log.tell()
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.caller}: {shlex.join(job.cmd)}\n".encode())
+        proc = start_worker(job.cmd, log, die_with_parent=self.die_with_parent)
+        self.running[proc] = (job, time.monotonic(), log, offset)
+        job.started(proc, number)
+
+    def _stop_running(self) -> None:
+        """SIGTERM to the running workers once; SIGKILL to those left STOP_GRACE_S later."""
+        if self._term_sent is None:
+            self._term_sent = time.monotonic()
+            if self.running:
+                self.on_stop(len(self.running))
+            signal_workers(self.running, signal.SIGTERM)
+        elif time.monotonic() - self._term_sent > STOP_GRACE_S:
+            signal_workers(self.running, signal.SIGKILL, group=True)
+
+    def _finish(self, proc: subprocess.Popen) -> None:
+        job, t0, log, offset = self.running.pop(proc)
+        with open(job.log_path, "rb") as f:
+            f.seek(offset)
+            output = f.read().decode("utf-8", errors="replace")
+        with log:
+            log.write(f"=== exit {proc.returncode}\n".encode())
+        job.finished(proc, time.monotonic() - t0, output)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

@@ -16,16 +16,12 @@ beside these, so the pool stays hand-made, here.
 from __future__ import annotations
 
 import os
-import shlex
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from sweeps.executors.base import Executor
 from sweeps.grid import Sweep, SweepError, cell_state, print_table, say, write_attempt
-from workers import STOP_GRACE_S, signal_workers, start_worker
+from workers import Job, WorkerPool
 
 MAIN_PY = Path(__file__).resolve().parents[2] / "main.py"  # each cell is a process of main.py
 
@@ -45,80 +41,39 @@ class LocalExecutor(Executor):
             raise SweepError(f"--workers must be at least 1, got {args.workers}")
 
     def run(self, sweep: Sweep, cells: list) -> int:
-        """Run ``cells``, ``--workers`` at a time, each a ``main.py --resume`` process.
+        """Run ``cells``, ``--workers`` at a time, each a ``main.py --resume`` process (workers.WorkerPool).
 
         Workers run in their own sessions, so a Ctrl-C at the terminal reaches only the sweep, which passes
         SIGTERM on to them (they save and exit 130; a second Ctrl-C kills them). A sweep killed with
         SIGKILL leaves its workers to finish their cells; a rerun meanwhile skips them as running.
         """
         workers = self.args.workers
-        cores = len(os.sched_getaffinity(0))
-        threads = max(1, cores // workers)
-        todo = list(cells)
-        total = len(todo)
-        running: dict = {}  # Popen -> (cell, start time, log file)
-        stop = {"signal": None, "count": 0}
-
-        def on_signal(signum, frame):
-            stop["signal"], stop["count"] = signum, stop["count"] + 1
-            if stop["count"] > 1:  # a second Ctrl-C: no more waiting
-                signal_workers(running, signal.SIGKILL, group=True)
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        started = 0
-        try:
-            while todo or running:
-                while todo and len(running) < workers and stop["signal"] is None:
-                    cell = todo.pop(0)
-                    started += 1
-                    proc, log = _start(cell, sweep, threads)
-                    running[proc] = (cell, time.monotonic(), log)
-                    say(f"start  {cell.name} ({started} of {total}, pid {proc.pid}, {threads} thread"
-                        f"{'s' if threads > 1 else ''})")
-                if stop["signal"] is not None:
-                    todo.clear()
-                    _stop(running, stop)
-                for proc in [p for p in running if p.poll() is not None]:
-                    _finish(proc, *running.pop(proc))
-                time.sleep(0.2)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        # not die_with_parent: a killed sweep's cells finish (a rerun skips them)
+        pool = WorkerPool(workers, on_stop=lambda n: say(f"stopping: {n} running cell(s) save their finished rounds "
+                                                         "and exit"))
+        pool.run([_cell_job(cell, sweep, threads, len(cells)) for cell in cells])
         rc = print_table(sweep.out, [c.name for c in sweep.cells])
-        if stop["signal"] is not None:
+        if pool.stopping:
             say("interrupted: run the same command again to continue")
             return 130
         return rc
 
 
-def _start(cell, sweep: Sweep, threads: int) -> tuple:
-    """(process, log file) of a new ``main.py --resume CELL`` worker in its own session."""
+def _cell_job(cell, sweep: Sweep, threads: int, total: int) -> Job:
+    """A ``main.py --resume CELL`` worker; its start and exit recorded in the cell's attempt.json and said."""
     cmd = [sys.executable, str(MAIN_PY), "--resume", str(cell.path), "--threads", str(threads),
            "--wandb_group", sweep.name, *(["--no-wandb"] if sweep.no_wandb else [])]
-    log = open(cell.path / "log.txt", "ab")
-    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} sweep.py: {shlex.join(cmd)}\n".encode())
-    log.flush()
-    proc = start_worker(cmd, log)  # left to finish its cell if the sweep is killed (a rerun skips it)
-    write_attempt(cell.path, executor="local", host=os.uname().nodename, pid=proc.pid, exit=None)
-    return proc, log
 
+    def started(proc, number: int) -> None:
+        write_attempt(cell.path, executor="local", host=os.uname().nodename, pid=proc.pid, exit=None)
+        say(f"start  {cell.name} ({number} of {total}, pid {proc.pid}, {threads} thread{'s' if threads > 1 else ''})")
 
-def _stop(running: dict, stop: dict) -> None:
-    """Ask the workers to save and exit (SIGTERM) once; kill them STOP_GRACE_S later."""
-    if "sent" not in stop:
-        stop["sent"] = time.monotonic()
-        say(f"stopping: {len(running)} running cell(s) save their finished rounds and exit")
-        signal_workers(running, signal.SIGTERM)
-    elif time.monotonic() - stop["sent"] > STOP_GRACE_S:
-        signal_workers(running, signal.SIGKILL, group=True)
+    def finished(proc, seconds: float, output: str) -> None:
+        write_attempt(cell.path, executor="local", host=os.uname().nodename, pid=proc.pid, exit=proc.returncode)
+        status = cell_state(cell.path)["status"]
+        how = f"exit {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
+        hint = "" if status == "complete" else f"; log: {cell.path / 'log.txt'}"
+        say(f"finish {cell.name}: {status} ({how}, {seconds:.0f} s{hint})")
 
-
-def _finish(proc: subprocess.Popen, cell, t0: float, log) -> None:
-    """Record a worker's exit in the cell's log.txt and attempt.json, and say how the cell ended."""
-    log.write(f"=== exit {proc.returncode}\n".encode())
-    log.close()
-    write_attempt(cell.path, executor="local", host=os.uname().nodename, pid=proc.pid, exit=proc.returncode)
-    status = cell_state(cell.path)["status"]
-    how = f"exit {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
-    hint = "" if status == "complete" else f"; log: {cell.path / 'log.txt'}"
-    say(f"finish {cell.name}: {status} ({how}, {time.monotonic() - t0:.0f} s{hint})")
+    return Job(cmd, cell.path / "log.txt", "sweep.py", started, finished)
