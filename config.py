@@ -19,7 +19,19 @@ LOG_LEVEL = logging.INFO
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 NOISES = ("none", "gaussian", "salt_and_pepper")
-ORACLES = ("simulated", "human")
+
+
+@dataclass(frozen=True)
+class OracleKind:
+    """What an --oracle is, for the code that must treat kinds differently (nothing compares names)."""
+
+    interactive: bool  # a person answers in a page: a run waits for them (no sweep cells, one seed at a time)
+    replayable: bool  # answers fixed per image (label noise included): read-back answers can be checked
+    labels_new_images: bool  # can label images the dataset has no label for (a folder's unlabeled/)
+
+
+ORACLES = {"simulated": OracleKind(interactive=False, replayable=True, labels_new_images=False),
+           "human": OracleKind(interactive=True, replayable=False, labels_new_images=True)}
 DONT_KNOW = ("out", "pool")
 LABEL_NOISES = ("none", "symmetric", "pair", "adversarial")
 OPTIMIZERS = ("adam", "sgd")
@@ -253,7 +265,7 @@ class Config:
     # A person as the oracle: the labelling page's address and what "I don't know" does.
     oracle: str = option("simulated", "who labels the queried images: `simulated` (the dataset's labels, with "
                                       "`--label_noise`) or `human` (a person in a local web page; see \"A person "
-                                      "as the oracle\")", choices=ORACLES)
+                                      "as the oracle\")", choices=tuple(ORACLES))
     dont_know: str = option("out", "`--oracle human`: an image answered \"I don't know\" leaves the pool (`out`) "
                                    "or goes back to it (`pool`)", choices=DONT_KNOW)
     human_host: str = option("127.0.0.1", "`--oracle human`: address the page listens on (this machine only by "
@@ -396,9 +408,9 @@ class Config:
         if self.label_noise == "adversarial" and self.label_noise_initial and self.label_noise_rate > 0:
             raise ConfigError("--label_noise adversarial cannot corrupt the initial set (no model exists yet to "
                               "follow): use --no-label_noise_initial or another --label_noise")
-        if self.oracle == "human" and self.label_noise != "none" and self.label_noise_rate > 0:
-            raise ConfigError("--label_noise simulates a wrong annotator; with --oracle human the person's answers "
-                              "are the labels: drop --label_noise")
+        if ORACLES[self.oracle].interactive and self.label_noise != "none" and self.label_noise_rate > 0:
+            raise ConfigError(f"--label_noise simulates a wrong annotator; with --oracle {self.oracle} the person's "
+                              "answers are the labels: drop --label_noise")
         if self.pool_subset and self.pool_subset < self.n_query:
             raise ConfigError(f"--pool_subset {self.pool_subset} is smaller than --n_query {self.n_query}")
         if self.warm_start == "shrink_perturb" and self.shrink == 0 and self.perturb == 0:

@@ -26,28 +26,15 @@ leaves it in the pool (--dont_know). Simulated oracles always answer; a person m
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+
+from config import ORACLES, OracleKind  # what each --oracle is, declared beside the flag
 
 from oracles.human.address import check_address
 from oracles.simulated import CleanOracle, NoisyOracle
 
 __all__ = ["ORACLES", "CleanOracle", "NoisyOracle", "OracleKind", "check_address", "make_oracle",
            "replayable_oracle"]
-
-
-@dataclass(frozen=True)
-class OracleKind:
-    """What an --oracle is, for the code that must treat kinds differently (nothing compares names)."""
-
-    interactive: bool  # a person answers in a page: a run waits for them (no sweep cells, one seed at a time)
-    replayable: bool  # answers fixed per image (label noise included): read-back answers can be checked
-    labels_new_images: bool  # can label images the dataset has no label for (a folder's unlabeled/)
-
-
-ORACLES = {"simulated": OracleKind(interactive=False, replayable=True, labels_new_images=False),
-           "human": OracleKind(interactive=True, replayable=False, labels_new_images=True)}
 
 
 def make_oracle(cfg, pool_y: torch.Tensor, num_classes: int, initial: torch.Tensor | None = None, study=None):
