@@ -1,41 +1,10 @@
 """BatchBALD: greedily choose a batch whose labels carry the most joint information about the weights.
 
-Kirsch, van Amersfoort & Gal 2019 (arXiv 1906.08158). The batch score is the joint mutual information
-
-    a(x_1..x_b) = I[y_1..y_b ; w] = H[y_1..y_b] − Σ_i E_w H[y_i | w]          (arXiv 1906.08158)
-
-estimated from K *consistent* MC-dropout samples: sample k is the same model for every pool item (the
-loop draws one set of K masks per query), so the K rows of log_probs_K_N_C can be multiplied across
-items. The second term is additive over items because the labels are independent given w.
-
-The joint entropy is handled with the chain rule. With Y the labels of the items already picked,
-
-    H[Y, y_c] = H[Y] + H[y_c | Y],   H[y_c | Y] = Σ_m p̂(m) H[p̂(y_c | m)],
-
-where m runs over joint label configurations of the picked items, p̂ is the average over the K samples
-and p̂(y_c | m) = Σ_k p̂(k | m) p_k(y_c): the K-sample model's posterior over k given m, times sample
-k's prediction. H[Y] is the same for every candidate, so the greedy step maximises the gain
-
-    g(c) = I[Y, y_c; w] − I[Y; w] = H[y_c | Y] − E_w H[y_c | w]   (≤ BALD(c), and ≥ 0 when exact).
-
-This is the paper's computation with its configurations × K matrix P̂_{1:n−1} (arXiv 1906.08158),
-except that each row of P̂ is divided by its sum over k: identical in exact arithmetic, but the
-stored numbers stay in [0, 1] however many items are picked, so nothing underflows even in float32.
-
-Exact vs sampled: the configurations m of the n−1 picked items are enumerated while there are at
-most ``num_samples`` of them (M = C^(n−1)). The candidate's own label is never a row: both regimes
-handle it as the C columns of every candidate, so a step costs M × K × N × C either way, and
-enumerating is exact for no more cost than drawing ``num_samples`` would be. Beyond that, M =
-``num_samples`` configurations are drawn from p̂ as in the paper (a sample k, then each picked label
-from p_k), and Σ_m p̂(m)·(...) becomes an average over the draws: the importance weights p̂(m)/p̂(m)
-of drawing from p̂ itself cancel (arXiv 1906.08158). The samples k are stratified rather than drawn:
-each generates M/K of the draws and its draws share the weight 1/K (``_stratified_draws``), so the
-average is over the K samples exactly, each by its own draws. Drawn configurations are kept and
-extended by one label per step (one draw each), and draws with identical labels are merged into one
-row carrying their summed weight before the N-wide work.
-
-Cost per step: M × K × N × C multiply-adds and M × N × C logarithms, M ≤ ``num_samples``; memory
-beyond the inputs: two M × N_chunk × C buffers within ``chunk_bytes`` together, and M × K.
+Kirsch, van Amersfoort & Gal 2019 (arXiv 1906.08158), from K consistent MC-dropout samples (one set of masks
+for the whole pool). Each greedy step adds the candidate with the largest gain H[y_c | Y] − E_w H[y_c | w]
+over the picked labels Y: exact while the picked items' label configurations number at most ``num_samples``,
+sampled (stratified over the K samples) beyond. The derivation, the rescaling that keeps float32 from
+underflowing, and the cost per step: docs/strategies.md, "BatchBALD: how the joint entropy is computed".
 """
 from __future__ import annotations
 

@@ -1,35 +1,10 @@
 """HumanOracle: the loop's oracle when a person labels (``--oracle human``).
 
-The loop calls it like any oracle, with the pool positions a round queried. It opens a *batch*, shows
-it in the labelling page (web.py) and blocks until the person submits the batch; then it returns the
-labels, -1 for an image answered "I don't know" (the loop records it and sets it aside or returns it
-to the pool: --dont_know).
-
-Nothing a person answers is lost:
-
-- Every answer is written to ``human_batch.json`` in the run folder (atomically: results.write_json)
-  before the server acknowledges it, so a closed tab, a reload, Ctrl-C or ``kill -9`` keeps it.
-- On ``--resume``, the interrupted round is trained again (the same seeded streams give the same
-  model and the same query on the CPU) and the saved answers of its images are shown again. Answers
-  for images the resumed round did not query again (possible on a GPU, whose kernels need not be
-  deterministic) are kept in the file under ``unused`` and filled in if those images are asked later.
-- A batch submitted but not yet recorded in rounds.csv (a kill in between) is not asked again.
-- The page's token is kept in ``human_token`` in the run folder (readable by its owner only), so after
-  ``--resume`` the same address works again when the port is the same (``--human_port``, kept in
-  config.json), and a tab left open reconnects by itself.
-
-The initial set keeps the dataset's labels (it must be labelled, like the test set); the person is
-asked only for the queried images. With ``--dataset folder`` the labels in ``train/<class>/`` are the
-person's own, so a queried image that the folder already labels is answered from there and never shown:
-the page asks only for images without a label (``unlabeled/``), and shows each as the file it was read
-from (``original``: found by pool position, never by a path a browser sends). Refused answers (an unknown
-class, an image not in the batch, a second submission) raise ``Refused`` and change nothing.
-
-While a batch is open the person may also take back its last answer (``undo``) and correct a label they
-gave in an earlier, recorded round (``correct``; ``review`` lists them). Corrections are saved with the
-batch, like its answers, and handed to the loop with it (``corrections``): the loop relabels those images
-for the next round and records each change in corrections.csv; acquired.csv keeps the first answer. With
---show_guess the loop passes the model's probabilities, and each card shows its top class.
+The loop calls it like any oracle, with the pool positions a round queried. It opens a *batch*, shows it
+in the labelling page (web.py), blocks until the person submits it, and returns the labels (-1: "I don't
+know"). Every answer is saved in ``human_batch.json`` before the page is told it was taken, so nothing a
+person answers is lost to a closed tab, Ctrl-C, kill -9 or a resume. What is asked, what is kept and how
+corrections reach the loop: docs/labelling.md, "How the human oracle keeps every answer".
 """
 from __future__ import annotations
 
