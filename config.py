@@ -37,6 +37,7 @@ LABEL_NOISES = ("none", "symmetric", "pair", "adversarial")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 WARM_STARTS = ("off", "continue", "shrink_perturb")
+ACQUISITIONS = ("top_k", "power", "softmax", "softrank")  # strategies/select.py
 AUGMENTS = ("none", "shift", "shift_rotate", "standard")  # what each applies: augment.AUGMENTS
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
 RESNET_STEMS = ("small", "imagenet")  # models/resnet.py: STEMS
@@ -201,6 +202,12 @@ class Config:
     model: str = option("lenet", "{choices}")
     lr: float = option(0.001, "learning rate", rule=Rule(float, 0.0, math.inf, low_open=True))
     strategy: str = option("random", "{choices}")
+    acquisition: str = option("top_k", "how a score strategy (bald, entropy, margin, epig, …) turns scores into a "
+                                       "batch: `top_k`, the highest; or a seeded draw without replacement with "
+                                       "probability ∝ score^β `power`, exp(β·score) `softmax`, or rank^-β "
+                                       "`softrank` (Kirsch et al. 2023, arXiv 2106.12059)", choices=ACQUISITIONS)
+    acquisition_beta: float = option(1.0, "β of a stochastic `--acquisition`",
+                                     rule=Rule(float, 0.0, 1e6, low_open=True))
     n_init_labeled: int = option(10000, "initial labelled images, drawn class-balanced with the seed", rule=_COUNT)
     n_query: int = option(1000, "images labelled per round", rule=_COUNT)
     n_round: int = option(10, "query rounds; rounds 0..n_round are trained and evaluated", rule=_COUNT0)

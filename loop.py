@@ -26,7 +26,7 @@ from oracles import ORACLES, make_oracle, replayable_oracle
 from results import RunDir
 from rng import torch_generator
 from stopping import StopSignal, reached, stop_set_positions
-from strategies import Embeddings, Strategy, get_strategy, random_scores, select_top_k
+from strategies import Embeddings, Strategy, get_strategy, random_scores, select_stochastic, select_top_k
 from train import (Schedule, check_finite, evaluate, fit, make_optimizer, pool_embeddings, pool_log_probs, score_pool,
                    warm_start)
 
@@ -77,6 +77,12 @@ def check_declared(cfg: Config) -> None:
         raise ConfigError(f"--augment {cfg.augment} flips images left to right, which can change a class of "
                           f"--dataset {cfg.dataset}: use --augment shift_rotate")
     strategy = get_strategy(cfg.strategy)
+    if cfg.acquisition != "top_k" and not strategy.scores_items:
+        raise ConfigError(f"--acquisition {cfg.acquisition} draws from per-image scores; --strategy {cfg.strategy} "
+                          "has none (it chooses its batch itself): use --acquisition top_k")
+    if cfg.acquisition == "power" and strategy.negative_scores:
+        raise ConfigError(f"--acquisition power needs scores ≥ 0; --strategy {cfg.strategy}'s are negative: use "
+                          "--acquisition softmax or softrank")
     if cfg.source.several_networks and strategy.kind == "embeddings":
         raise ConfigError(f"--strategy {cfg.strategy} chooses from one network's features; it does not take "
                           f"--uncertainty {cfg.uncertainty}")
@@ -152,7 +158,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
             first_labels = oracle(first)
             state.label(first, first_labels, round_=0)
             run_dir.reset_acquired(acquired_rows(data, -1, first, first_labels,
-                                                 torch.full((first.numel(),), float("nan"))))
+                                                 torch.full((first.numel(),), math.nan)))
         else:
             run_dir.upgrade_records(true_label=lambda p: int(data.pool_y[p]),
                                     noisy=lambda p: int(data.noisy_of(torch.tensor([p]))[0]))
@@ -378,7 +384,7 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     t = time.perf_counter()
     acquired, n_scored, n_answered, n_skipped, label_s = [], 0, 0, 0, 0.0
     if r < cfg.n_round and not reached(kappa, cfg.stop_when_stable):
-        picked, picked_scores, n_scored = query(cfg, data, state, strategy, model, r)
+        picked, picked_scores, draw_probs, n_scored = query(cfg, data, state, strategy, model, r)
         probs = predict_probs(cfg, data, model, picked) if oracle.needs_predictions else None
         t_label = time.perf_counter()
         labels = oracle(picked, probs)
@@ -388,7 +394,7 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
         if cfg.dont_know == "out":
             state.set_aside(picked[~answered])
         n_answered, n_skipped = int(answered.sum()), int((~answered).sum())
-        acquired = acquired_rows(data, r, picked, labels, picked_scores)
+        acquired = acquired_rows(data, r, picked, labels, picked_scores, draw_probs)
     query_s = _elapsed(t, data.device) - label_s
     row = {"round": r, "n_labeled": state.n_labeled - n_answered, "n_corrupted": n_corrupted, "n_skipped": n_skipped,
            "train_loss": trained["loss"],
@@ -403,17 +409,19 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
 
 
 def acquired_rows(data: StudyData, r: int, positions: torch.Tensor, labels: torch.Tensor,
-                  scores: torch.Tensor) -> list:
+                  scores: torch.Tensor, draw_probs: torch.Tensor | None = None) -> list:
     """Rows of acquired.csv: queried after round r (-1: the initial set), pool and dataset indices, the
-    label the oracle gave (``label``, what training uses) and the dataset's (``true_label``), and whether
-    the image's input carries noise (``noisy``, 0/1)."""
+    label the oracle gave (``label``, what training uses) and the dataset's (``true_label``), the score,
+    whether the image's input carries noise (``noisy``, 0/1), and the probability a stochastic
+    --acquisition drew it with at its turn (``draw_prob``; NaN when nothing was drawn)."""
     dataset_idx = data.pool_idx[positions.to(data.device)].tolist()
     true = data.pool_y[positions.to(data.device)].tolist()
     noisy = data.noisy_of(positions).int().tolist()
+    probs = [math.nan] * positions.numel() if draw_probs is None else draw_probs.tolist()
     return [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "true_label": t, "score": s,
-             "noisy": z}
-            for p, d, lab, t, s, z in zip(positions.tolist(), dataset_idx, labels.tolist(), true, scores.tolist(),
-                                          noisy)]
+             "noisy": z, "draw_prob": q}
+            for p, d, lab, t, s, z, q in zip(positions.tolist(), dataset_idx, labels.tolist(), true, scores.tolist(),
+                                             noisy, probs)]
 
 
 def count_corrupted(data: StudyData, state: PoolState) -> int:
@@ -516,11 +524,13 @@ def candidate_positions(state: PoolState, subset: int, generator: torch.Generato
 
 
 def query(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, model, r: int) -> tuple:
-    """(pool positions to label, their scores, how many were scored), best first (or in pick order)."""
+    """(pool positions to label, their scores, their draw probabilities (None unless --acquisition drew
+    them), how many were scored), best first (or in pick or draw order)."""
     candidates = candidate_positions(state, cfg.pool_subset, torch_generator(cfg.seed, "subset", r))
     # Ask the strategy as its kind says; each way gives positions into the candidates and their scores
-    picked, picked_scores = QUERY_BY_KIND[strategy.kind](Query(cfg, data, state, strategy, model, r, candidates))
-    return candidates[picked], picked_scores, candidates.numel()
+    picked, picked_scores, *drawn = QUERY_BY_KIND[strategy.kind](Query(cfg, data, state, strategy, model, r,
+                                                                       candidates))
+    return candidates[picked], picked_scores, (drawn or [None])[0], candidates.numel()
 
 
 @dataclass
@@ -553,6 +563,16 @@ class Query:
     def generator(self, purpose: str, device: torch.device | str = "cpu") -> torch.Generator:
         return torch_generator(self.cfg.seed, purpose, self.r, device=device)
 
+    def choose(self, scores: torch.Tensor) -> tuple:
+        """(positions, their scores, their draw probabilities or None) of --n_query candidates from per-item
+        scores: the top ones, or a draw as --acquisition says, from the stream (seed, "acquisition", round)."""
+        if self.cfg.acquisition == "top_k":
+            best = select_top_k(scores, self.cfg.n_query)
+            return best, scores[best], None
+        drawn, probs = select_stochastic(scores, self.cfg.n_query, self.cfg.acquisition, self.cfg.acquisition_beta,
+                                         self.generator("acquisition"))
+        return drawn, scores[drawn], probs
+
 
 def query_random(q: Query) -> tuple:
     """No predictions: uniformly random scores, the top --n_query of them."""
@@ -562,11 +582,11 @@ def query_random(q: Query) -> tuple:
 
 
 def query_scores(q: Query) -> tuple:
-    """The strategy scores every candidate from its K predictions, chunk by chunk; the top --n_query."""
+    """The strategy scores every candidate from its K predictions, chunk by chunk; --n_query of them chosen as
+    --acquisition says (Query.choose)."""
     scores = score_pool(q.model, q.data.train, q.idx, q.strategy.score, q.k, q.mc,
                         q.generator("mc_dropout", q.data.device), q.cfg.eval_batch_size).cpu()
-    best = select_top_k(scores, q.cfg.n_query)
-    return best, scores[best]
+    return q.choose(scores)
 
 
 def query_batch(q: Query) -> tuple:
@@ -579,15 +599,15 @@ def query_batch(q: Query) -> tuple:
 def query_targets(q: Query) -> tuple:
     """The strategy scores every candidate against T target inputs' predictions (EPIG), chunk by chunk; the
     top --n_query. Targets and candidates are predicted under the same K dropout masks (the same named
-    generator draws them), so that sample k is one model for both: the joint predictive needs pairs."""
+    generator draws them), so that sample k is one model for both: the joint predictive needs pairs. Chosen as
+    --acquisition says (Query.choose)."""
     images, target_idx = draw_targets(q)
     targets = pool_log_probs(q.model, images, target_idx, q.k, q.mc, q.generator("mc_dropout", q.data.device),
                              q.cfg.eval_batch_size).to(q.data.device)
     score = functools.partial(q.strategy.score_targets, log_probs_K_T_C=targets)
     scores = score_pool(q.model, q.data.train, q.idx, score, q.k, q.mc,
                         q.generator("mc_dropout", q.data.device), q.cfg.eval_batch_size).cpu()
-    best = select_top_k(scores, q.cfg.n_query)
-    return best, scores[best]
+    return q.choose(scores)
 
 
 def draw_targets(q: Query) -> tuple:

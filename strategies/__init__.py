@@ -28,7 +28,7 @@ from strategies.diversity import Embeddings, badge_select, coreset_select, typic
 from strategies.epig import epig
 from strategies.scores import (bald, entropy_of, least_confidence, margin, max_entropy, mean_log_probs,
                                mean_std, random_scores, var_ratios)
-from strategies.select import select_top_k
+from strategies.select import select_stochastic, select_top_k
 
 
 # Each kind and the one callable it uses (None: the kind uses none).
@@ -43,6 +43,7 @@ class Strategy:
     kind: str  # one of KINDS: how the loop queries with this strategy
     mc: bool  # needs K MC dropout samples; False: one deterministic pass (or none)
     min_mc_samples: int = 1
+    negative_scores: bool = False  # scores below 0 by definition (margin): no --acquisition power
     score: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # log_probs_K_N_C -> scores_N
     # (log_probs_K_N_C, batch_size, generator) -> (positions_B, scores_B), positions into N in pick order
     select_batch: Optional[Callable] = None
@@ -68,6 +69,11 @@ class Strategy:
         return self.kind != "random"
 
     @property
+    def scores_items(self) -> bool:
+        """True: the strategy scores each candidate and the loop chooses from the scores (--acquisition)."""
+        return self.kind in ("score", "targets")
+
+    @property
     def needs_embeddings(self) -> bool:
         """True: the loop passes the deterministic model's penultimate features (and probabilities)."""
         return self.kind == "embeddings"
@@ -79,7 +85,7 @@ STRATEGIES = {
     "bald": Strategy("bald", "score", mc=True, min_mc_samples=2, score=bald),
     "var_ratios": Strategy("var_ratios", "score", mc=True, min_mc_samples=2, score=var_ratios),
     "mean_std": Strategy("mean_std", "score", mc=True, min_mc_samples=2, score=mean_std),
-    "margin": Strategy("margin", "score", mc=True, score=margin),
+    "margin": Strategy("margin", "score", mc=True, score=margin, negative_scores=True),
     "least_confidence": Strategy("least_confidence", "score", mc=True, score=least_confidence),
     "batchbald": Strategy("batchbald", "batch", mc=True, min_mc_samples=2, select_batch=batchbald_select),
     "epig": Strategy("epig", "targets", mc=True, min_mc_samples=2, score_targets=epig),
@@ -98,4 +104,4 @@ def get_strategy(name: str) -> Strategy:
 __all__ = ["CALLABLES", "KINDS", "STRATEGIES", "Embeddings", "Strategy", "badge_select", "bald", "batchbald_select",
            "coreset_select", "entropy_of", "epig", "get_strategy",
            "least_confidence", "margin", "max_entropy", "mean_log_probs", "mean_std", "random_scores",
-           "select_top_k", "typiclust_select", "var_ratios"]
+           "select_stochastic", "select_top_k", "typiclust_select", "var_ratios"]

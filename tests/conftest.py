@@ -41,8 +41,9 @@ def pytest_configure(config):
 RESUMABLE = ["--device", "cpu", "--dataset", "mnist_5k", "--no-wandb", "--num_valid", "100", "--n_init_labeled", "20",
              "--n_query", "10", "--n_round", "5", "--epochs", "1", "--min_steps", "60", "--threads", "1",
              "--strategy", "bald", "--mc_samples", "5", "--noise", "gaussian", "--noise_rate", "0.2",
-             # a training recipe with random draws of its own: a killed run resumes to the same numbers with it
-             "--augment", "shift_rotate", "--lr_schedule", "onecycle"]
+             # a training recipe and a stochastic acquisition with random draws of their own: a killed run
+             # resumes to the same numbers with them
+             "--augment", "shift_rotate", "--lr_schedule", "onecycle", "--acquisition", "power"]
 
 
 def run_dirs(output_dir: Path) -> list:

@@ -272,7 +272,8 @@ def test_query_passes_candidates_and_labelled_embeddings(name, subset):
     cfg = Config(pool_subset=subset, n_query=4, seed=11, eval_batch_size=5, mc_samples=6)
     model = build_model("lenet", 1, 28, 10, 0.5, torch.Generator().manual_seed(0))
     strategy = get_strategy(name)
-    picked, scores, n_scored = query(cfg, data, state, strategy, model, r=1)
+    picked, scores, draw_probs, n_scored = query(cfg, data, state, strategy, model, r=1)
+    assert draw_probs is None  # chosen by the strategy, not drawn
     candidates = candidate_positions(state, subset, torch_generator(11, "subset", 1))
     assert n_scored == candidates.numel() == (subset or 37)
     assert picked.numel() == 4 and picked.unique().numel() == 4
