@@ -65,7 +65,8 @@ def test_the_same_generator_draws_the_same_batch_and_a_large_beta_is_top_k():
     c = select_stochastic(scores, 20, "softmax", 1.0, gen(4))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
     # a very large β: the draw is the top 20 (nearly tied neighbours may swap places within it)
-    assert set(select_stochastic(scores, 20, "power", 1e4, gen(3))[0].tolist()) == set(select_top_k(scores, 20).tolist())
+    drawn = select_stochastic(scores, 20, "power", 1e4, gen(3))[0]
+    assert set(drawn.tolist()) == set(select_top_k(scores, 20).tolist())
     with pytest.raises(ValueError, match="NaN"):
         select_stochastic(torch.tensor([0.1, math.nan]), 1, "power", 1.0, gen(0))
 

@@ -44,3 +44,19 @@ def test_only_entry_points_import_main():
              and not p.relative_to(ROOT).parts[0] == "bench"
              and any(top_level.match(line) for line in p.read_text().splitlines())]
     assert found == []
+
+
+def test_every_relative_link_in_the_readme_and_docs_names_a_file_that_exists():
+    """The README is the front door and docs/ holds the rest: a link to a moved or renamed file is a dead end."""
+    dead = []
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", md.read_text(encoding="utf-8")):
+            if not re.match(r"[a-z]+:", target) and not (md.parent / target).exists():
+                dead.append(f"{md.relative_to(ROOT)} → {target}")
+    assert dead == []
+
+
+def test_the_readme_stays_a_front_door():
+    """What a new user needs (the two commands, the flags table, where things live), about 400 lines; studies
+    and benchmark histories go to docs/."""
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 410
