@@ -26,6 +26,7 @@ import torch
 from strategies.batchbald import batchbald_select
 from strategies.diversity import Embeddings, badge_select, coreset_select, typiclust_select
 from strategies.epig import epig
+from strategies.probcover import probcover_select
 from strategies.scores import (bald, entropy_of, least_confidence, margin, max_entropy, mean_log_probs,
                                mean_std, random_scores, var_ratios)
 from strategies.select import select_stochastic, select_top_k
@@ -92,6 +93,7 @@ STRATEGIES = {
     "coreset": Strategy("coreset", "embeddings", mc=False, select_embeddings=coreset_select),
     "badge": Strategy("badge", "embeddings", mc=False, select_embeddings=badge_select),
     "typiclust": Strategy("typiclust", "embeddings", mc=False, select_embeddings=typiclust_select),
+    "probcover": Strategy("probcover", "embeddings", mc=False, select_embeddings=probcover_select),
 }
 
 
@@ -104,4 +106,4 @@ def get_strategy(name: str) -> Strategy:
 __all__ = ["CALLABLES", "KINDS", "STRATEGIES", "Embeddings", "Strategy", "badge_select", "bald", "batchbald_select",
            "coreset_select", "entropy_of", "epig", "get_strategy",
            "least_confidence", "margin", "max_entropy", "mean_log_probs", "mean_std", "random_scores",
-           "select_stochastic", "select_top_k", "typiclust_select", "var_ratios"]
+           "probcover_select", "select_stochastic", "select_top_k", "typiclust_select", "var_ratios"]

@@ -226,7 +226,7 @@ def test_typiclust_minibatch_path_and_distinct_picks(monkeypatch):
 
 # --- registry, embeddings, loop ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["coreset", "badge", "typiclust"])
+@pytest.mark.parametrize("name", ["coreset", "badge", "typiclust", "probcover"])
 def test_registry_declares_embeddings(name):
     s = get_strategy(name)
     assert s is STRATEGIES[name] and s.needs_embeddings and s.needs_predictions
@@ -263,7 +263,7 @@ def probe_study(n_train=60, n_pool=40):
     return probe_study_data(x, n_pool, num_classes=10)
 
 
-@pytest.mark.parametrize("name", ["coreset", "badge", "typiclust"])
+@pytest.mark.parametrize("name", ["coreset", "badge", "typiclust", "probcover"])
 @pytest.mark.parametrize("subset", [0, 12])
 def test_query_passes_candidates_and_labelled_embeddings(name, subset):
     data = probe_study()
@@ -288,7 +288,7 @@ def test_query_passes_candidates_and_labelled_embeddings(name, subset):
 
 # --- end to end --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("strategy", ["coreset", "badge", "typiclust"])
+@pytest.mark.parametrize("strategy", ["coreset", "badge", "typiclust", "probcover"])
 def test_diversity_strategies_run_end_to_end(cli, strategy):
     rc, out, err, runs = cli(*SMALL, "--strategy", strategy)
     assert rc == 0, err
