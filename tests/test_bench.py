@@ -113,3 +113,17 @@ def test_recipe_steps_checkpoints_equal_separate_shorter_trainings():
     assert set(together) == {"none:constant:10", "none:constant:30", "none:constant:60"}
     assert together == apart
     assert len({acc for acc, _ in together.values()}) > 1  # the lengths differ, so should their accuracies
+
+
+def test_inference_bench_prints_each_part_of_a_round_in_both_layouts():
+    """bench/bench_inference.py: eval and query per chunk size and layout, and the BatchNorm recalibration."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_inference.py"), "--models", "resnet18:imagenet",
+                           "--threads", "1", "--chunks", "50", "100", "--eval_images", "100", "--pool", "120",
+                           "--labels", "30", "--repeats", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    keys = {(e["what"], e["layout"], e["chunk"]) for e in lines}
+    assert keys == {(w, lay, c) for w in ("eval", "query") for lay in ("nchw", "channels_last") for c in (50, 100)} | \
+        {("recalibrate", "nchw", 64)}
+    assert all(e["median_s"] > 0 and e["model"] == "resnet18:imagenet" and e["threads"] == 1 for e in lines)
