@@ -738,3 +738,23 @@ def test_the_page_answers_only_to_the_names_of_its_address(make_oracle):
     assert thread.is_alive()
     anywhere = make_oracle(host="0.0.0.0")  # every interface: whatever name reached it is fine
     assert over_http(anywhere, "/state", f"evil.example:{port}")[0] == 200
+
+
+def test_the_keys_legend_names_every_key_up_to_four_classes_and_favicon_is_no_error(make_oracle):
+    """Issue 26, flaws 7 and 8: with 4 classes the legend read "0 1 2 … 3"; /favicon.ico answered 403 (a console
+    error on every load), since browsers ask for it without the token."""
+    def legend(num_classes):
+        data = uint8_data()
+        data.num_classes = num_classes
+        oracle = make_oracle(data)
+        thread, out, client = open_batch(oracle)
+        html = client.get(f"/view?token={oracle.token}").get_data(as_text=True)
+        return re.search(r'<p class="legend" id="keys">Keys: (.*?)label', html).group(1).strip()
+    assert legend(4) == "<kbd>0</kbd> <kbd>1</kbd> <kbd>2</kbd> <kbd>3</kbd>"
+    assert legend(10) == "<kbd>0</kbd> <kbd>1</kbd> <kbd>2</kbd> … <kbd>9</kbd>"
+    oracle = make_oracle()
+    client = create_app(oracle).test_client()
+    assert client.get("/favicon.ico").status_code == 204
+    assert client.get("/view").status_code == 403  # every other route still needs the token
+    page = client.get(f"/?token={oracle.token}").get_data(as_text=True)
+    assert '<link rel="icon" href="data:,">' in page  # the page asks for no icon at all

@@ -1,7 +1,8 @@
 """The labelling page: a small Flask application served from a thread of the run.
 
-Routes (every one needs the run's token, without it: 403; and a Host header that names the page's own
-address, otherwise: 400, see address.accepted_hosts):
+Routes (every one needs the run's token, without it: 403, but ``/favicon.ico``, which browsers ask for without
+it: 204, no icon; and a Host header that names the page's own address, otherwise: 400, see
+address.accepted_hosts):
 
 - ``GET /?token=T``: the page (server-rendered; its script polls ``/state`` and draws ``/view``, the open
   batch's cards updated in place so that focus stays);
@@ -90,6 +91,8 @@ def create_app(desk, hosts: frozenset | None = LOOPBACK_NAMES) -> Flask:
 
     @app.before_request
     def need_token():
+        if request.path == "/favicon.ico":  # asked by every browser, without the token: no icon, no error
+            return Response(status=204)
         given = request.headers.get("X-Token", "") if request.method == "POST" else request.args.get("token", "")
         if not hmac.compare_digest(given.encode(), desk.token.encode()):
             return Response("403 Forbidden: this page needs the token of the run (open the address the run "
