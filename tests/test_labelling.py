@@ -758,3 +758,21 @@ def test_the_keys_legend_names_every_key_up_to_four_classes_and_favicon_is_no_er
     assert client.get("/view").status_code == 403  # every other route still needs the token
     page = client.get(f"/?token={oracle.token}").get_data(as_text=True)
     assert '<link rel="icon" href="data:,">' in page  # the page asks for no icon at all
+
+
+def test_a_disabled_submit_says_which_images_are_still_to_answer(make_oracle):
+    """Issue 26, flaw 9: the disabled Submit button did not say which image was missing (only Enter did)."""
+    oracle = make_oracle()
+    thread, out, client = open_batch(oracle)
+
+    def missing():
+        html = client.get(f"/view?token={oracle.token}").get_data(as_text=True)
+        return re.search(r'<span id="missing" class="missing">(.*?)</span>', html).group(1)
+    assert missing() == "still to answer: image 1, 2, 3"
+    assert give(client, oracle, ASKED[1], 4)[0] == 200
+    assert missing() == "still to answer: image 1, 3"
+    for position in (ASKED[0], ASKED[2]):
+        give(client, oracle, position, 1)
+    assert missing() == ""
+    assert submit(client, oracle)[0] == 200
+    thread.join(10)
