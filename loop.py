@@ -378,7 +378,7 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     kappa = (stop.record(predict_probs(cfg, data, model, stop.positions).argmax(1)) if stop and not stop.off
              else math.nan)
     eval_s = _elapsed(t, data.device)
-    live.update(phase="querying", val_acc=val["acc"], test_acc=test["acc"])
+    live.update(phase="querying", val_acc=val["acc"], test_acc=test["acc"], stop_kappa=kappa)
     # Query the pool and reveal the chosen labels (no query after the last round). The oracle may not
     # answer an item (label -1, "I don't know"): it is recorded, and set aside or left in the pool.
     t = time.perf_counter()

@@ -776,3 +776,33 @@ def test_a_disabled_submit_says_which_images_are_still_to_answer(make_oracle):
     assert missing() == ""
     assert submit(client, oracle)[0] == 200
     thread.join(10)
+
+
+def test_the_kappa_line_is_the_newest_models_and_the_finished_page_keeps_it(make_oracle, run_dir):
+    """Issue 26, flaw 1: the page said 0.952 "still changing" (the last recorded round's kappa) while the model
+    that chose the open batch had kappa 1.000; and a finished page showed no kappa at all."""
+    oracle = make_oracle()
+    run_dir.planned_rounds = 4
+    run_dir.append_round({**{c: 0 for c in ROUND_COLUMNS}, "round": 0, "stop_kappa": math.nan}, [])
+    run_dir.append_round({**{c: 0 for c in ROUND_COLUMNS}, "round": 1, "n_labeled": 10, "stop_kappa": 0.952}, [])
+    oracle.study.live.update(round=2, phase="querying", n_labeled=14, val_acc=0.8, test_acc=0.8, stop_kappa=1.0)
+    thread, out, client = open_batch(oracle)
+
+    def said():
+        html = client.get(f"/view?token={oracle.token}").get_data(as_text=True)
+        found = re.search(r'<p id="stability" class="[^"]*">(.*?)</p>', html, re.S)
+        return found and found.group(1)
+    assert "kappa 1.000" in said() and "stopped changing" in said()
+    state = client.get(f"/state?token={oracle.token}").get_json()
+    assert state["stability"]["kappa"] == 1.0
+    assert [k["stop_kappa"] for k in state["kappa"]] == [None, 0.952]  # recorded rounds only
+    batch = oracle.view()["batch_round"]
+    for position in ASKED:
+        post(client, oracle, "/answer", {**body(position, 1), "batch": batch})
+    assert submit(client, oracle, batch)[0] == 200
+    thread.join(10)
+    run_dir.append_round({**{c: 0 for c in ROUND_COLUMNS}, "round": 2, "n_labeled": 14, "stop_kappa": 1.0}, [])
+    oracle.study.live.clear()
+    oracle.last_seen = 0.0
+    oracle.close(finished=True)
+    assert "kappa 1.000" in said()  # the finished page keeps the last model's

@@ -206,10 +206,11 @@ def test_label_a_study_in_the_browser(tmp_path):
             # Batch 1, by keyboard (the page follows by itself, no reload): digits label the highlighted
             # image and move on; "?" is "I don't know"; Enter submits.
             positions = open_batch(page, 1)
-            # While round 1 trained, the page showed the progress and round 0's learning curve, with a
-            # legend for its two lines; batch 0's "submitted" line is gone with the new batch.
+            # The learning curve has rounds 0 and 1 (round 1's model chose this batch: its kappa against
+            # round 0 is drawn too), with a legend for its lines; batch 0's "submitted" line is gone.
             assert page.locator("#curve").count() == 1
-            assert page.locator("#curve .legend").all_text_contents() == ["validation accuracy", "test accuracy"]
+            assert page.locator("#curve .legend").all_text_contents() == ["validation accuracy", "test accuracy",
+                                                                          "kappa"]
             assert page.locator("#message").inner_text() == ""
             assert page.locator(".phase").inner_text().startswith("Round 2 of 4: waiting for you.")
             # Enter on an incomplete batch: the run's refusal, on the page.

@@ -303,10 +303,11 @@ class HumanOracle(CleanOracle):
             # The stopping signal of the finished rounds (the live one below is not recorded yet)
             kappas = [{"round": row["round"], "n_labeled": row["n_labeled"],
                        "stop_kappa": _finite(row.get("stop_kappa", math.nan))} for row in rows]
-            latest = float(rows[-1].get("stop_kappa", math.nan)) if rows else math.nan
             live = dict(self.study.live)
             if live.get("round") == len(rows) and "test_acc" in live:
                 rows.append(live)  # the round in progress, evaluated but not recorded yet (shown, not saved)
+            # What the page says about stopping: the newest model's kappa, the one that chose the open batch
+            latest = float(rows[-1].get("stop_kappa", math.nan)) if rows else math.nan
             b = self.batch
             open_ = b is not None and not b["submitted"]
             if self.finished:
