@@ -358,11 +358,15 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
     whose kappa ends the run (--stop_when_stable) queries nothing, like the last round."""
     live = {} if live is None else live
     live.clear()
-    live.update(round=r, phase="training", n_labeled=state.n_labeled)
+    live.update(round=r, phase="training", n_labeled=state.n_labeled, steps_done=0,
+                train_started=time.monotonic())
     t_round = time.perf_counter()
-    # Train a model (fresh, or warm-started from the previous round's) on the labelled set
+    # Train a model (fresh, or warm-started from the previous round's) on the labelled set; the live record
+    # follows its steps (the labelling page's estimate of the time left)
     t = time.perf_counter()
-    model, trained = train_model(cfg, data, state, r, weights.of(r - 1) if weights else None)
+    live["steps_planned"] = schedule_of(cfg).max_steps(state.n_labeled) * cfg.source.networks(cfg)
+    model, trained = train_model(cfg, data, state, r, weights.of(r - 1) if weights else None,
+                                 after_epoch=StepsDone(live))
     n_corrupted = count_corrupted(data, state)
     train_s = _elapsed(t, data.device)
     # Keep the trained weights for the next round's warm start (file I/O: not part of train_s)
@@ -488,8 +492,7 @@ def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous
     labeled = state.labeled_positions()
     idx = data.pool_idx[labeled.to(data.device)]
     y = state.labels_of(labeled).to(data.device)
-    schedule = Schedule(cfg.epochs, cfg.batch_size, cfg.min_steps, cfg.epoch_samples, cfg.early_stopping,
-                        cfg.stop_loss, cfg.stop_window, cfg.stop_min_steps, cfg.lr_schedule)
+    schedule = schedule_of(cfg)
     augmenter = make_augmenter(cfg.augment, cfg.augment_shift, data.train.mean.flatten().tolist(),
                                data.train.std.flatten().tolist())
     fits = []
@@ -507,6 +510,26 @@ def train_model(cfg: Config, data: StudyData, state: PoolState, r: int, previous
         "steps": sum(f["steps"] for f in fits), "kept_epoch": max(f["kept_epoch"] for f in fits)}
     check_finite(model, fitted["loss"], r)  # before its numbers or its queries are recorded
     return model, fitted
+
+
+def schedule_of(cfg: Config) -> Schedule:
+    """How a round trains, from the configuration."""
+    return Schedule(cfg.epochs, cfg.batch_size, cfg.min_steps, cfg.epoch_samples, cfg.early_stopping,
+                    cfg.stop_loss, cfg.stop_window, cfg.stop_min_steps, cfg.lr_schedule)
+
+
+class StepsDone:
+    """An after_epoch callback that keeps live["steps_done"], the round's optimizer steps so far (all the
+    members' of an ensemble, trained one after the other)."""
+
+    def __init__(self, live: dict):
+        self.live, self.last = live, 0
+
+    def __call__(self, model, steps: int) -> None:
+        if steps < self.last:  # the next member began
+            self.last = 0
+        self.live["steps_done"] = self.live.get("steps_done", 0) + steps - self.last
+        self.last = steps
 
 
 def validation_metrics(cfg: Config, data: StudyData, model) -> dict:

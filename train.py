@@ -72,6 +72,10 @@ class Schedule:
     def steps_per_epoch(self, n: int) -> int:
         return math.ceil(self.epoch_length(n) / self.batch_size)
 
+    def max_steps(self, n: int) -> int:
+        """The most optimizer steps a round on n labelled images trains (early stopping may end it sooner)."""
+        return self.max_epochs(n) * self.steps_per_epoch(n)
+
     def max_epochs(self, n: int) -> int:
         """--epochs, or more when that many passes are fewer than --min_steps steps."""
         return max(self.epochs, math.ceil(self.min_steps / self.steps_per_epoch(n)))

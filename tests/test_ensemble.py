@@ -168,7 +168,7 @@ def test_epig_scores_an_ensemble_from_its_members_predictions():
     torch.set_num_threads(1)
     cfg, data, state = _study(strategy="epig", epig_targets=20, pool_subset=200, min_steps=10)
     model, _ = train_model(cfg, data, state, 0)
-    picked, scores, n_scored = query(cfg, data, state, get_strategy("epig"), model, 0)
+    picked, scores, _, n_scored = query(cfg, data, state, get_strategy("epig"), model, 0)
     assert n_scored == 200 and picked.numel() == cfg.n_query
     # The same scores by hand: the members' predictions of the candidates and of the drawn targets.
     q = Query(cfg, data, state, get_strategy("epig"), model, 0,

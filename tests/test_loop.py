@@ -45,7 +45,7 @@ def test_query_maps_subset_positions_back_to_pool_and_dataset_indices(subset):
     state = PoolState(40)
     state.label(torch.tensor([0, 5, 7]), torch.tensor([0, 1, 2]), round_=0)
     cfg = Config(pool_subset=subset, n_query=3, seed=11, eval_batch_size=4, mc_samples=3)
-    picked, scores, n_scored = query(cfg, data, state, PROBE, probe_model(), r=2)
+    picked, scores, _, n_scored = query(cfg, data, state, PROBE, probe_model(), r=2)
 
     unlabeled = set(state.unlabeled_positions().tolist())
     assert n_scored == (subset or 37)
@@ -68,7 +68,7 @@ def test_query_without_subset_takes_best_of_whole_unlabelled_pool():
     best_position = int(torch.argmax(data.pool_idx))
     state.label(torch.tensor([best_position]), torch.tensor([0]), round_=0)
     cfg = Config(n_query=2, eval_batch_size=7, mc_samples=2)
-    picked, _, _ = query(cfg, data, state, PROBE, probe_model(), r=0)
+    picked, _, _, _ = query(cfg, data, state, PROBE, probe_model(), r=0)
     ranked = sorted((p for p in range(40) if p != best_position), key=lambda p: -int(data.pool_idx[p]))
     assert picked.tolist() == ranked[:2]
 
@@ -91,7 +91,7 @@ def test_batchbald_query_returns_distinct_unlabelled_candidates_in_pick_order(su
     cfg = Config(pool_subset=subset, n_query=4, seed=11, eval_batch_size=5, mc_samples=6)
     strategy = get_strategy("batchbald")
     model = dropout_probe_model()
-    picked, scores, n_scored = query(cfg, data, state, strategy, model, r=1)
+    picked, scores, _, n_scored = query(cfg, data, state, strategy, model, r=1)
 
     candidates = candidate_positions(state, subset, torch_generator(11, "subset", 1))
     assert n_scored == candidates.numel() == (subset or 37)
@@ -131,9 +131,9 @@ def test_random_strategy_needs_no_model_and_follows_seed():
     data = probe_study()
     state = PoolState(40)
     cfg = Config(n_query=5, seed=3)
-    a, _, _ = query(cfg, data, state, get_strategy("random"), model=None, r=0)
-    b, _, _ = query(cfg, data, state, get_strategy("random"), model=None, r=0)
-    c, _, _ = query(cfg.replace(seed=4), data, state, get_strategy("random"), model=None, r=0)
+    a, _, _, _ = query(cfg, data, state, get_strategy("random"), model=None, r=0)
+    b, _, _, _ = query(cfg, data, state, get_strategy("random"), model=None, r=0)
+    c, _, _, _ = query(cfg.replace(seed=4), data, state, get_strategy("random"), model=None, r=0)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -174,7 +174,7 @@ def test_epig_query_scores_candidates_against_targets_under_the_same_masks(subse
     cfg = Config(pool_subset=subset, n_query=4, seed=11, eval_batch_size=5, mc_samples=6, epig_targets=9,
                  epig_target_set=target_set)
     model = dropout_probe_model()
-    picked, scores, n_scored = query(cfg, data, state, get_strategy("epig"), model, r=1)
+    picked, scores, _, n_scored = query(cfg, data, state, get_strategy("epig"), model, r=1)
 
     # The targets: 9 drawn with the round's "epig_targets" stream, from all 37 unlabelled pool images (not only
     # the candidates) or from the test inputs.
@@ -203,7 +203,7 @@ def test_epig_targets_are_paired_with_the_candidates_samples():
     lp_pool = pool_log_probs(model, data.train, data.pool_idx, 5, True, torch_generator(2, "mc_dropout", 0), 4)
     assert torch.allclose(lp_targets, lp_pool, atol=1e-6)
     assert not torch.allclose(lp_pool[0], lp_pool[1], atol=1e-3)  # the samples differ: pairing matters
-    picked, scores, _ = query(cfg, data, state, get_strategy("epig"), model, r=0)
+    picked, scores, _, _ = query(cfg, data, state, get_strategy("epig"), model, r=0)
     # Under independent masks for the targets, the joint predictive would lose the pairing and the scores
     # would change: the query's scores are those of the paired predictions.
     unpaired = pool_log_probs(model, data.train, data.pool_idx, 5, True, torch_generator(99, "other"), 40)

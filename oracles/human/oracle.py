@@ -327,16 +327,12 @@ class HumanOracle(CleanOracle):
             items = [{"index": i + 1, "position": p, "answer": b["answers"].get(p, {}).get("label"),
                       "guess": (self.classes[guesses[p][0]], guesses[p][1]) if p in guesses else None}
                      for i, p in enumerate(b["positions"])] if open_ else []
-            # While a model trains after a batch: how long the last recorded round trained, evaluated and
-            # queried, against the time since the batch was taken (none before a first batch, or on resume)
-            last = run_dir.rounds[-1] if run_dir.rounds else None
-            estimate = last["train_s"] + last["eval_s"] + last["query_s"] \
-                if phase == "training" and last and self.returned is not None else None
+            estimate, elapsed, progress = self._estimate(phase, live, run_dir.rounds)
             unlabeled = self.pool_y < 0  # a folder's unlabeled/ images
             return {
                 # Changes whenever the page must be redrawn: an answer, a batch, a recorded round, a step.
                 "version": f"{self.process}.{self.version}.{len(run_dir.rounds)}.{live.get('round')}."
-                           f"{live.get('phase')}",
+                           f"{live.get('phase')}.{progress}",
                 "phase": phase, "round": min(round_, self.cfg.n_round), "step": step, "n_training": n_training,
                 "last": round_ >= self.cfg.n_round, "from_dataset": b.get("from_dataset", 0) if open_ else 0,
                 "n_round": self.cfg.n_round, "n_labeled": state.n_labeled, "n_aside": state.n_aside,
@@ -350,12 +346,33 @@ class HumanOracle(CleanOracle):
                 "n_unlabeled": int(unlabeled.sum()),
                 "unlabeled_left": int((unlabeled & (state.round_P < 0) & ~state.aside_P).sum()),
                 "n_given": len(self._answered_by_person()),  # labels the person gave in the recorded rounds
-                "estimate_s": estimate,
-                "elapsed_s": time.monotonic() - self.returned if estimate is not None else None,
+                "estimate_s": estimate, "elapsed_s": elapsed,
+                "steps_done": live.get("steps_done", 0), "steps_planned": live.get("steps_planned", 0),
                 "kappas": kappas, "n_stop": self.n_stop,
                 "stability": stability(latest, self.cfg.stop_when_stable, self.n_stop),
                 "stopped_because": run_dir.stopped_because,  # --stop_when_stable ended the run (else None)
             }
+
+    def _estimate(self, phase: str, live: dict, rounds: list) -> tuple:
+        """(estimate_s, elapsed_s, progress) of the round in progress, for the page's bar: the time since the
+        batch was taken (or, after a resume, since training began) and the time it will have taken. While
+        the model trains, from its own steps so far (steps left at the rate measured now, which follows the
+        machine's load, plus the last round's evaluation and query); after that, or before a first step,
+        from the last recorded round. ``progress``: tenths of the steps done (the page redraws on each)."""
+        done, planned = live.get("steps_done", 0), live.get("steps_planned", 0)
+        progress = 10 * done // planned if planned else 0
+        since = self.returned if self.returned is not None else live.get("train_started")
+        if phase != "training" or since is None:
+            return None, None, progress
+        now = time.monotonic()
+        last = rounds[-1] if rounds else None
+        tail = last["eval_s"] + last["query_s"] if last else 0.0
+        if live.get("phase") == "training" and done > 0 and planned and "train_started" in live:
+            left = (now - live["train_started"]) * max(planned - done, 0) / done + tail
+            return now - since + left, now - since, progress
+        if last is None:
+            return None, None, progress
+        return last["train_s"] + last["eval_s"] + last["query_s"], now - since, progress
 
     # ------------------------------------------------------------------ internals
     def _may_show(self, position) -> bool:
