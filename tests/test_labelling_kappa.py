@@ -101,13 +101,32 @@ def test_the_curve_draws_each_rounds_kappa_on_the_accuracy_axis_without_nans():
     assert list(series) == ["validation accuracy", "test accuracy", "kappa"] and drawn["kappa"]
     grid = dict((acc, y) for y, acc in drawn["grid"])
     xs = [x for x, _ in series["test accuracy"]["points"]]
-    assert series["kappa"]["points"] == [(xs[1], grid[0.5]), (xs[2], grid[1.0])]
+    test_ys = [y for _, y in series["test accuracy"]["points"]]  # test accuracy 0.5 first: kappa 0.5's height
+    assert series["kappa"]["points"] == [(xs[1], test_ys[0]), (xs[2], grid[1.0])]
     # The legend in one row inside the picture, the entries apart: test, validation, kappa
     lefts = [series[name]["legend_x"] for name in ("test accuracy", "validation accuracy", "kappa")]
     assert 0 <= lefts[0] < lefts[1] < lefts[2] and lefts[2] + 24 + 6 * len("kappa") <= drawn["width"]
     # Round 0 alone, or no kappa at all: no kappa line, no legend entry for it
     alone = curve(rows[:1])
     assert [s["name"] for s in alone["series"]] == ["validation accuracy", "test accuracy"] and not alone["kappa"]
+
+
+def test_the_curve_uses_its_height_labels_the_rounds_and_writes_the_value_above_the_plot():
+    """Issue 26, flaw 6: three series in 0.88-1.0 were squeezed into a 0-100% axis, the value text was drawn over
+    the lines, and only the first and last x labels were shown."""
+    rows = [{"n_labeled": n, "val_acc": 0.88 + 0.02 * i, "test_acc": 0.89 + 0.02 * i, "stop_kappa": 0.95 + 0.01 * i}
+            for i, n in enumerate((20, 40, 60, 80, 100))]
+    drawn = curve(rows)
+    values = [v for _, v in drawn["grid"]]
+    assert values[0] == 0.85 and values[-1] == 1.0 and len(values) <= 5  # the axis starts below 0.88, not at 0
+    ys = [y for s in drawn["series"] for _, y in s["points"]]
+    assert max(ys) - min(ys) > 0.6 * (drawn["height"] - 26 - 50)  # the lines use most of the plot's height
+    assert [n for _, n in drawn["ticks"]] == [20, 40, 60, 80, 100]  # every round has room here
+    assert min(ys) >= drawn["top"]  # the value text (written above "top") is above every line
+    crowded = curve([{"n_labeled": n, "val_acc": 0.5, "test_acc": 0.5} for n in range(20, 420, 10)])
+    ticks = [px for px, _ in crowded["ticks"]]
+    assert crowded["ticks"][-1][1] == 410 and all(b - a >= 34 for a, b in zip(ticks, ticks[1:]))
+    assert [v for _, v in crowded["grid"]] == [0.4, 0.6, 0.8, 1.0]  # 0.4 to 1 by 0.1, every other one labelled
 
 
 # ------------------------------------------------------------------------------------------ real runs

@@ -40,7 +40,9 @@ from results import OutputError
 from stopping import reached
 
 # The right: kappa's 0..1 labels (the grid is both axes'); the bottom: ticks, title, legend
-CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 206, 44, 32, 12, 50
+# (the top: the latest value's line, above the plot, not over the lines)
+CURVE_W, CURVE_H, PAD_L, PAD_R, PAD_T, PAD_B = 420, 220, 44, 32, 26, 50
+TICK_MIN_PX = 34  # the least room between two labels of the x axis
 LEGEND_CHAR_PX, LEGEND_GAP = 6, 16  # about a character of the legend's 11 px text; between two entries
 
 
@@ -191,6 +193,22 @@ def _json_body() -> dict:
     return body
 
 
+def _grid(low: float, step: float) -> list:
+    """The y axis's labelled values, ``low`` to 1 every ``step`` (at most 5 lines: every other one beyond)."""
+    values = [round(low + i * step, 4) for i in range(int(round((1 - low) / step)) + 1)]
+    stride = math.ceil(len(values) / 5)
+    return values[::-1][::stride][::-1]
+
+
+def _ticks(positions: list) -> list:
+    """The x axis's labels: the rounds' labelled-set sizes, the last always, the others where they have room."""
+    chosen = []
+    for px, value in reversed(positions):
+        if not chosen or chosen[-1][0] - px >= TICK_MIN_PX:
+            chosen.append((px, value))
+    return chosen[::-1]
+
+
 def stability(kappa: float, stop_when_stable: float, n_images: int) -> dict:
     """What the page says about the stopping signal, from the latest finished round's stop_kappa (NaN: none
     yet) on a stop set of ``n_images`` pool images.
@@ -244,12 +262,17 @@ def curve(rows: list) -> dict | None:
     lo, hi = min(xs), max(xs)
     span = (hi - lo) or 1.0
     w, h = CURVE_W - PAD_L - PAD_R, CURVE_H - PAD_T - PAD_B
+    # The y axis from a round step below the lowest value to 1, so that curves near the top are not squeezed
+    shown = [float(r.get(k, math.nan)) for r in rows for k in ("val_acc", "test_acc", "stop_kappa")]
+    floor = min([v for v in shown if not math.isnan(v)] + [1.0])
+    step = 0.05 if floor >= 0.75 else 0.1 if floor >= 0.5 else 0.25
+    y_lo = max(0.0, math.floor((min(floor, 1.0 - step) - 1e-9) / step) * step)
 
     def x_px(n_labeled: float) -> float:
         return PAD_L + (n_labeled - lo) / span * w
 
     def y_px(value: float) -> float:
-        return PAD_T + (1 - min(max(value, 0.0), 1.0)) * h  # a kappa below 0 (worse than chance) on the axis
+        return PAD_T + (1 - (min(max(value, y_lo), 1.0) - y_lo) / (1 - y_lo)) * h  # below the axis: on it
 
     def points(key: str) -> list:
         values = [(x, float(r.get(key, math.nan))) for x, r in zip(xs, rows)]
@@ -268,6 +291,6 @@ def curve(rows: list) -> dict | None:
         s["legend_x"], x = x, x + width + LEGEND_GAP
     kappa = any(s["key"] == "stop_kappa" for s in series)
     return {"width": CURVE_W, "height": CURVE_H, "left": PAD_L, "right": CURVE_W - PAD_R, "top": PAD_T,
-            "middle": PAD_L + w / 2, "grid": [(y_px(acc), acc) for acc in (0.0, 0.25, 0.5, 0.75, 1.0)],
-            "ticks": [(x_px(x), x) for x in sorted({lo, hi})], "series": series,
+            "middle": PAD_L + w / 2, "grid": [(y_px(v), v) for v in _grid(y_lo, step)],
+            "ticks": _ticks([(x_px(x), x) for x in sorted(set(xs))]), "series": series,
             "kappa": kappa, "test_acc": float(rows[-1]["test_acc"]), "n_labeled": int(rows[-1]["n_labeled"])}
