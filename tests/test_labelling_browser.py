@@ -213,10 +213,16 @@ def test_label_a_study_in_the_browser(tmp_path):
                                                                           "kappa"]
             assert page.locator("#message").inner_text() == ""
             assert page.locator(".phase").inner_text().startswith("Round 2 of 4: waiting for you.")
-            # Enter on an incomplete batch: the run's refusal, on the page.
+            # Enter on an incomplete batch: the run's refusal, on the page, where the person is looking (issue 26,
+            # flaw 2: it was at the top of the page, off screen when the person is at the cards)
+            page.set_viewport_size({"width": 1280, "height": 500})
+            page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
             page.keyboard.press("Enter")
             expect(page.locator("#message.bad")).to_contain_text("5 of 5 images have no answer yet (image 1, 2, 3, "
                                                                  "4, 5)", timeout=10_000)
+            box = page.locator("#message").bounding_box()
+            assert page.evaluate("window.scrollY") > 0 and box and 0 <= box["y"] and box["y"] + box["height"] <= 500
+            page.set_viewport_size({"width": 1280, "height": 800})
             # Space on a focused button labels its card; focus stays there when the page redraws, and Tab
             # goes on to the next button of that card.
             card(page, positions[0]).locator('button[data-label="2"]').focus()
