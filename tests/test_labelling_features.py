@@ -658,6 +658,13 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
             boxes = [targets.nth(i).bounding_box() for i in range(targets.count())]
             assert len(boxes) == 3 * 4 + 1 + 1 + 3 and [b for b in boxes if min(b["width"], b["height"]) < 44 - 0.5] == []
             assert phone.locator("#curve").bounding_box()["width"] <= 390 - 2 * 9
+            # Issue 26, flaw 11: the first card on the first screen (it started 1.6 screens down), and no key
+            # hints on a touch screen
+            phone.evaluate("window.scrollTo(0, 0)")
+            assert phone.locator(".card").first.bounding_box()["y"] < 844 / 2
+            assert not phone.locator("#keys").is_visible() and not phone.locator("footer .keys-help").is_visible()
+            assert not phone.locator("button.label kbd").first.is_visible()
+            assert phone.locator("footer").inner_text().startswith("Clicking works too")
             assert phone.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(27, 27, 29)"
             assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgba(0, 0, 0, 0)"  # light
             phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
