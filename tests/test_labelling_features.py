@@ -705,3 +705,24 @@ def test_the_live_step_count_adds_up_an_ensembles_members():
     for steps in (10, 20, 10, 20, 30):  # member 0: two epochs of 10 steps; member 1: three
         count(None, steps)
     assert live["steps_done"] == 50
+
+
+def test_an_image_answered_i_dont_know_shows_its_picture_in_the_review(tmp_path):
+    """Issue 26, flaw 3 (its first half): the review listed an "I don't know" answer with a broken picture, since
+    /original/<position> answered 404 for it."""
+    data, out, port = image_folder(tmp_path / "images"), tmp_path / "runs", free_port()
+    run = InThread([*folder_args(data, "--oracle", "human", "--human_port", port, "--output_dir", out, n_init=18)])
+    page = Page(out, port, run)
+    first = page.wait_batch(0)
+    for p, label in zip(first, (0, 1, "skip")):
+        assert page.post("answer", {"batch": 0, "position": p, "label": label})[0] == 200
+    assert page.post("submit", {"batch": 0})[0] == 200
+    second = page.wait_batch(1)
+    review = page.get("review")
+    assert f'src="/original/{first[2]}?token=' in review
+    assert page.status(f"original/{first[2]}") == 200 and len(page.get_bytes(f"original/{first[2]}")) > 100
+    assert page.status(f"original/{second[0]}") == 200  # the open batch's, as before
+    for p in second:
+        assert page.post("answer", {"batch": 1, "position": p, "label": 0})[0] == 200
+    assert page.post("submit", {"batch": 1})[0] == 200
+    assert run.join() == 0

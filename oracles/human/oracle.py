@@ -377,9 +377,10 @@ class HumanOracle(CleanOracle):
     # ------------------------------------------------------------------ internals
     def _may_show(self, position) -> bool:
         """Whether the page shows the image at this pool position: the open batch's, and those the person
-        labelled (the review); under the lock."""
+        answered in a recorded round, "I don't know" included (the review lists them all); under the lock."""
         return (self.batch is not None and position in self.batch["positions"]) or \
-            position in self._answered_by_person()
+            any(row["pool_position"] == position and row["round"] >= 0 for row in list(self.study.run_dir.acquired)
+                if row["pool_position"] not in self.known)
 
     def _taken(self, wanted: list, answers: dict, corrections: dict) -> torch.Tensor:
         """The labels of a submitted batch; its answer times are kept for labels.csv, its corrections for
