@@ -81,6 +81,9 @@ UNCERTAINTIES = {"mc_dropout": Uncertainty(k_flag="mc_samples"),
                  "ensemble": Uncertainty(k_flag="ensemble_size", members_flag="ensemble_size", member_dropout=0.0)}
 EPIG_TARGET_SETS = ("pool", "test")
 PRESET_NAMES = ("", *PRESETS)  # "" = no preset
+# Fields whose absence from an older run folder's config.json means the behaviour of before they existed (not
+# their default for new runs): results.read_config fills them so, and such a run resumes as it began.
+LEGACY_DEFAULTS = {"known_labels_first": False}
 # The stop_kappa at which a model counts as having stopped changing where --stop_when_stable does not say:
 # the report's stopping point and the labelling page's message (Bloodgood & Vijay-Shanker 2009 stop at such a
 # level of agreement). Here, in the bottom room, so that both read it without importing torch.
@@ -283,6 +286,11 @@ class Config:
     export_to: str = option("", "`--dataset folder`: when the run finishes, each labelled image (as `labels.csv` "
                                 "lists it) is hard-linked, or copied, into DIR/<class>/; DIR must be new, empty "
                                 "or this run's earlier export", operational=True, metavar="DIR")
+    known_labels_first: bool = option(True, "`--oracle human` on a dataset that knows labels of its own (`folder`): "
+                                            "every labelled `train/` image not held for validation is in the "
+                                            "labelled set from round 0 and queries come only from `unlabeled/` "
+                                            "(`--no-known_labels_first`: draw `--n_init_labeled` of them, as "
+                                            "before); no effect elsewhere")
     show_guess: bool = option(False, "`--oracle human`: each card shows the model's top class and its probability "
                                      "(off by default: seeing the guess anchors people to it)", operational=True)
     # Training at the machine's speed: seeds in parallel, and where a round's weights start.

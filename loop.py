@@ -20,6 +20,7 @@ from augment import AUGMENTS, make_augmenter
 from config import DEFAULT_CONFIG, Config, ConfigError
 from data import DATASETS, Dataset, Images, PoolState, initial_positions, split_train
 from export import LabelsFile
+from memory import starts_from_known_labels
 from models import MODEL_OPTIONS, Ensemble, build_model, model_options
 from noise import apply_noise
 from oracles import ORACLES, make_oracle, replayable_oracle
@@ -118,6 +119,14 @@ def prepare_data(cfg: Config, dataset: Dataset, device: torch.device) -> StudyDa
                      noisy_P=noisy[pool_idx], noisy_T=noisy_T.to(device), root=dataset.root, files=files)
 
 
+def first_positions(cfg: Config, pool_y: torch.Tensor) -> torch.Tensor:
+    """Pool positions of the initial labelled set: every labelled one (starts_from_known_labels), else
+    --n_init_labeled of them, class-balanced and seeded."""
+    if starts_from_known_labels(cfg):
+        return torch.nonzero(pool_y >= 0).flatten()
+    return initial_positions(pool_y, cfg.n_init_labeled, cfg.seed)
+
+
 def unlabeled_in_pool(cfg: Config, dataset: Dataset) -> int:
     """How many images without labels join the pool: the dataset's unlabelled ones when a person labels."""
     if dataset.unlabeled_x is None or not ORACLES[cfg.oracle].labels_new_images:
@@ -145,7 +154,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     strategy = get_strategy(cfg.strategy)
     state = PoolState(data.pool_idx.numel())
     # Label the initial, class-balanced set (no model yet: the oracle gets no predictions)
-    first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
+    first = first_positions(cfg, data.pool_y.cpu())
     context = OracleContext(data, state, run_dir, log)
     oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first, study=context)
     weights = TrainedWeights(run_dir, keep=cfg.warm_start != "off")
@@ -266,7 +275,7 @@ def check_resumable(cfg: Config, data: StudyData, run_dir: RunDir) -> None:
 def recorded_state(cfg: Config, data: StudyData, run_dir: RunDir) -> PoolState:
     """The labelled set as the run folder's acquired.csv and corrections.csv record it, each row checked
     against this dataset, split and seed (ConfigError when one does not belong)."""
-    first = initial_positions(data.pool_y.cpu(), cfg.n_init_labeled, cfg.seed)
+    first = first_positions(cfg, data.pool_y.cpu())
     oracle = replayable_oracle(cfg, data.pool_y, data.num_classes, initial=first)
     state = PoolState(data.pool_idx.numel())
     restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")

@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from config import Config, ConfigError
+from config import ORACLES, Config, ConfigError
 from data import DATASETS
 from models import MODELS, DropoutHead, model_options
 from models.head import SAMPLE_TEMP_BYTES
@@ -66,6 +66,12 @@ def check_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int =
                            masks=not cfg.source.several_networks)
 
 
+def starts_from_known_labels(cfg: Config) -> bool:
+    """Whether round 0 trains on every labelled pool image (--known_labels_first: a person labels a dataset
+    that knows labels of its own; queries then come only from its unlabelled images)."""
+    return cfg.known_labels_first and DATASETS[cfg.dataset].own_labels and ORACLES[cfg.oracle].labels_new_images
+
+
 def check_labelling_budget(cfg: Config, n_train: int, num_classes: int, n_unlabeled: int = 0) -> int:
     """The pool's size, once the validation split, the initial set and every round's queries fit it.
 
@@ -81,6 +87,13 @@ def check_labelling_budget(cfg: Config, n_train: int, num_classes: int, n_unlabe
     labelled_pool = n_train - cfg.num_valid
     pool = labelled_pool + n_unlabeled
     unlabeled = f" + {n_unlabeled} unlabelled" if n_unlabeled else ""
+    if n_unlabeled and starts_from_known_labels(cfg):
+        # Round 0 trains on every labelled image: the queries must fit the unlabelled ones
+        if cfg.n_query * cfg.n_round > n_unlabeled:
+            raise ConfigError(f"--n_query × --n_round = {cfg.n_query} × {cfg.n_round} exceeds the {n_unlabeled} "
+                              "unlabelled images a person can be asked for (the labelled ones are all in the "
+                              "labelled set from round 0: --known_labels_first)")
+        return pool
     needed = cfg.n_init_labeled + cfg.n_query * cfg.n_round
     if needed > pool:
         raise ConfigError(f"--n_init_labeled + --n_query × --n_round = {cfg.n_init_labeled} + {cfg.n_query} × "

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from config import DEFAULT_CONFIG, OPERATIONAL_FIELDS, Config, ConfigError
+from config import DEFAULT_CONFIG, LEGACY_DEFAULTS, OPERATIONAL_FIELDS, Config, ConfigError
 
 # n_skipped: queried images the oracle did not label ("I don't know"); label_s: seconds the oracle took to
 # answer (a person labelling; ~0 when simulated), not counted in query_s. n_noisy: the round's queried
@@ -218,7 +218,7 @@ def read_config(run_path) -> dict:
     saved = _read_json_object(path)
     saved.pop(FINGERPRINT_KEY, None)  # not a flag: read_fingerprint
     try:
-        return Config.from_dict({**DEFAULT_CONFIG, **saved}).validate().to_dict()
+        return Config.from_dict({**DEFAULT_CONFIG, **LEGACY_DEFAULTS, **saved}).validate().to_dict()
     except (ConfigError, TypeError) as err:
         raise _damaged(path, str(err).replace("\n", " ")) from None
 

@@ -597,7 +597,7 @@ def test_keys_pool_round_and_legend_agree_with_the_run(make_oracle, run_dir):
     client, state, live = create_app(oracle).test_client(), oracle.study.state, oracle.study.live
     page = client.get(f"/?token={oracle.token}").get_data(as_text=True)
     assert re.search(r"<footer>(.*?)</footer>", page, re.S).group(1).startswith(
-        "Keys: <kbd>0</kbd>–<kbd>2</kbd> label the highlighted image")
+        '<span class="keys-help">Keys: <kbd>0</kbd>–<kbd>2</kbd> label the highlighted image')
     assert oracle.view()["pool"] == N_POOL
     state.label(INITIAL, oracle.pool_y[INITIAL], round_=0)
     state.set_aside(torch.tensor([7]))

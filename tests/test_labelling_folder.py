@@ -76,8 +76,15 @@ def test_unlabeled_images_join_the_pool_only_for_a_person(tmp_path):
 
 
 def test_budget_counts_unlabeled_images_but_not_for_the_initial_set():
+    # Every labelled image is in round 0's set: the queries must fit the 10 unlabelled ones
+    known = Config(dataset="folder", num_valid=6, n_init_labeled=3, n_query=5, n_round=2, oracle="human",
+                   image_size=28)
+    check_budget(known, 24, 3, n_unlabeled=10)
+    with pytest.raises(ConfigError, match=r"--n_query × --n_round = 5 × 3 exceeds the 10 unlabelled images"):
+        check_budget(known.replace(n_round=3), 24, 3, n_unlabeled=10)
+    # --no-known_labels_first: --n_init_labeled of the labelled ones, the rest of the pool queried
     cfg = Config(dataset="folder", num_valid=6, n_init_labeled=18, n_query=5, n_round=2, oracle="human",
-                 image_size=28)
+                 image_size=28, known_labels_first=False)
     check_budget(cfg, 24, 3, n_unlabeled=10)  # 18 labelled + 10 unlabelled ≥ 18 + 10
     with pytest.raises(ConfigError, match="exceeds the pool of 28 images"):
         check_budget(cfg.replace(n_round=3), 24, 3, n_unlabeled=10)
@@ -92,7 +99,7 @@ def queries_of(out: Path) -> tuple:
     return folder, acquired, acquired[acquired["round"] >= 0]
 
 
-def folder_run(tmp_path: Path, n_init_labeled: int, n_query: int) -> tuple:
+def folder_run(tmp_path: Path, n_init_labeled: int, n_query: int, *extra: str) -> tuple:
     """A real main.py --oracle human run of 2 query rounds over a folder of 24 labelled images (3 classes;
     18 in the pool after 6 for validation, pool positions 0-17) and 10 unlabelled ones (positions 18-27):
     (the process, its stderr log, the output folder)."""
@@ -105,7 +112,7 @@ def folder_run(tmp_path: Path, n_init_labeled: int, n_query: int) -> tuple:
     argv = ["--dataset", "folder", "--data_dir", str(data), "--image_size", "28", "--oracle", "human",
             "--num_valid", "6", "--n_init_labeled", str(n_init_labeled), "--n_query", str(n_query), "--n_round",
             "2", "--epochs", "1", "--min_steps", "5", "--no-wandb", "--threads", "1", "--output_dir", str(out),
-            "--run_name", "mine"]
+            "--run_name", "mine", *extra]
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, stderr=err,
                                 stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
@@ -115,15 +122,19 @@ def folder_run(tmp_path: Path, n_init_labeled: int, n_query: int) -> tuple:
 
 def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
     """A real main.py run: the whole labelled pool is the initial set, so every query is an unlabelled
-    image; the answers (over HTTP, as the page sends them) are what acquired.csv records."""
-    proc, log, out = folder_run(tmp_path, n_init_labeled=18, n_query=3)
+    image; the answers (over HTTP, as the page sends them) are what acquired.csv records. --n_init_labeled 6
+    is not what round 0 trains on (issue 26, item 2: known labels used): a person who has labelled 18
+    images expects the model to learn from all 18 at once, and every query to be an image nobody labelled."""
+    proc, log, out = folder_run(tmp_path, n_init_labeled=6, n_query=3)
     try:
         given = {}
         for round_ in range(2):
             url = wait_for(log, rf"round {round_}: 3 images to label at (http://\S+)", proc)
             base, token = url.split("/?token=")
             with urllib.request.urlopen(f"{base}/view?token={token}", timeout=10) as r:
-                positions = [int(p) for p in re.findall(r'data-position="(\d+)"', r.read().decode())]
+                html = r.read().decode()
+            positions = [int(p) for p in re.findall(r'data-position="(\d+)"', html)]
+            assert "the model started from the 18 images your train/ folders label" in html
             for i, p in enumerate(positions):
                 label = "skip" if (round_, i) == (1, 2) else i % 3
                 post(base, token, "answer", {"batch": round_, "position": p, "label": label})
@@ -136,7 +147,9 @@ def test_a_person_labels_the_unlabeled_images_of_a_folder(tmp_path):
     folder, acquired, queried = queries_of(out)
     assert dict(zip(queried["pool_position"], queried["label"])) == given
     assert (queried["pool_position"] >= 18).all() and (queried["true_label"] == -1).all()
-    assert (acquired.loc[acquired["round"] == -1, "true_label"] >= 0).all()
+    initial = acquired[acquired["round"] == -1]
+    assert sorted(initial["pool_position"]) == list(range(18)) and (initial["true_label"] >= 0).all()
+    assert json.loads((folder / "config.json").read_text())["known_labels_first"] is True
     rounds = pd.read_csv(folder / "rounds.csv")
     assert rounds["n_labeled"].tolist() == [18, 21, 23] and rounds["n_corrupted"].tolist() == [0, 0, 0]
     assert json.loads((folder / "summary.json").read_text())["status"] == "complete"
@@ -146,8 +159,9 @@ def test_images_the_folder_labels_are_never_asked_of_the_person(tmp_path):
     """Issue 16, bug 8: the labelled train/ images left in the pool may be queried; they are answered with
     the folder's label, and the page asks the person only for unlabeled/ images (a real run, answered over
     HTTP as the page does)."""
-    # 6 of the 18 labelled pool images are the initial set: 10 queries from 22 candidates reach both kinds
-    proc, log, out = folder_run(tmp_path, n_init_labeled=6, n_query=5)
+    # 6 of the 18 labelled pool images are the initial set (the protocol before --known_labels_first): 10
+    # queries from 22 candidates reach both kinds
+    proc, log, out = folder_run(tmp_path, 6, 5, "--no-known_labels_first")
     try:
         base, token = wait_for(log, r"label the queried images at (http://\S+)", proc).split("/?token=")
         shown = {}  # round -> pool positions the page asked the person for
@@ -200,3 +214,15 @@ def post(base: str, token: str, route: str, body: dict) -> dict:
                                      headers={"Content-Type": "application/json", "X-Token": token})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
+
+
+def test_a_run_folder_from_before_known_labels_first_resumes_with_its_own_initial_set(tmp_path):
+    """config.json written before the flag existed has no known_labels_first: such a run began with a drawn
+    initial set, and read back it keeps that protocol (results.LEGACY_DEFAULTS), so its resume matches."""
+    from config import DEFAULT_CONFIG
+    from results import read_config
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in DEFAULT_CONFIG.items()
+                                                      if k != "known_labels_first"}))
+    assert read_config(tmp_path)["known_labels_first"] is False
+    (tmp_path / "config.json").write_text(json.dumps(DEFAULT_CONFIG))
+    assert read_config(tmp_path)["known_labels_first"] is True

@@ -27,6 +27,7 @@ from PIL import Image
 
 from data import DATASETS
 from data.folder import eight_bits
+from memory import starts_from_known_labels
 from oracles.human.address import check_address, is_loopback
 from oracles.human.web import Refused, stability, start_server
 from oracles.simulated import CleanOracle
@@ -346,6 +347,8 @@ class HumanOracle(CleanOracle):
                 "n_unlabeled": int(unlabeled.sum()),
                 "unlabeled_left": int((unlabeled & (state.round_P < 0) & ~state.aside_P).sum()),
                 "n_given": len(self._answered_by_person()),  # labels the person gave in the recorded rounds
+                # --known_labels_first: round 0 trained on every image the folder labels (else 0)
+                "known_start": len(self.initial) if starts_from_known_labels(self.cfg) else 0,
                 "estimate_s": estimate, "elapsed_s": elapsed,
                 "steps_done": live.get("steps_done", 0), "steps_planned": live.get("steps_planned", 0),
                 "kappas": kappas, "n_stop": self.n_stop,
