@@ -37,6 +37,7 @@ LABEL_NOISES = ("none", "symmetric", "pair", "adversarial")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 WARM_STARTS = ("off", "continue", "shrink_perturb")
+EMBEDDINGS = ("model", "self_supervised")  # selfsup.py
 ACQUISITIONS = ("top_k", "power", "softmax", "softrank")  # strategies/select.py
 AUGMENTS = ("none", "shift", "shift_rotate", "standard")  # what each applies: augment.AUGMENTS
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
@@ -209,6 +210,13 @@ class Config:
                                        "batch: `top_k`, the highest; or a seeded draw without replacement with "
                                        "probability ∝ score^β `power`, exp(β·score) `softmax`, or rank^-β "
                                        "`softrank` (Kirsch et al. 2023, arXiv 2106.12059)", choices=ACQUISITIONS)
+    embedding: str = option("model", "{choices}: the features typiclust, coreset and probcover choose from: `model`, "
+                                     "the classifier's penultimate layer; `self_supervised`, a small encoder trained "
+                                     "once per dataset, noise and seed on every training image without labels "
+                                     "(SimCLR), cached in `--embedding_cache`", choices=EMBEDDINGS)
+    ssl_epochs: int = option(30, "`--embedding self_supervised`: the encoder's training epochs", rule=_COUNT)
+    embedding_cache: str = option("", "`--embedding self_supervised`: where the features are cached (empty: "
+                                      "$XDG_CACHE_HOME/active-learning/embeddings)", operational=True)
     acquisition_beta: float = option(1.0, "β of a stochastic `--acquisition`",
                                      rule=Rule(float, 0.0, 1e6, low_open=True))
     n_init_labeled: int = option(10000, "initial labelled images, drawn class-balanced with the seed", rule=_COUNT)

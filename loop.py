@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -27,7 +28,8 @@ from oracles import ORACLES, make_oracle, replayable_oracle
 from results import RunDir
 from rng import torch_generator
 from stopping import StopSignal, reached, stop_set_positions
-from strategies import Embeddings, Strategy, get_strategy, random_scores, select_stochastic, select_top_k
+from selfsup import SSLSpec, default_cache_dir, self_supervised_features
+from strategies import STRATEGIES, Embeddings, Strategy, get_strategy, random_scores, select_stochastic, select_top_k
 from train import (Schedule, check_finite, evaluate, fit, make_optimizer, pool_embeddings, pool_log_probs, score_pool,
                    warm_start)
 
@@ -51,6 +53,7 @@ class StudyData:
     files: tuple | None = None
     noisy_P: torch.Tensor | None = None  # CPU bool per pool position: its input carries noise (None: none does)
     noisy_T: torch.Tensor | None = None  # bool per test image (device): its input carries noise
+    ssl_features: torch.Tensor | None = None  # --embedding self_supervised: CPU features by dataset index
 
     @property
     def device(self) -> torch.device:
@@ -78,6 +81,10 @@ def check_declared(cfg: Config) -> None:
         raise ConfigError(f"--augment {cfg.augment} flips images left to right, which can change a class of "
                           f"--dataset {cfg.dataset}: use --augment shift_rotate")
     strategy = get_strategy(cfg.strategy)
+    if cfg.embedding == "self_supervised" and not strategy.features_only:
+        takers = ", ".join(sorted(n for n, s in STRATEGIES.items() if s.features_only))
+        raise ConfigError(f"--embedding self_supervised gives features to {takers}; --strategy {cfg.strategy} "
+                          "does not choose from features alone: use --embedding model")
     if cfg.acquisition != "top_k" and not strategy.scores_items:
         raise ConfigError(f"--acquisition {cfg.acquisition} draws from per-image scores; --strategy {cfg.strategy} "
                           "has none (it chooses its batch itself): use --acquisition top_k")
@@ -153,6 +160,12 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     """
     strategy = get_strategy(cfg.strategy)
     state = PoolState(data.pool_idx.numel())
+    if cfg.embedding == "self_supervised":  # once per (dataset, noise, seed): cached, so usually read
+        t = time.perf_counter()
+        data.ssl_features = self_supervised_features(data.train, cfg.seed, SSLSpec(epochs=cfg.ssl_epochs),
+                                                     Path(cfg.embedding_cache or default_cache_dir()), log)
+        log.info("self-supervised features of %d images ready in %.1f s", len(data.ssl_features),
+                 time.perf_counter() - t)
     # Label the initial, class-balanced set (no model yet: the oracle gets no predictions)
     first = first_positions(cfg, data.pool_y.cpu())
     context = OracleContext(data, state, run_dir, log)
@@ -661,6 +674,9 @@ def query_embeddings(q: Query) -> tuple:
     labeled_idx = q.data.pool_idx[q.state.labeled_positions().to(q.data.device)]
     h, p = pool_embeddings(q.model, q.data.train, q.idx, q.cfg.eval_batch_size)
     labeled_h, _ = pool_embeddings(q.model, q.data.train, labeled_idx, q.cfg.eval_batch_size)
+    if q.data.ssl_features is not None:  # --embedding self_supervised: the encoder's features instead
+        h = q.data.ssl_features[q.idx.cpu()].to(h.device)
+        labeled_h = q.data.ssl_features[labeled_idx.cpu()].to(h.device)
     picked, picked_scores = q.strategy.select_embeddings(Embeddings(h, p, labeled_h), q.cfg.n_query,
                                                          q.generator(q.strategy.name))
     return picked.cpu(), picked_scores.cpu()

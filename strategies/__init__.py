@@ -45,6 +45,7 @@ class Strategy:
     mc: bool  # needs K MC dropout samples; False: one deterministic pass (or none)
     min_mc_samples: int = 1
     negative_scores: bool = False  # scores below 0 by definition (margin): no --acquisition power
+    features_only: bool = False  # an embeddings strategy that reads only the features (--embedding self_supervised)
     score: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # log_probs_K_N_C -> scores_N
     # (log_probs_K_N_C, batch_size, generator) -> (positions_B, scores_B), positions into N in pick order
     select_batch: Optional[Callable] = None
@@ -90,10 +91,10 @@ STRATEGIES = {
     "least_confidence": Strategy("least_confidence", "score", mc=True, score=least_confidence),
     "batchbald": Strategy("batchbald", "batch", mc=True, min_mc_samples=2, select_batch=batchbald_select),
     "epig": Strategy("epig", "targets", mc=True, min_mc_samples=2, score_targets=epig),
-    "coreset": Strategy("coreset", "embeddings", mc=False, select_embeddings=coreset_select),
+    "coreset": Strategy("coreset", "embeddings", mc=False, select_embeddings=coreset_select, features_only=True),
     "badge": Strategy("badge", "embeddings", mc=False, select_embeddings=badge_select),
-    "typiclust": Strategy("typiclust", "embeddings", mc=False, select_embeddings=typiclust_select),
-    "probcover": Strategy("probcover", "embeddings", mc=False, select_embeddings=probcover_select),
+    "typiclust": Strategy("typiclust", "embeddings", mc=False, select_embeddings=typiclust_select, features_only=True),
+    "probcover": Strategy("probcover", "embeddings", mc=False, select_embeddings=probcover_select, features_only=True),
 }
 
 
