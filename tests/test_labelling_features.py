@@ -600,6 +600,17 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
             expect(zoom).to_be_visible()
             assert zoom.locator("img").get_attribute("src") == cards[1].locator("img").get_attribute("src")
             assert zoom.locator("img").bounding_box()["width"] > 3 * picture["width"]
+            # Issue 26, flaw 10: the zoom says which image it is, with the model's guess, offers the card's
+            # label buttons, and zooms further (+ and −) in a frame that scrolls
+            caption = zoom.locator(".caption").inner_text()
+            assert re.fullmatch(r"image 2 of 3 · the model's guess: \w+ \(\d+%\)", caption), caption
+            assert zoom.locator(".labels button.label").count() == cards[1].locator("button.label").count() == 4
+            width = zoom.locator("img").bounding_box()["width"]
+            page.keyboard.press("+")
+            expect(zoom.locator(".level")).to_have_text("200%")
+            assert zoom.locator("img").bounding_box()["width"] > 1.9 * width
+            page.keyboard.press("-")
+            expect(zoom.locator(".level")).to_have_text("100%")
             assert page.locator(".card.current").get_attribute("data-position") == str(first[1])
             page.keyboard.press("Escape")
             expect(zoom).to_be_hidden()
@@ -644,6 +655,13 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
                                                           "next round trains on it)")
             expect(page.locator(f'#review tr[data-position="{first[0]}"]')).to_have_class("pending")
             assert http.batch()["corrections"][str(first[0])]["label"] == 2
+            # A review thumbnail enlarges too (flaw 10: it could not)
+            page.locator(f'#review tr[data-position="{first[1]}"] img').click()
+            expect(zoom).to_be_visible()
+            assert zoom.locator(".caption").inner_text() == "an earlier round's image"
+            assert zoom.locator("img").get_attribute("src").startswith(f"/original/{first[1]}?token=")
+            zoom.locator(".close").click()
+            expect(zoom).to_be_hidden()
 
             # The same page on a phone, in dark mode: nothing wider than the screen, fingers' tap targets
             phone_context = browser.new_context(**PHONE)
