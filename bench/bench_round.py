@@ -198,7 +198,7 @@ def scale_child(n: int, device: str, threads: int, chunk: int) -> None:
     query(cfg, data, state, get_strategy("bald"), model, r=0)  # warm-up (kernels, allocator)
     _sync(dev)
     t = time.perf_counter()
-    _, _, n_scored = query(cfg, data, state, get_strategy("bald"), model, r=1)
+    _, _, _, n_scored = query(cfg, data, state, get_strategy("bald"), model, r=1)
     _sync(dev)
     seconds = time.perf_counter() - t
     emit("scaling", pool=n, scored=n_scored, seconds=round(seconds, 3), images_per_s=round(n_scored / seconds),

@@ -47,6 +47,7 @@ def test_a_signal_starts_no_new_worker_and_stops_the_running_ones(tmp_path):
         os.kill(os.getpid(), signal.SIGINT)  # as a Ctrl-C at the terminal
 
     pool = WorkerPool(1, poll_s=0.02, on_stop=stops.append)
+    before = signal.getsignal(signal.SIGINT)
     jobs = [job(tmp_path, "x", 30, events, started=started), job(tmp_path, "y", 30, events)]
     t0 = time.monotonic()
     assert pool.run(jobs) is True and pool.stopping
@@ -54,7 +55,7 @@ def test_a_signal_starts_no_new_worker_and_stops_the_running_ones(tmp_path):
     [end] = [e for e in events if e[0] == "end"]
     assert end[1:3] == ("x", 130) and "saved" in end[3]
     assert not (tmp_path / "y.log").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the pool's handler is gone
+    assert signal.getsignal(signal.SIGINT) is before  # the pool's handler is gone again
 
 
 def test_an_error_in_a_callback_stops_the_workers_and_propagates(tmp_path):
