@@ -451,11 +451,15 @@ class RunDir:
             atomic_write_text(self.path / "corrections.csv", _csv_text(self.corrections, CORRECTION_COLUMNS))
 
     def write_labels(self, rows: list) -> None:
-        """Replace labels.csv with these rows, atomically; a text cell that a spreadsheet would run as a
-        formula (=, +, -, @ first) is written with a leading apostrophe, as OWASP advises."""
+        """Replace labels.csv and labels.jsonl with these rows, atomically; in labels.csv a text cell that a
+        spreadsheet would run as a formula (=, +, -, @ first) is written with a leading apostrophe, as OWASP
+        advises."""
         self.labels = list(rows)
         safe = [{k: spreadsheet_text(v) if k in _TEXT_LABELS else v for k, v in row.items()} for row in self.labels]
         atomic_write_text(self.path / "labels.csv", _csv_text(safe, LABEL_COLUMNS))
+        # The same rows as JSON Lines, for labelling tools (values as they are: JSON runs no formulas)
+        atomic_write_text(self.path / "labels.jsonl", "".join(
+            json.dumps({c: row[c] for c in LABEL_COLUMNS}, ensure_ascii=False) + "\n" for row in self.labels))
 
     def upgrade_records(self, true_label, noisy) -> None:
         """Complete a folder written by an older version, in memory, so the rewritten files stay whole:

@@ -352,6 +352,11 @@ def test_a_correction_trains_the_next_round_is_recorded_apart_and_resume_replays
     assert [(labels.loc[p, "label"], labels.loc[p, "who"], labels.loc[p, "answered_at"]) for p in first] == \
         [(label, "person", answered_at[p]) for p, label in zip(first, (0, 1, 2))]
     assert (labels.loc[labels["round"] == -1, "who"] == "folder").all()
+    # labels.jsonl (issue 26, item 4): the same rows, one JSON object a line, for labelling tools
+    lines = [json.loads(line) for line in (folder / "labels.jsonl").read_text().splitlines()]
+    assert [line["pool_position"] for line in lines] == list(labels.index)
+    assert all(line["label"] == labels.loc[line["pool_position"], "label"] and
+               line["answered_at"] == labels.loc[line["pool_position"], "answered_at"] for line in lines)
     # The review lists them (round 1, counted from 1 as the page counts), open to corrections
     review = page.get("review")
     assert review.count("<select class=\"correct\"") == 3 and " disabled" not in review
