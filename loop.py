@@ -548,7 +548,7 @@ class StepsDone:
         self.live, self.last = live, 0
 
     def __call__(self, model, steps: int) -> None:
-        if steps < self.last:  # the next member began
+        if steps <= self.last:  # the next member began (a member's steps only grow, epoch by epoch)
             self.last = 0
         self.live["steps_done"] = self.live.get("steps_done", 0) + steps - self.last
         self.last = steps

@@ -728,6 +728,11 @@ def test_the_live_step_count_adds_up_an_ensembles_members():
     for steps in (10, 20, 10, 20, 30):  # member 0: two epochs of 10 steps; member 1: three
         count(None, steps)
     assert live["steps_done"] == 50
+    one_epoch_each = {}
+    count = StepsDone(one_epoch_each)
+    for steps in (10, 10, 10):  # three members of one 10-step epoch each: equal counts, not a repeat
+        count(None, steps)
+    assert one_epoch_each["steps_done"] == 30
 
 
 def test_an_image_answered_i_dont_know_shows_its_picture_in_the_review(tmp_path):
