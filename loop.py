@@ -572,10 +572,11 @@ def query(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, mo
     """(pool positions to label, their scores, their draw probabilities (None unless --acquisition drew
     them), how many were scored), best first (or in pick or draw order)."""
     candidates = candidate_positions(state, cfg.pool_subset, torch_generator(cfg.seed, "subset", r))
-    # Ask the strategy as its kind says; each way gives positions into the candidates and their scores
-    picked, picked_scores, *drawn = QUERY_BY_KIND[strategy.kind](Query(cfg, data, state, strategy, model, r,
-                                                                       candidates))
-    return candidates[picked], picked_scores, (drawn or [None])[0], candidates.numel()
+    # Ask the strategy as its kind says; each way gives positions into the candidates, their scores and their
+    # draw probabilities (None but for a stochastic --acquisition)
+    picked, picked_scores, drawn = QUERY_BY_KIND[strategy.kind](Query(cfg, data, state, strategy, model, r,
+                                                                      candidates))
+    return candidates[picked], picked_scores, drawn, candidates.numel()
 
 
 @dataclass
@@ -623,7 +624,7 @@ def query_random(q: Query) -> tuple:
     """No predictions: uniformly random scores, the top --n_query of them."""
     scores = random_scores(q.candidates.numel(), q.generator("random_query"))
     best = select_top_k(scores, q.cfg.n_query)
-    return best, scores[best]
+    return best, scores[best], None
 
 
 def query_scores(q: Query) -> tuple:
@@ -638,7 +639,8 @@ def query_batch(q: Query) -> tuple:
     """The strategy chooses the batch jointly, from all K predictions of every candidate."""
     log_probs = pool_log_probs(q.model, q.data.train, q.idx, q.k, q.mc, q.generator("mc_dropout", q.data.device),
                                q.cfg.eval_batch_size)
-    return q.strategy.select_batch(log_probs, q.cfg.n_query, q.generator(q.strategy.name))
+    picked, picked_scores = q.strategy.select_batch(log_probs, q.cfg.n_query, q.generator(q.strategy.name))
+    return picked, picked_scores, None
 
 
 def query_targets(q: Query) -> tuple:
@@ -679,7 +681,7 @@ def query_embeddings(q: Query) -> tuple:
         labeled_h = q.data.ssl_features[labeled_idx.cpu()].to(h.device)
     picked, picked_scores = q.strategy.select_embeddings(Embeddings(h, p, labeled_h), q.cfg.n_query,
                                                          q.generator(q.strategy.name))
-    return picked.cpu(), picked_scores.cpu()
+    return picked.cpu(), picked_scores.cpu(), None
 
 
 # How the loop queries for each kind of strategy (strategies.KINDS): it never asks which strategy it runs.

@@ -36,7 +36,7 @@ from results import (DamagedRun, OutputError, RunDir, atomic_write_text, check_w
                      prepare_run_folder, read_config, read_fingerprint, read_summary, run_status)
 from tracking import NullTracker, start_tracker
 from train import Diverged
-from workers import Job, WorkerPool, follow_parent
+from workers import Job, WorkerPool, exit_text, follow_parent
 
 TABLE_COLUMNS = ["round", "n_labeled", "val_acc", "test_acc", "train_s", "query_s", "eval_s"]
 ERROR_TAIL_LINES = 60  # lines of a failed seed process's output kept in its error.txt
@@ -334,9 +334,8 @@ def seed_job(cfg: Config, seed_cfg: Config, pool: WorkerPool, log: logging.Logge
 
     def finished(proc, seconds: float, output: str) -> None:
         code = proc.returncode
-        how = f"exit {code}" if code >= 0 else f"killed by signal {-code}"
-        log.info("experiment: seed %d ended: %s (%s, %.0f s); log: %s", seed_cfg.seed, run_status(path), how,
-                 seconds, path / "log.txt")
+        log.info("experiment: seed %d ended: %s (%s, %.0f s); log: %s", seed_cfg.seed, run_status(path),
+                 exit_text(code), seconds, path / "log.txt")
         outcomes[seed_cfg.seed] = seed_outcome(seed_cfg, code, output, error_before, pool.stopping, log)
 
     return Job(seed_command(cfg, path), path / "log.txt", "main.py --experiment", started, finished)
@@ -351,7 +350,7 @@ def seed_outcome(seed_cfg: Config, code: int, output: str, error_before: int | N
         return "interrupted"
     lines = output.splitlines()
     last = next((line for line in reversed(lines) if line.strip()), "no output")
-    reason = f"{'exit' if code >= 0 else 'killed by signal'} {abs(code)}: {last.strip()}"
+    reason = f"{exit_text(code)}: {last.strip()}"
     wrote = _mtime_ns(Path(seed_cfg.resume) / "error.txt") != error_before  # the child wrote its own
     record_seed_failure(seed_cfg, reason, log, text=None if wrote else "\n".join(lines[-ERROR_TAIL_LINES:]) + "\n")
     return "failed"

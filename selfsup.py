@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from augment import rotate_images, shift_images
+from models import init_weights
 from results import OutputError, atomic_write_bytes
 from rng import torch_generator
 
-SSL_VERSION = 1  # part of the cache key: a change of the encoder or its training invalidates old files
+SSL_VERSION = 2  # part of the cache key: a change of the encoder or its training invalidates old files
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,7 @@ def train_encoder(images, idx: torch.Tensor, spec: SSLSpec, seed: int) -> Encode
     device = idx.device
     torch_init = torch_generator(seed, "ssl", "weights")
     enc = Encoder(images.x.shape[1], spec.dim)
-    with torch.no_grad():  # initial weights from the seed alone (the constructors drew from the global RNG)
-        for name, p in enc.named_parameters():
-            if p.dim() > 1:
-                torch.nn.init.kaiming_normal_(p, generator=torch_init)
-            elif name.endswith("bias"):
-                p.zero_()
+    init_weights(enc, torch_init)  # from the seed alone, as every classifier's weights
     enc = enc.to(device)
     opt = torch.optim.Adam(enc.parameters(), lr=spec.lr)
     order_gen = torch_generator(seed, "ssl", "order")

@@ -158,5 +158,10 @@ class WorkerPool:
         job.finished(proc, time.monotonic() - t0, output)
 
 
+def exit_text(code: int) -> str:
+    """How a worker ended, as its Popen return code says: "exit N", or "killed by signal N" (negative codes)."""
+    return f"exit {code}" if code >= 0 else f"killed by signal {-code}"
+
+
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()

@@ -130,13 +130,18 @@ def method_name(config: dict) -> str:
     if not several_networks(config):
         return config["strategy"]
     dropout = f", dropout {config['dropout']:g}" if config.get("dropout") else ""
-    members = UNCERTAINTIES[config["uncertainty"]].networks(config)
+    members = _source(config).networks(config)
     return f"{config['strategy']} (ensemble of {members}{dropout})"
 
 
+def _source(config: dict):
+    """A saved config's --uncertainty, as config.UNCERTAINTIES declares it (older folders: MC dropout)."""
+    return UNCERTAINTIES[config.get("uncertainty", "mc_dropout")]
+
+
 def several_networks(config: dict) -> bool:
-    """Whether a saved config's uncertainty comes from several networks (older folders: MC dropout)."""
-    return UNCERTAINTIES[config.get("uncertainty", "mc_dropout")].several_networks
+    """Whether a saved config's uncertainty comes from several networks."""
+    return _source(config).several_networks
 
 
 def group_key(config: dict) -> str:

@@ -41,24 +41,29 @@ def _sq_dists(a_A_D: torch.Tensor, a_sq_A: torch.Tensor, b_B_D: torch.Tensor, b_
     return (a_sq_A.unsqueeze(1) + b_sq_B.unsqueeze(0) - 2.0 * (a_A_D @ b_B_D.T)).clamp_min_(0.0)
 
 
+def sq_dist_chunks(points_N_D: torch.Tensor, centres_M_D: torch.Tensor, chunk_elems: int = DEFAULT_CHUNK_ELEMS):
+    """The squared distances points × centres as (row start, column start, chunk), both sides chunked so that a
+    chunk holds at most chunk_elems entries (at least 1 × 1); nothing when either side is empty."""
+    n, m = points_N_D.shape[0], centres_M_D.shape[0]
+    if n == 0 or m == 0:
+        return
+    p_sq = points_N_D.pow(2).sum(1)
+    c_sq = centres_M_D.pow(2).sum(1)
+    rows = max(1, min(n, chunk_elems))
+    cols = max(1, min(m, chunk_elems // rows))
+    for i in range(0, n, rows):
+        for j in range(0, m, cols):
+            yield i, j, _sq_dists(points_N_D[i:i + rows], p_sq[i:i + rows], centres_M_D[j:j + cols], c_sq[j:j + cols])
+
+
 def min_sq_dist_to(points_N_D: torch.Tensor, centres_L_D: torch.Tensor,
                    chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> torch.Tensor:
-    """min over centres of the squared distance, per point (N), in chunks of ≤ chunk_elems distances.
-
-    Both sides are chunked: N_chunk × L_chunk ≤ chunk_elems (at least 1 × 1). +inf where L = 0.
-    """
-    n, l = points_N_D.shape[0], centres_L_D.shape[0]
-    out_N = torch.full((n,), float("inf"), dtype=points_N_D.dtype, device=points_N_D.device)
-    if l == 0 or n == 0:
-        return out_N
-    p_sq = points_N_D.pow(2).sum(1)
-    c_sq = centres_L_D.pow(2).sum(1)
-    rows = max(1, min(n, chunk_elems))
-    cols = max(1, min(l, chunk_elems // rows))
-    for i in range(0, n, rows):
-        for j in range(0, l, cols):
-            d = _sq_dists(points_N_D[i:i + rows], p_sq[i:i + rows], centres_L_D[j:j + cols], c_sq[j:j + cols])
-            torch.minimum(out_N[i:i + rows], d.amin(1), out=out_N[i:i + rows])
+    """min over centres of the squared distance, per point (N), in chunks of ≤ chunk_elems distances
+    (sq_dist_chunks). +inf where L = 0."""
+    out_N = torch.full((points_N_D.shape[0],), float("inf"), dtype=points_N_D.dtype, device=points_N_D.device)
+    for i, _, d in sq_dist_chunks(points_N_D, centres_L_D, chunk_elems):
+        rows = slice(i, i + d.shape[0])
+        torch.minimum(out_N[rows], d.amin(1), out=out_N[rows])
     return out_N
 
 

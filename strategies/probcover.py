@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from strategies.diversity import DEFAULT_CHUNK_ELEMS, Embeddings, _check, _sq_dists, kmeans_labels
+from strategies.diversity import DEFAULT_CHUNK_ELEMS, Embeddings, _check, _sq_dists, kmeans_labels, sq_dist_chunks
 
 PURITY = 0.95  # α: the share of pure balls the δ must keep (the paper's value)
 
@@ -42,17 +42,9 @@ def purity_delta(x_N_D: torch.Tensor, clusters_N: torch.Tensor, alpha: float = P
 def ball_counts(points_N_D: torch.Tensor, centres_M_D: torch.Tensor, delta: float,
                 chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> torch.Tensor:
     """Per point, how many centres lie within distance < δ of it, in chunks of ≤ chunk_elems distances."""
-    n, m = points_N_D.shape[0], centres_M_D.shape[0]
-    out = torch.zeros(n, dtype=torch.int64)
-    if m == 0 or n == 0:
-        return out
-    p_sq, c_sq = points_N_D.pow(2).sum(1), centres_M_D.pow(2).sum(1)
-    rows = max(1, min(n, chunk_elems))
-    cols = max(1, min(m, chunk_elems // rows))
-    for i in range(0, n, rows):
-        for j in range(0, m, cols):
-            d2 = _sq_dists(points_N_D[i:i + rows], p_sq[i:i + rows], centres_M_D[j:j + cols], c_sq[j:j + cols])
-            out[i:i + rows] += (d2 < delta * delta).sum(1)
+    out = torch.zeros(points_N_D.shape[0], dtype=torch.int64)
+    for i, _, d2 in sq_dist_chunks(points_N_D, centres_M_D, chunk_elems):
+        out[i:i + d2.shape[0]] += (d2 < delta * delta).sum(1)
     return out
 
 
@@ -63,6 +55,7 @@ def max_coverage(h_N_D: torch.Tensor, labeled_L_D: torch.Tensor, delta: float, b
     number. Once every candidate is covered, the rest of the batch is drawn uniformly from ``generator``
     among the candidates not picked (gain 0), as the paper's code does."""
     n = h_N_D.shape[0]
+    h_sq = h_N_D.pow(2).sum(1)
     covered = ball_counts(h_N_D, labeled_L_D, delta, chunk_elems) > 0
     degree = ball_counts(h_N_D, h_N_D[~covered], delta, chunk_elems)
     picked = torch.zeros(n, dtype=torch.bool)
@@ -70,7 +63,7 @@ def max_coverage(h_N_D: torch.Tensor, labeled_L_D: torch.Tensor, delta: float, b
     while len(positions) < batch_size and int(degree.max()) > 0:
         c = int(torch.argmax(degree))  # the first of the largest
         gain = int(degree[c])
-        d2 = _sq_dists(h_N_D[c:c + 1], h_N_D[c:c + 1].pow(2).sum(1), h_N_D, h_N_D.pow(2).sum(1))[0]
+        d2 = _sq_dists(h_N_D[c:c + 1], h_sq[c:c + 1], h_N_D, h_sq)[0]
         newly = ~covered & (d2 < delta * delta)
         newly[c] = not covered[c]  # its own ball holds it, whatever the rounding of a zero distance
         degree -= ball_counts(h_N_D, h_N_D[newly], delta, chunk_elems)

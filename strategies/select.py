@@ -12,10 +12,12 @@ import torch
 
 from config import ACQUISITIONS
 
+
 def select_top_k(scores_N: torch.Tensor, k: int) -> torch.Tensor:
     """Positions (into scores_N) of the k highest scores, best first. NaN is an error, not a rank."""
     _check(scores_N, k)
     return torch.topk(scores_N, k, sorted=True).indices
+
 
 def log_weights(scores_N: torch.Tensor, how: str, beta: float) -> torch.Tensor:
     """log w_N of a stochastic acquisition (unnormalised): β·log score, β·score, or −β·log rank. For power,
@@ -34,6 +36,7 @@ def log_weights(scores_N: torch.Tensor, how: str, beta: float) -> torch.Tensor:
         return -beta * ranks.log()
     raise ValueError(f"unknown acquisition {how!r}; choose one of: {', '.join(ACQUISITIONS)}")
 
+
 def select_stochastic(scores_N: torch.Tensor, k: int, how: str, beta: float,
                       generator: torch.Generator) -> tuple:
     """(positions_k, draw_probs_k): k items drawn without replacement as ``how`` says (Gumbel-top-k, noise
@@ -50,10 +53,12 @@ def select_stochastic(scores_N: torch.Tensor, k: int, how: str, beta: float,
     probs = (shifted[picked] - left.clamp_min(torch.finfo(torch.float64).tiny).log()).exp()
     return picked, probs.float()
 
+
 def _check(scores_N: torch.Tensor, k: int) -> None:
     if torch.isnan(scores_N).any():
         raise ValueError(f"{int(torch.isnan(scores_N).sum())} acquisition scores are NaN")
     if not 0 < k <= scores_N.numel():
         raise ValueError(f"cannot select {k} of {scores_N.numel()} items")
+
 
 __all__ = ["ACQUISITIONS", "log_weights", "select_stochastic", "select_top_k"]

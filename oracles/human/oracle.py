@@ -247,10 +247,8 @@ class HumanOracle(CleanOracle):
             pending = b["corrections"] if open_ else {}
             label_P = self.study.state.label_P
             rows = []
-            for row in list(self.study.run_dir.acquired):
+            for row in self._asked_of_person():
                 p = row["pool_position"]
-                if row["round"] < 0 or p in self.known:
-                    continue
                 given = row["label"] >= 0
                 now = SKIP if not given else pending[p]["label"] if p in pending else int(label_P[p])
                 rows.append({"round": row["round"] + 1, "position": p, "given": row["label"], "label": now,
@@ -382,8 +380,7 @@ class HumanOracle(CleanOracle):
         """Whether the page shows the image at this pool position: the open batch's, and those the person
         answered in a recorded round, "I don't know" included (the review lists them all); under the lock."""
         return (self.batch is not None and position in self.batch["positions"]) or \
-            any(row["pool_position"] == position and row["round"] >= 0 for row in list(self.study.run_dir.acquired)
-                if row["pool_position"] not in self.known)
+            any(row["pool_position"] == position for row in self._asked_of_person())
 
     def _taken(self, wanted: list, answers: dict, corrections: dict) -> torch.Tensor:
         """The labels of a submitted batch; its answer times are kept for labels.csv, its corrections for
@@ -505,11 +502,17 @@ class HumanOracle(CleanOracle):
         mine = self._answered_by_person()
         return {p: c for p, c in self.saved.get("corrections", {}).items() if p in mine}
 
+    def _asked_of_person(self) -> list:
+        """acquired.csv's rows (their first answers) of the images the person was asked in the recorded rounds,
+        "I don't know" included: not the initial set, nor those the dataset answered."""
+        return [row for row in list(self.study.run_dir.acquired)
+                if row["round"] >= 0 and row["pool_position"] not in self.known]
+
     def _answered_by_person(self) -> dict:
         """{pool position: (round, label given)} of every label the person gave in the recorded rounds
-        ("I don't know" aside), from acquired.csv's rows (their first answers)."""
-        return {row["pool_position"]: (row["round"], row["label"]) for row in list(self.study.run_dir.acquired)
-                if row["round"] >= 0 and row["label"] >= 0 and row["pool_position"] not in self.known}
+        ("I don't know" aside)."""
+        return {row["pool_position"]: (row["round"], row["label"]) for row in self._asked_of_person()
+                if row["label"] >= 0}
 
     def _image(self, position: int):
         """H×W or H×W×3 uint8 array of a pool image as the model sees it (noise included)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sweeps.executors.base import Executor
 from sweeps.grid import Sweep, SweepError, cell_state, print_table, say, write_attempt
-from workers import Job, WorkerPool
+from workers import Job, WorkerPool, exit_text
 
 MAIN_PY = Path(__file__).resolve().parents[2] / "main.py"  # each cell is a process of main.py
 
@@ -72,8 +72,7 @@ def _cell_job(cell, sweep: Sweep, threads: int, total: int) -> Job:
     def finished(proc, seconds: float, output: str) -> None:
         write_attempt(cell.path, executor="local", host=os.uname().nodename, pid=proc.pid, exit=proc.returncode)
         status = cell_state(cell.path)["status"]
-        how = f"exit {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
         hint = "" if status == "complete" else f"; log: {cell.path / 'log.txt'}"
-        say(f"finish {cell.name}: {status} ({how}, {seconds:.0f} s{hint})")
+        say(f"finish {cell.name}: {status} ({exit_text(proc.returncode)}, {seconds:.0f} s{hint})")
 
     return Job(cmd, cell.path / "log.txt", "sweep.py", started, finished)
