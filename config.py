@@ -299,6 +299,11 @@ class Config:
                                             "labelled set from round 0 and queries come only from `unlabeled/` "
                                             "(`--no-known_labels_first`: draw `--n_init_labeled` of them, as "
                                             "before); no effect elsewhere")
+    query_lag: int = option(0, "how many rounds old the model that chooses a batch is: 0, this round's (the "
+                                "oracle waits for its training); 1, the previous round's, scoring the pool without "
+                                "the images just answered, while this round's model trains (`--oracle human`: the "
+                                "next batch is on screen at once); round 0's batch is always round 0's model's",
+                            rule=Rule(int, 0, 1, why="0 (this round's model chooses) or 1 (the previous round's)"))
     show_guess: bool = option(False, "`--oracle human`: each card shows the model's top class and its probability "
                                      "(off by default: seeing the guess anchors people to it)", operational=True)
     # Training at the machine's speed: seeds in parallel, and where a round's weights start.

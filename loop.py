@@ -32,6 +32,7 @@ from selfsup import SSLSpec, default_cache_dir, self_supervised_features
 from strategies import STRATEGIES, Embeddings, Strategy, get_strategy, random_scores, select_stochastic, select_top_k
 from train import (Schedule, check_finite, evaluate, fit, make_optimizer, pool_embeddings, pool_log_probs, score_pool,
                    warm_start)
+from workers import Background
 
 
 @dataclass
@@ -194,11 +195,16 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
         rows = list(run_dir.rounds)
         # A run that --stop_when_stable ended has no round left (it is resumed as complete)
         first_round = cfg.n_round + 1 if rows and stops(cfg, rows[-1]) else start
-        if 0 < first_round <= cfg.n_round and not stop.off:
-            stop.previous = retrained_predictions(cfg, data, state, first_round - 1, weights, stop.positions)
+        chooser = None  # --query_lag 1: the previous round's model, which chooses the next batch
+        if 0 < first_round <= cfg.n_round and (cfg.query_lag or not stop.off):
+            previous = retrained_model(cfg, data, state, first_round - 1, weights)
+            if not stop.off:
+                stop.previous = predict_probs(cfg, data, previous, stop.positions).argmax(1)
+            chooser = previous if cfg.query_lag else None
         for r in tqdm(range(first_round, cfg.n_round + 1), desc="rounds", disable=not sys.stderr.isatty()):
-            row, acquired = run_round(cfg, data, state, strategy, oracle, r, live=context.live, weights=weights,
-                                      stop=stop)
+            row, acquired, model = run_round(cfg, data, state, strategy, oracle, r, live=context.live,
+                                             weights=weights, stop=stop, chooser=chooser)
+            chooser = model if cfg.query_lag else None
             corrections = take_corrections(data, state, oracle, r)
             run_dir.append_round(row, acquired, corrections)
             labels.update(state, oracle.answered_at)
@@ -371,26 +377,47 @@ def replay_corrections(state: PoolState, data: StudyData, corrections: list, own
 
 def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int,
               live: dict | None = None, weights: TrainedWeights | None = None,
-              stop: StopSignal | None = None) -> tuple:
-    """One round: train a model, evaluate it, and (before the last round) query and reveal.
+              stop: StopSignal | None = None, chooser: torch.nn.Module | None = None) -> tuple:
+    """One round: train a model, evaluate it, and (before the last round) query and reveal: (row, acquired
+    rows, the trained model).
 
     ``live`` (the oracle context's) is updated as the round goes, for an oracle that shows progress;
     ``weights`` holds the previous round's trained weights for --warm_start, and gets this round's;
     ``stop`` the stop set and the previous round's predictions on it, and gets this round's. A round
-    whose kappa ends the run (--stop_when_stable) queries nothing, like the last round."""
+    whose kappa ends the run (--stop_when_stable) queries nothing, like the last round.
+
+    ``chooser`` (--query_lag 1, from round 1): the previous round's trained model. It chooses this round's
+    batch and the oracle answers it while this round's model trains on the labels it had before (a copy of
+    the labelled set, in a Background thread); the answers reach the next round. Every draw is named by
+    (seed, purpose, round), so the numbers are those of doing the two one after the other. The batch is
+    asked before this round's kappa is known: a round whose kappa ends the run keeps its answered batch.
+    """
     live = {} if live is None else live
     live.clear()
     live.update(round=r, phase="training", n_labeled=state.n_labeled, steps_done=0,
                 train_started=time.monotonic())
     t_round = time.perf_counter()
+    lagged = chooser is not None and r < cfg.n_round
+    trained_on = state.copy() if lagged else state
     # Train a model (fresh, or warm-started from the previous round's) on the labelled set; the live record
     # follows its steps (the labelling page's estimate of the time left)
-    t = time.perf_counter()
     live["steps_planned"] = schedule_of(cfg).max_steps(state.n_labeled) * cfg.source.networks(cfg)
-    model, trained = train_model(cfg, data, state, r, weights.of(r - 1) if weights else None,
-                                 after_epoch=StepsDone(live))
-    n_corrupted = count_corrupted(data, state)
-    train_s = _elapsed(t, data.device)
+
+    def train() -> tuple:
+        t = time.perf_counter()
+        model, trained = train_model(cfg, data, trained_on, r, weights.of(r - 1) if weights else None,
+                                     after_epoch=StepsDone(live))
+        return model, trained, _elapsed(t, data.device)
+
+    asked = None
+    if lagged:  # the previous round's model chooses, and the oracle answers, while this one trains
+        training = Background(train, name=f"round {r} training")
+        live["chosen_by"] = r - 1
+        asked = ask(cfg, data, state, strategy, oracle, chooser, r, chosen_by=r - 1)
+        model, trained, train_s = training.result()
+    else:
+        model, trained, train_s = train()
+    n_labeled, n_corrupted = trained_on.n_labeled, count_corrupted(data, trained_on)  # what the model learnt from
     # Keep the trained weights for the next round's warm start (file I/O: not part of train_s)
     if weights:
         weights.keep(r, model)
@@ -405,47 +432,70 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
              else math.nan)
     eval_s = _elapsed(t, data.device)
     live.update(phase="querying", val_acc=val["acc"], test_acc=test["acc"], stop_kappa=kappa)
-    # Query the pool and reveal the chosen labels (no query after the last round). The oracle may not
-    # answer an item (label -1, "I don't know"): it is recorded, and set aside or left in the pool.
-    t = time.perf_counter()
-    acquired, n_scored, n_answered, n_skipped, label_s = [], 0, 0, 0, 0.0
-    if r < cfg.n_round and not reached(kappa, cfg.stop_when_stable):
-        picked, picked_scores, draw_probs, n_scored = query(cfg, data, state, strategy, model, r)
-        probs = predict_probs(cfg, data, model, picked) if oracle.needs_predictions else None
-        t_label = time.perf_counter()
-        labels = oracle(picked, probs)
-        label_s = time.perf_counter() - t_label
-        answered = labels >= 0
-        state.label(picked[answered], labels[answered], round_=r + 1)
-        if cfg.dont_know == "out":
-            state.set_aside(picked[~answered])
-        n_answered, n_skipped = int(answered.sum()), int((~answered).sum())
-        acquired = acquired_rows(data, r, picked, labels, picked_scores, draw_probs)
-    query_s = _elapsed(t, data.device) - label_s
-    row = {"round": r, "n_labeled": state.n_labeled - n_answered, "n_corrupted": n_corrupted, "n_skipped": n_skipped,
+    # Query the pool and reveal the chosen labels (no query after the last round)
+    if asked is None:
+        live["chosen_by"] = r
+        asked = (ask(cfg, data, state, strategy, oracle, model, r, chosen_by=r)
+                 if r < cfg.n_round and not reached(kappa, cfg.stop_when_stable) else Asked())
+    row = {"round": r, "n_labeled": n_labeled, "n_corrupted": n_corrupted, "n_skipped": asked.n_skipped,
            "train_loss": trained["loss"],
            "train_epochs": trained["epochs"], "train_steps": trained["steps"],
            "val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"],
            "test_error": 1.0 - test["acc"], "member_test_acc": test["member_acc"],
            "test_acc_clean": test.get("acc_clean", test["acc"]), "test_acc_noisy": test.get("acc_noisy", math.nan),
-           "n_scored": n_scored,
-           "train_s": train_s, "eval_s": eval_s, "query_s": query_s, "label_s": label_s,
-           "round_s": time.perf_counter() - t_round, "n_noisy": sum(a["noisy"] for a in acquired), "stop_kappa": kappa}
-    return row, acquired
+           "n_scored": asked.n_scored,
+           "train_s": train_s, "eval_s": eval_s, "query_s": asked.query_s, "label_s": asked.label_s,
+           "round_s": time.perf_counter() - t_round, "n_noisy": sum(a["noisy"] for a in asked.rows),
+           "stop_kappa": kappa}
+    return row, asked.rows, model
+
+
+@dataclass
+class Asked:
+    """A round's query and its answers: acquired.csv's rows, how many candidates were scored and how many
+    queried images were answered or skipped, and the seconds choosing (query_s) and answering (label_s) took."""
+
+    rows: list = field(default_factory=list)
+    n_scored: int = 0
+    n_answered: int = 0
+    n_skipped: int = 0
+    query_s: float = 0.0
+    label_s: float = 0.0
+
+
+def ask(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, model, r: int,
+        chosen_by: int) -> Asked:
+    """Round r's query, chosen with ``model`` (round ``chosen_by``'s), and the oracle's answers, revealed into
+    ``state``. The oracle may not answer an item (label -1, "I don't know"): it is recorded, and set aside
+    or left in the pool."""
+    t = time.perf_counter()
+    picked, picked_scores, draw_probs, n_scored = query(cfg, data, state, strategy, model, r)
+    probs = predict_probs(cfg, data, model, picked) if oracle.needs_predictions else None
+    t_label = time.perf_counter()
+    labels = oracle(picked, probs)
+    label_s = time.perf_counter() - t_label
+    answered = labels >= 0
+    state.label(picked[answered], labels[answered], round_=r + 1)
+    if cfg.dont_know == "out":
+        state.set_aside(picked[~answered])
+    rows = acquired_rows(data, r, picked, labels, picked_scores, draw_probs, chosen_by=chosen_by)
+    return Asked(rows, n_scored, int(answered.sum()), int((~answered).sum()), _elapsed(t, data.device) - label_s,
+                 label_s)
 
 
 def acquired_rows(data: StudyData, r: int, positions: torch.Tensor, labels: torch.Tensor,
-                  scores: torch.Tensor, draw_probs: torch.Tensor | None = None) -> list:
+                  scores: torch.Tensor, draw_probs: torch.Tensor | None = None, chosen_by: int | None = None) -> list:
     """Rows of acquired.csv: queried after round r (-1: the initial set), pool and dataset indices, the
     label the oracle gave (``label``, what training uses) and the dataset's (``true_label``), the score,
     whether the image's input carries noise (``noisy``, 0/1), and the probability a stochastic
-    --acquisition drew it with at its turn (``draw_prob``; NaN when nothing was drawn)."""
+    --acquisition drew it with at its turn (``draw_prob``; NaN when nothing was drawn), and the round whose
+    model chose it (``chosen_by``: r unless given; -1 for the initial set)."""
     dataset_idx = data.pool_idx[positions.to(data.device)].tolist()
     true = data.pool_y[positions.to(data.device)].tolist()
     noisy = data.noisy_of(positions).int().tolist()
     probs = [math.nan] * positions.numel() if draw_probs is None else draw_probs.tolist()
     return [{"round": r, "pool_position": p, "dataset_index": d, "label": lab, "true_label": t, "score": s,
-             "noisy": z, "draw_prob": q}
+             "noisy": z, "draw_prob": q, "chosen_by": r if chosen_by is None else chosen_by}
             for p, d, lab, t, s, z, q in zip(positions.tolist(), dataset_idx, labels.tolist(), true, scores.tolist(),
                                              noisy, probs)]
 
@@ -464,22 +514,20 @@ def predict_probs(cfg: Config, data: StudyData, model, positions: torch.Tensor) 
     return pool_log_probs(model, data.train, idx, 1, False, None, cfg.eval_batch_size)[0].exp()
 
 
-def retrained_predictions(cfg: Config, data: StudyData, state: PoolState, r: int, weights: TrainedWeights,
-                          positions: torch.Tensor) -> torch.Tensor:
-    """Round r's predicted classes at pool ``positions``, from its model: its trained weights when
-    --warm_start kept them, else trained again exactly as it was (the labels of rounds ≤ r, the same seeded
-    streams). A resumed run's first kappa needs them and they are not in the run folder: one round's
-    training on resume buys an exact kappa without another file to keep consistent, and folders written
-    before stop_kappa existed get one too."""
+def retrained_model(cfg: Config, data: StudyData, state: PoolState, r: int, weights: TrainedWeights):
+    """Round r's trained model: from its weights when --warm_start kept them, else trained again exactly as
+    it was (the labels of rounds ≤ r, the same seeded streams). A resumed run's first kappa, and with
+    --query_lag 1 its first batch, need it and it is not in the run folder: one round's training on resume
+    buys exact numbers without another file to keep consistent (and folders written before stop_kappa
+    existed get one too)."""
     if weights.of(r) is not None:
         model = fresh_model(cfg, data, r)
         model.load_state_dict(weights.of(r))
-    else:
-        used = (state.round_P >= 0) & (state.round_P <= r)
-        earlier = PoolState(len(state))
-        earlier.label(torch.nonzero(used).flatten(), state.label_P[used], round_=0)
-        model, _ = train_model(cfg, data, earlier, r)
-    return predict_probs(cfg, data, model, positions).argmax(1)
+        return model
+    used = (state.round_P >= 0) & (state.round_P <= r)
+    earlier = PoolState(len(state))
+    earlier.label(torch.nonzero(used).flatten(), state.label_P[used], round_=0)
+    return train_model(cfg, data, earlier, r)[0]
 
 
 def member_streams(cfg: Config, r: int) -> list:

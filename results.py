@@ -50,8 +50,10 @@ ROUND_COLUMNS = ["round", "n_labeled", "n_corrupted", "n_skipped", "train_loss",
                  "test_acc_noisy"]
 # label: the label the oracle gave (training uses it; -1: not answered, "I don't know"); true_label: the
 # dataset's (differs under label noise; -1 for an image the dataset has no label for); noisy: 1 when the
-# image's input carries noise (--noise), else 0.
-ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score", "noisy", "draw_prob"]
+# image's input carries noise (--noise), else 0; chosen_by: the round whose model chose it (round − 1 with
+# --query_lag 1; -1 for the initial set).
+ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score", "noisy", "draw_prob",
+                    "chosen_by"]
 TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "label_s", "round_s"]
 # corrections.csv: an answer the oracle changed after it was recorded (a person's correction), made while
 # round ``round``'s batch was open, so round + 1 trains on ``label`` (acquired.csv keeps the first answer).
@@ -161,7 +163,8 @@ def _csv_text(rows: list, columns: list) -> str:
 NEWER_ROUND_COLUMNS = ("n_corrupted", "n_skipped", "label_s", "member_test_acc", "n_noisy", "stop_kappa",
                        "test_acc_clean", "test_acc_noisy")
 REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS if c not in NEWER_ROUND_COLUMNS]
-REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c not in ("true_label", "noisy", "draw_prob")]
+REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c not in ("true_label", "noisy", "draw_prob",
+                                                                                  "chosen_by")]
 _FLOAT_ACQUIRED = {"score", "draw_prob"}
 _TEXT_CORRECTIONS = {"at"}
 _TEXT_LABELS = {"path", "label_name", "answered_at", "who"}
@@ -435,8 +438,9 @@ class RunDir:
         return path.read_bytes() if path.exists() else None
 
     def record_acquired(self, acquired: list) -> None:
-        """Add labelled items to acquired.csv (round -1 is the initial set), atomically."""
-        self.acquired.extend(acquired)
+        """Add labelled items to acquired.csv (round -1 is the initial set), atomically; a row that does not
+        say which round's model chose it was chosen by its own round's."""
+        self.acquired.extend({**row, "chosen_by": row.get("chosen_by", row["round"])} for row in acquired)
         atomic_write_text(self.path / "acquired.csv", _csv_text(self.acquired, ACQUIRED_COLUMNS))
 
     def reset_acquired(self, acquired: list) -> None:
@@ -471,6 +475,7 @@ class RunDir:
                 row.setdefault("true_label", true_label(row["pool_position"]))
                 row.setdefault("noisy", noisy(row["pool_position"]))
             row.setdefault("draw_prob", math.nan)  # before stochastic acquisition: top-k, nothing drawn
+            row.setdefault("chosen_by", row["round"])  # before --query_lag: the round's own model chose
         for row in self.rounds:
             row.setdefault("n_corrupted", 0)  # before label noise: clean labels only
             row.setdefault("n_skipped", 0)  # before the human oracle: nothing was skipped

@@ -1,4 +1,5 @@
-"""Worker processes: ``main.py --resume FOLDER`` children for an experiment's seeds and a local sweep's cells.
+"""Worker processes: ``main.py --resume FOLDER`` children for an experiment's seeds and a local sweep's cells
+(and Background, one thread: a round's training while the previous round's model chooses, --query_lag 1).
 
 One pool runs both (WorkerPool): N at a time, in order, each in its own session (a Ctrl-C at the terminal
 reaches only the parent, which passes SIGTERM on), its output appended to the folder's log.txt; stopped by
@@ -156,6 +157,29 @@ class WorkerPool:
         with log:
             log.write(f"=== exit {proc.returncode}\n".encode())
         job.finished(proc, time.monotonic() - t0, output)
+
+
+class Background:
+    """``fn()`` in a daemon thread (a Ctrl-C or SIGTERM in the main thread ends the process without waiting
+    for it); ``result()`` waits for it and returns its value, or raises its exception."""
+
+    def __init__(self, fn: Callable, name: str = "background"):
+        self._value, self._error = None, None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable) -> None:
+        try:
+            self._value = fn()
+        except BaseException as err:  # handed to result(): the caller decides
+            self._error = err
+
+    def result(self):
+        while self._thread.is_alive():
+            self._thread.join(0.5)  # short waits: Ctrl-C and SIGTERM get through to the main thread
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def exit_text(code: int) -> str:

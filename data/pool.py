@@ -67,6 +67,12 @@ class PoolState:
             raise ValueError("only a labelled pool item can be relabelled")
         self.label_P[positions] = torch.as_tensor(labels, dtype=torch.int64)
 
+    def copy(self) -> "PoolState":
+        """An independent copy (what a round trains on while the live state takes the next answers)."""
+        copied = PoolState(0)
+        copied.load_state_dict(self.state_dict())
+        return copied
+
     def state_dict(self) -> dict:
         return {"round_P": self.round_P.clone(), "label_P": self.label_P.clone(), "aside_P": self.aside_P.clone()}
 

@@ -131,6 +131,7 @@ def test_every_route_needs_the_token_and_posts_take_it_only_from_the_header(make
     assert oracle.path.read_bytes() == before and answers_in_view(oracle) == [None, None, None]
     assert client.get(f"/state?token={oracle.token}").get_json() == \
         {"version": oracle.view()["version"], "phase": "labelling", "round": 0, "n_labeled": 0, "step": "training",
+         "n_training": 0, "batch": 0,  # batch 0 open; the round's model learns from what the live record says
          # No finished round yet: no kappa; the stop set is every pool image outside the initial set
          "kappa": [], "stability": stability(math.nan, 0.0, N_POOL - len(INITIAL)), "stopped_because": None}
     # the real server, through its printed address

@@ -10,7 +10,7 @@ import torch
 from config import Config
 from conftest import Run
 from data import PoolState, initial_positions, load_dataset
-from loop import TrainedWeights, prepare_data, restore_labeled, retrained_predictions
+from loop import TrainedWeights, prepare_data, predict_probs, restore_labeled, retrained_model
 from results import TIMING_COLUMNS, RunDir, read_config, read_rounds
 from stopping import StopSignal, reached, stop_kappa, stop_set_positions
 
@@ -90,7 +90,7 @@ def test_stop_kappa_is_the_kappa_of_the_two_rounds_models_on_the_stop_set(stoppe
     restore_labeled(state, data, run.acquired, first)
     positions = stop_set_positions(len(state), first, cfg.stop_set_size, cfg.seed)
     weights = TrainedWeights(run, keep=False)
-    predictions = [retrained_predictions(cfg, data, state, r, weights, positions).tolist()
+    predictions = [predict_probs(cfg, data, retrained_model(cfg, data, state, r, weights), positions).argmax(1).tolist()
                    for r in range(len(run.rounds))]
     for r in range(1, len(run.rounds)):
         assert run.rounds[r]["stop_kappa"] == stop_kappa(predictions[r - 1], predictions[r])
@@ -162,7 +162,7 @@ def test_without_a_stop_set_kappa_is_not_computed_and_nothing_else_changes(tmp_p
     for name in ("config.json", "acquired.csv"):
         (cut / name).write_bytes((b / name).read_bytes())
     rb.rounds.head(1).to_csv(cut / "rounds.csv", index=False, na_rep="nan")
-    monkeypatch.setattr(loop, "retrained_predictions", lambda *a, **k: pytest.fail("round 0 was retrained"))
+    monkeypatch.setattr(loop, "retrained_model", lambda *a, **k: pytest.fail("round 0 was retrained"))
     assert main.main(["--resume", str(cut)]) == 0
     pd.testing.assert_frame_equal(Run(cut).rounds.drop(columns=TIMING_COLUMNS), rb.rounds.drop(columns=TIMING_COLUMNS))
 

@@ -305,10 +305,14 @@ class HumanOracle(CleanOracle):
             live = dict(self.study.live)
             if live.get("round") == len(rows) and "test_acc" in live:
                 rows.append(live)  # the round in progress, evaluated but not recorded yet (shown, not saved)
-            # What the page says about stopping: the newest model's kappa, the one that chose the open batch
-            latest = float(rows[-1].get("stop_kappa", math.nan)) if rows else math.nan
             b = self.batch
             open_ = b is not None and not b["submitted"]
+            # What the page says about stopping: the kappa of the model that chose the open batch (the newest
+            # model; with --query_lag 1 the previous round's, while this round's trains), else the newest's
+            chooser = [row for row in rows if open_ and row["round"] == live.get("chosen_by")]
+            latest = float((chooser or rows)[-1].get("stop_kappa", math.nan)) if rows else math.nan
+            # --query_lag 1: the open batch's chooser learnt from fewer labels than the model training now
+            lagged = bool(chooser) and open_ and chooser[-1]["round"] < live.get("round", -1)
             if self.finished:
                 phase = "finished"
             elif open_:
@@ -317,9 +321,10 @@ class HumanOracle(CleanOracle):
                 phase = "training"
             round_, step = live.get("round", len(run_dir.rounds)), live.get("phase", "training")
             n_training = live.get("n_labeled", state.n_labeled)  # what the round's model trains on
-            if b is not None and b["submitted"] and round_ == b["round"]:
-                # Submitted, and the loop has not started the next round yet (its live step still says
-                # "querying"): the next round trains next, on the labels just given.
+            if b is not None and b["submitted"] and round_ == b["round"] and step != "training":
+                # Submitted, and the loop has not started the next round yet (its live step says "querying"):
+                # the next round trains next, on the labels just given. (With --query_lag 1 the batch may be
+                # submitted while its round's model still trains: that round is the one shown.)
                 round_, step = b["round"] + 1, "training"
                 n_training += b.get("from_dataset", 0) + sum(a["label"] != SKIP for a in b["answers"].values())
             guesses = self.guesses if self.cfg.show_guess else {}
@@ -336,6 +341,8 @@ class HumanOracle(CleanOracle):
                 "last": round_ >= self.cfg.n_round, "from_dataset": b.get("from_dataset", 0) if open_ else 0,
                 "n_round": self.cfg.n_round, "n_labeled": state.n_labeled, "n_aside": state.n_aside,
                 "rows": rows, "batch_round": b["round"] if open_ else None, "items": items,
+                "lagged": lagged, "chooser_labels": chooser[-1]["n_labeled"] if lagged else n_training,
+                "trains_now": lagged and step == "training",
                 "answered": sum(item["answer"] is not None for item in items),
                 "classes": self.classes, "keys": KEYS[:len(self.classes)], "skip_key": SKIP_KEY,
                 "token": self.token, "run_name": run_dir.name, "dataset": self.cfg.dataset,

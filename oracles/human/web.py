@@ -7,7 +7,8 @@ address.accepted_hosts):
 - ``GET /?token=T``: the page (server-rendered; its script polls ``/state`` and draws ``/view``, the open
   batch's cards updated in place so that focus stays);
 - ``GET /view?token=T``: the page's main part (progress, learning curve, the open batch);
-- ``GET /state?token=T``: ``{"version", "phase", ...}``: the page refreshes when the version changes; also
+- ``GET /state?token=T``: ``{"version", "phase", ...}``: the page refreshes when the version changes; the
+  open batch's round (``batch``, else null), the round's step and how many labels its model learns from; also
   each finished round's ``stop_kappa`` (``kappa``; null where NaN), what the page says about it
   (``stability``, see ``stability``) and why the run ended early (``stopped_because``, else null);
 - ``GET /image/<pool position>.png?token=T``: an image of the open batch, PNG-encoded from memory;
@@ -136,7 +137,8 @@ def create_app(desk, hosts: frozenset | None = LOOPBACK_NAMES) -> Flask:
     def state():
         v = desk.view()
         return jsonify(version=v["version"], phase=v["phase"], round=v["round"], n_labeled=v["n_labeled"],
-                       step=v["step"], kappa=v["kappas"], stability=v["stability"],
+                       step=v["step"], n_training=v["n_training"], batch=v["batch_round"],
+                       kappa=v["kappas"], stability=v["stability"],
                        stopped_because=v["stopped_because"])
 
     @app.get("/image/<int:position>.png")
