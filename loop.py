@@ -186,7 +186,8 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
             run_dir.upgrade_records(true_label=lambda p: int(data.pool_y[p]),
                                     noisy=lambda p: int(data.noisy_of(torch.tensor([p]))[0]))
             restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
-            replay_corrections(state, data, run_dir.corrections, DATASETS[cfg.dataset].own_labels)
+            replay_corrections(state, data, run_dir.corrections, DATASETS[cfg.dataset].own_labels,
+                               skipped_positions(run_dir.acquired))
             run_dir.reset_acquired(run_dir.acquired)  # without the queries of a round that did not finish
             run_dir.reset_corrections(run_dir.corrections)  # and without its corrections
             weights.restore(start)
@@ -220,6 +221,25 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
     finally:
         oracle.close()
     return rows
+
+
+def review_finished(cfg: Config, data: StudyData, run_dir: RunDir, log: logging.Logger) -> None:
+    """``--resume`` of a finished run a person labelled: the page opens again for corrections only
+    (HumanOracle.review_after_end) until the person presses Done; they are recorded in corrections.csv as
+    made in the last round, and labels.csv is rewritten (the export follows, in main)."""
+    state = recorded_state(cfg, data, run_dir)
+    oracle = make_oracle(cfg, data.pool_y, data.num_classes, initial=first_positions(cfg, data.pool_y.cpu()),
+                         study=OracleContext(data, state, run_dir, log))
+    try:
+        last = run_dir.rounds[-1]["round"]
+        oracle.review_after_end(last)
+        corrections = take_corrections(data, state, oracle, last)
+        run_dir.record_corrections(corrections)
+        LabelsFile(data, run_dir).update(state, oracle.answered_at)
+        log.info("%d corrections recorded after the study", len(corrections))
+        oracle.close(finished=True)
+    finally:
+        oracle.close()
 
 
 def stops(cfg: Config, row: dict) -> bool:
@@ -298,7 +318,8 @@ def recorded_state(cfg: Config, data: StudyData, run_dir: RunDir) -> PoolState:
     oracle = replayable_oracle(cfg, data.pool_y, data.num_classes, initial=first)
     state = PoolState(data.pool_idx.numel())
     restore_labeled(state, data, run_dir.acquired, first, oracle, set_aside=cfg.dont_know == "out")
-    replay_corrections(state, data, run_dir.corrections, DATASETS[cfg.dataset].own_labels)
+    replay_corrections(state, data, run_dir.corrections, DATASETS[cfg.dataset].own_labels,
+                       skipped_positions(run_dir.acquired))
     return state
 
 
@@ -348,31 +369,54 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
 
 def take_corrections(data: StudyData, state: PoolState, oracle, r: int) -> list:
     """Apply the answers the oracle changed during round r (while its batch was open) to the labelled set,
-    so that round r + 1 trains on them: corrections.csv's rows (acquired.csv keeps the first answers)."""
+    so that round r + 1 trains on them: corrections.csv's rows (acquired.csv keeps the first answers). An
+    image answered "I don't know" earlier and labelled now (old_label -1) joins the labelled set."""
     rows = []
     for fix in oracle.corrections():
-        p = int(fix["pool_position"])
-        old = int(state.labels_of(torch.tensor([p]))[0])
-        state.relabel(torch.tensor([p]), torch.tensor([fix["label"]]))
-        rows.append({"round": r, "pool_position": p, "dataset_index": int(data.pool_idx[p]), "old_label": old,
+        p = torch.tensor([int(fix["pool_position"])])
+        old = int(state.labels_of(p)[0])
+        label_or_relabel(state, p, torch.tensor([fix["label"]]), r)
+        rows.append({"round": r, "pool_position": int(p), "dataset_index": int(data.pool_idx[p]), "old_label": old,
                      "label": int(fix["label"]), "at": fix["at"]})
     return rows
 
 
-def replay_corrections(state: PoolState, data: StudyData, corrections: list, own_labels: bool) -> None:
+def label_or_relabel(state: PoolState, p: torch.Tensor, label: torch.Tensor, r: int) -> None:
+    """A correction made while round r's batch was open: a new label for a labelled image, or the first for
+    one answered "I don't know" (back from aside, labelled as if in round r's batch)."""
+    if int(state.round_P[p]) >= 0:
+        state.relabel(p, label)
+    else:
+        state.bring_back(p)
+        state.label(p, label, round_=r + 1)
+
+
+def replay_corrections(state: PoolState, data: StudyData, corrections: list, own_labels: bool,
+                       skipped: dict | None = None) -> None:
     """Apply corrections.csv's rows (read back on --resume) in their order, checking that each changes a
     label a person gave in a query round before it (not the initial set's, nor, with ``own_labels``, one the
-    dataset knows), as it was, to a class of this dataset: only what the labelling page lets a person correct."""
+    dataset knows), as it was, to a class of this dataset: only what the labelling page lets a person correct.
+    A row with old_label -1 labels an image still unlabelled that the person answered "I don't know" in an
+    earlier round (``skipped``: pool position -> the round of that answer, from acquired.csv)."""
+    skipped = skipped or {}
     for row in corrections:
         p = row["pool_position"]
-        ok = (0 <= p < len(state) and row["dataset_index"] == int(data.pool_idx[p])
-              and 1 <= state.round_P[p] <= row["round"] and state.label_P[p] == row["old_label"]
-              and not (own_labels and int(data.pool_y[p]) >= 0)
+        inside = 0 <= p < len(state) and row["dataset_index"] == int(data.pool_idx[p])
+        if inside and row["old_label"] == -1:
+            ok = skipped.get(p, row["round"]) < row["round"] and state.round_P[p] < 0
+        else:
+            ok = (inside and 1 <= state.round_P[p] <= row["round"] and state.label_P[p] == row["old_label"])
+        ok = (ok and not (own_labels and int(data.pool_y[p]) >= 0)
               and 0 <= row["label"] < data.num_classes)
         if not ok:
             raise ConfigError("the run folder's corrections.csv does not match its acquired.csv (a correction "
                               f"of pool position {p} in round {row['round']}): it cannot be resumed")
-        state.relabel(torch.tensor([p]), torch.tensor([row["label"]]))
+        label_or_relabel(state, torch.tensor([p]), torch.tensor([row["label"]]), row["round"])
+
+
+def skipped_positions(acquired: list) -> dict:
+    """{pool position: round} of acquired.csv's "I don't know" answers (the latest per image)."""
+    return {row["pool_position"]: row["round"] for row in acquired if row["label"] == -1}
 
 
 def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, oracle, r: int,

@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from config import OPERATIONAL_FIELDS, Config, ConfigError, get_logger, given_flags, parse_config
 from data import DataUnavailable, Dataset, load_dataset
 from export import export_labelled, label_rows
-from loop import check_resumable, prepare_data, recorded_state, run_study, unlabeled_in_pool
+from loop import check_resumable, prepare_data, recorded_state, review_finished, run_study, unlabeled_in_pool
 from memory import check_budget, resolve_device
 from oracles import ORACLES
 from preflight import preflight
@@ -185,6 +185,8 @@ def _run_in_folder(cfg: Config, data, run_dir: RunDir, device: torch.device, log
     run_dir.planned_rounds = cfg.n_round + 1
     if len(run_dir.rounds) >= run_dir.planned_rounds:
         log.info("run folder %s: all %d rounds are finished already", run_dir.path, len(run_dir.rounds))
+        if ORACLES[cfg.oracle].interactive:  # a person may still correct their answers
+            review_finished(cfg, data, run_dir, log)
         run_dir.finish("complete")
         export_labels(cfg, data, run_dir, log)
         return run_dir

@@ -448,6 +448,12 @@ class RunDir:
         self.acquired = []
         self.record_acquired(acquired)
 
+    def record_corrections(self, corrections: list) -> None:
+        """Add corrections to corrections.csv (created by the first), atomically."""
+        if corrections:
+            self.corrections.extend(corrections)
+            atomic_write_text(self.path / "corrections.csv", _csv_text(self.corrections, CORRECTION_COLUMNS))
+
     def reset_corrections(self, corrections: list) -> None:
         """Rewrite corrections.csv, when the run has one, with exactly these rows (as reset_acquired)."""
         self.corrections = list(corrections)
@@ -493,9 +499,7 @@ class RunDir:
             raise ValueError(f"a round record must hold exactly rounds.csv's columns: missing "
                              f"{sorted(set(ROUND_COLUMNS) - set(row))}, unknown "
                              f"{sorted(set(row) - set(ROUND_COLUMNS))}")
-        if corrections:
-            self.corrections.extend(corrections)
-            atomic_write_text(self.path / "corrections.csv", _csv_text(self.corrections, CORRECTION_COLUMNS))
+        self.record_corrections(corrections)
         self.record_acquired(acquired)
         self.rounds.append(row)
         atomic_write_text(self.path / "rounds.csv", _csv_text(self.rounds, ROUND_COLUMNS))

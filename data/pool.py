@@ -47,6 +47,10 @@ class PoolState:
             raise ValueError("a labelled pool item cannot be set aside")
         self.aside_P[positions] = True
 
+    def bring_back(self, positions: torch.Tensor) -> None:
+        """Undo set_aside (an "I don't know" image a person labels later, from the review)."""
+        self.aside_P[torch.as_tensor(positions, dtype=torch.int64)] = False
+
     def labels_of(self, positions: torch.Tensor) -> torch.Tensor:
         return self.label_P[positions]
 

@@ -367,8 +367,8 @@ def test_a_correction_trains_the_next_round_is_recorded_apart_and_resume_replays
         assert page.status(route) == 404, route
     # Refused corrections change nothing: the folder's own label, an answer of the open batch, no class
     before = (folder / "human_batch.json").read_bytes()
-    for body, status, message in (({"batch": 1, "position": 0, "label": 1}, 400, "not one you labelled"),
-                                  ({"batch": 1, "position": second[0], "label": 1}, 400, "not one you labelled"),
+    for body, status, message in (({"batch": 1, "position": 0, "label": 1}, 400, "not one you answered"),
+                                  ({"batch": 1, "position": second[0], "label": 1}, 400, "not one you answered"),
                                   ({"batch": 1, "position": first[1], "label": "skip"}, 400, "unknown class"),
                                   ({"batch": 0, "position": first[1], "label": 2}, 409, "the open one is round 1's")):
         got = page.post("correct", body)
@@ -735,9 +735,9 @@ def test_the_live_step_count_adds_up_an_ensembles_members():
     assert one_epoch_each["steps_done"] == 30
 
 
-def test_an_image_answered_i_dont_know_shows_its_picture_in_the_review(tmp_path):
-    """Issue 26, flaw 3 (its first half): the review listed an "I don't know" answer with a broken picture, since
-    /original/<position> answered 404 for it."""
+def test_an_image_answered_i_dont_know_shows_its_picture_in_the_review_and_can_be_labelled_there(tmp_path, cli):
+    """Issue 26, flaw 3: the review listed an "I don't know" answer with a broken picture, since
+    /original/<position> answered 404 for it, and such an image could never be labelled later."""
     data, out, port = image_folder(tmp_path / "images"), tmp_path / "runs", free_port()
     run = InThread([*folder_args(data, "--oracle", "human", "--human_port", port, "--output_dir", out, n_init=18)])
     page = Page(out, port, run)
@@ -750,7 +750,91 @@ def test_an_image_answered_i_dont_know_shows_its_picture_in_the_review(tmp_path)
     assert f'src="/original/{first[2]}?token=' in review
     assert page.status(f"original/{first[2]}") == 200 and len(page.get_bytes(f"original/{first[2]}")) > 100
     assert page.status(f"original/{second[0]}") == 200  # the open batch's, as before
+    # The skipped image has a class list of its own in the review, "not labelled" until a class is chosen
+    assert review.count('<select class="correct"') == 3 and "not labelled: choose a class" in review
+    status, reply = page.post("correct", {"batch": 1, "position": first[2], "label": 2})
+    assert status == 200 and reply["message"] == ("round 1's image, answered \"I don't know\" then: labelled "
+                                                  f"{CLASSES[2]} (saved; the next round trains on it)")
+    assert "labelled later" not in page.get("review") and "from the next round" in page.get("review")
     for p in second:
         assert page.post("answer", {"batch": 1, "position": p, "label": 0})[0] == 200
     assert page.post("submit", {"batch": 1})[0] == 200
     assert run.join() == 0
+    folder = page.folder
+    # Recorded as a correction from "not labelled" (-1); acquired.csv keeps the "I don't know"; round 2 trained
+    # on it, and labels.csv lists it
+    corrections = pd.read_csv(folder / "corrections.csv")
+    assert corrections[["round", "pool_position", "old_label", "label"]].values.tolist() == [[1, first[2], -1, 2]]
+    acquired = pd.read_csv(folder / "acquired.csv").set_index("pool_position")
+    assert acquired.loc[first[2], "label"] == -1
+    rounds = pd.read_csv(folder / "rounds.csv")
+    assert rounds["n_labeled"].tolist() == [18, 20, 24] and rounds["n_skipped"].tolist() == [1, 0, 0]
+    labels = pd.read_csv(folder / "labels.csv", keep_default_na=False).set_index("pool_position")
+    assert (labels.loc[first[2], "label"], labels.loc[first[2], "round"]) == (2, 1)
+    # A resume after round 1's record replays it to the same round 2; a row labelling an image nobody skipped
+    # is refused
+    lines = (folder / "rounds.csv").read_text().splitlines(keepends=True)
+    for name, change in (("killed", None), ("tampered", (first[2], first[0]))):
+        copy = tmp_path / name
+        shutil.copytree(folder, copy)
+        (copy / "rounds.csv").write_text("".join(lines[:3]))
+        if change:
+            moved = pd.read_csv(copy / "corrections.csv")
+            moved.loc[0, ["pool_position", "dataset_index"]] = [change[1], int(labels.loc[change[1], "dataset_index"])]
+            moved.to_csv(copy / "corrections.csv", index=False)
+        rc, _, err, _ = cli("--resume", copy, output_dir=out)
+        if change:
+            assert rc == 2 and "corrections.csv does not match its acquired.csv" in err, err
+        else:
+            assert rc == 0, err
+            resumed = pd.read_csv(copy / "rounds.csv")
+            assert resumed.drop(columns=TIMING_COLUMNS).equals(rounds.drop(columns=TIMING_COLUMNS))
+
+
+def test_the_last_batch_can_be_corrected_after_the_study_by_resuming_it(tmp_path):
+    """Issue 26, flaw 4: after the final submit every review selector was disabled, the note promised another
+    batch, and --resume of a finished run only exported. Now the finished page says how, and --resume opens
+    the page for corrections only: recorded as the last round's, in corrections.csv and labels.csv."""
+    data, out, port = image_folder(tmp_path / "images"), tmp_path / "runs", free_port()
+    run = InThread([*folder_args(data, "--oracle", "human", "--human_port", port, "--output_dir", out, n_init=18)])
+    page = Page(out, port, run)
+    for r in (0, 1):
+        batch = page.wait_batch(r)
+        for p in batch:
+            assert page.post("answer", {"batch": r, "position": p, "label": 0})[0] == 200
+        assert page.post("submit", {"batch": r})[0] == 200
+    # No batch is left: the review says how to correct one now, not that another batch comes
+    review = page.get("review")
+    assert "No batch is left to wait for you" in review and "the next one opens" not in review, review
+    assert run.join() == 0
+    folder = page.folder
+    before = pd.read_csv(folder / "labels.csv", keep_default_na=False).set_index("pool_position")
+
+    port = free_port()
+    resumed = InThread(["--resume", folder, "--human_port", port])
+    page = Page(out, port, resumed)
+    deadline = time.time() + 60
+    while True:
+        try:
+            if "The study is finished" in page.get("view"):
+                break
+        except OSError:  # the page not listening yet
+            pass
+        assert time.time() < deadline and resumed.thread.is_alive(), "no review page"
+        time.sleep(0.05)
+    assert 'id="submit">Done<' in page.get("view")
+    review = page.get("review")
+    assert review.count('<select class="correct"') == 6 and " disabled" not in review
+    status, reply = page.post("correct", {"batch": 2, "position": batch[0], "label": 2})
+    assert status == 200 and reply["message"] == (f"round 2's image: {CLASSES[0]} corrected to {CLASSES[2]} "
+                                                  "(saved; recorded when you press Done)")
+    assert page.post("answer", {"batch": 2, "position": batch[1], "label": 1})[0] == 400  # nothing to label
+    status, reply = page.post("submit", {"batch": 2})
+    assert status == 200 and reply["message"].startswith("1 corrections recorded")
+    assert resumed.join() == 0
+    corrections = pd.read_csv(folder / "corrections.csv")
+    assert corrections[["round", "pool_position", "old_label", "label"]].values.tolist() == [[2, batch[0], 0, 2]]
+    labels = pd.read_csv(folder / "labels.csv", keep_default_na=False).set_index("pool_position")
+    assert labels.loc[batch[0], "label"] == 2 and labels.loc[batch[0], "label_name"] == CLASSES[2]
+    assert labels.drop(index=batch[0]).equals(before.drop(index=batch[0]))
+    assert json.loads((folder / "summary.json").read_text())["status"] == "complete"

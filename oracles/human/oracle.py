@@ -153,6 +153,26 @@ class HumanOracle(CleanOracle):
         with self.lock:
             return self._taken(wanted, self.batch["answers"], self.batch["corrections"])
 
+    def review_after_end(self, r: int) -> None:
+        """A finished run resumed (``--resume``): no images to label, but every earlier answer can be corrected,
+        and an "I don't know" labelled, in the review until the person presses Done. The corrections are those
+        of an empty batch of round ``r`` (the last round), saved with it as any batch's are (a second resume
+        shows them again); ``corrections()`` then hands them to the loop."""
+        corrections = self._saved_corrections(r)
+        batch = {"round": r, "positions": [], "answers": {}, "submitted": False, "opened": _now(), "unused": {},
+                 "from_dataset": 0, "corrections": corrections, "review_only": True}
+        with self.lock:
+            self._write(batch)
+            self.batch, self._png = batch, {}
+            self._submitted.clear()
+            self.version += 1
+        self.saved = None
+        self.log.info("the study is finished: correct your answers at %s, then press Done", self.url)
+        while not self._submitted.wait(0.5):  # short waits: Ctrl-C and SIGTERM get through
+            pass
+        with self.lock:
+            self._taken([], {}, self.batch["corrections"])
+
     def corrections(self) -> list:
         """The corrections given while the last batch was open (each once): the loop applies and records them."""
         taken, self._corrections = self._corrections, {}
@@ -218,9 +238,10 @@ class HumanOracle(CleanOracle):
         batch is open, saved with it, and handed to the loop with it: the next round trains on the new label."""
         with self.lock:
             b = self._open_batch(batch_round)
-            mine = self._answered_by_person()
-            if isinstance(position, bool) or not isinstance(position, int) or position not in mine:
-                raise Refused(f"image {reprlib.repr(position)} is not one you labelled in an earlier round; "
+            mine = {**self._skipped_by_person(), **self._answered_by_person()}
+            if isinstance(position, bool) or not isinstance(position, int) or position not in mine \
+                    or position in b["positions"]:
+                raise Refused(f"image {reprlib.repr(position)} is not one you answered in an earlier round; "
                               "nothing was changed")
             if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(self.classes):
                 raise Refused(f"unknown class {reprlib.repr(label)}: the classes are 0..{len(self.classes) - 1} "
@@ -233,10 +254,13 @@ class HumanOracle(CleanOracle):
             b["corrections"] = corrections
             self.version += 1
             round_ = mine[position][0] + 1  # counted from 1, as the page counts rounds
+            then = "recorded when you press Done" if b.get("review_only") else "the next round trains on it"
+            if now == SKIP:
+                return (f"round {round_}'s image, answered \"I don't know\" then: labelled {self.classes[label]} "
+                        f"(saved; {then})")
             if label == now:
                 return f"round {round_}'s image stays {self.classes[label]} (saved)"
-            return (f"round {round_}'s image: {self.classes[now]} corrected to {self.classes[label]} (saved; the "
-                    "next round trains on it)")
+            return f"round {round_}'s image: {self.classes[now]} corrected to {self.classes[label]} (saved; {then})"
 
     def review(self) -> dict:
         """What the review shows: every answer the person gave in the recorded rounds, its label now (a
@@ -247,13 +271,19 @@ class HumanOracle(CleanOracle):
             pending = b["corrections"] if open_ else {}
             label_P = self.study.state.label_P
             rows = []
+            skipped = self._skipped_by_person()
             for row in self._asked_of_person():
                 p = row["pool_position"]
-                given = row["label"] >= 0
-                now = SKIP if not given else pending[p]["label"] if p in pending else int(label_P[p])
-                rows.append({"round": row["round"] + 1, "position": p, "given": row["label"], "label": now,
-                             "pending": given and p in pending})
-            return {"rows": rows, "open": open_, "batch_round": b["round"] if open_ else None,
+                # An "I don't know" still unlabelled can be labelled here; one asked again later has that row
+                open_to_label = row["label"] >= 0 or (p in skipped and skipped[p][0] == row["round"])
+                now = pending[p]["label"] if p in pending else int(label_P[p]) if label_P[p] >= 0 else SKIP
+                rows.append({"round": row["round"] + 1, "position": p, "given": row["label"],
+                             "label": now if open_to_label else SKIP, "pending": p in pending and open_to_label,
+                             "correctable": open_to_label and not (open_ and p in b["positions"])})
+            # No batch will open again: the last was submitted, or the study finished
+            final = self.finished or (b is not None and b["submitted"] and b["round"] >= self.cfg.n_round - 1)
+            return {"rows": rows, "open": open_, "batch_round": b["round"] if open_ else None, "final": final,
+                    "review_only": open_ and bool(b.get("review_only")), "run_path": str(self.study.run_dir.path),
                     "classes": self.classes, "token": self.token, "originals": self.study.data.files is not None}
 
     def submit(self, batch_round) -> str:
@@ -268,6 +298,8 @@ class HumanOracle(CleanOracle):
             b["submitted"] = True
             self.version += 1
             self._submitted.set()
+            if b.get("review_only"):
+                return f"{len(b['corrections'])} corrections recorded; the run is finished and this page closes"
             skipped = sum(a["label"] == SKIP for a in b["answers"].values())
             # Rounds counted from 1, as the page and summary.json count them (rounds.csv's round + 1)
             return (f"round {b['round'] + 1} of {self.cfg.n_round + 1}: {len(b['positions']) - skipped} labels "
@@ -341,11 +373,13 @@ class HumanOracle(CleanOracle):
                 "last": round_ >= self.cfg.n_round, "from_dataset": b.get("from_dataset", 0) if open_ else 0,
                 "n_round": self.cfg.n_round, "n_labeled": state.n_labeled, "n_aside": state.n_aside,
                 "rows": rows, "batch_round": b["round"] if open_ else None, "items": items,
+                "review_only": open_ and bool(b.get("review_only")),  # a finished run resumed: Done, no batch
                 "lagged": lagged, "chooser_labels": chooser[-1]["n_labeled"] if lagged else n_training,
                 "trains_now": lagged and step == "training",
                 "answered": sum(item["answer"] is not None for item in items),
                 "classes": self.classes, "keys": KEYS[:len(self.classes)], "skip_key": SKIP_KEY,
-                "token": self.token, "run_name": run_dir.name, "dataset": self.cfg.dataset,
+                "token": self.token, "run_name": run_dir.name, "run_path": str(run_dir.path),
+                "dataset": self.cfg.dataset,
                 "strategy": self.cfg.strategy, "model": self.cfg.model,
                 "pool": int(state.unlabeled_positions().numel()),  # what queries can still choose
                 "originals": self.study.data.files is not None,  # the person's own files (--dataset folder)
@@ -514,6 +548,13 @@ class HumanOracle(CleanOracle):
         "I don't know" included: not the initial set, nor those the dataset answered."""
         return [row for row in list(self.study.run_dir.acquired)
                 if row["round"] >= 0 and row["pool_position"] not in self.known]
+
+    def _skipped_by_person(self) -> dict:
+        """{pool position: (round, -1)} of the images the person answered "I don't know" in the recorded
+        rounds and nobody has labelled since: the review offers them to label."""
+        round_P = self.study.state.round_P
+        return {row["pool_position"]: (row["round"], SKIP) for row in self._asked_of_person()
+                if row["label"] == SKIP and round_P[row["pool_position"]] < 0}
 
     def _answered_by_person(self) -> dict:
         """{pool position: (round, label given)} of every label the person gave in the recorded rounds
