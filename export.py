@@ -28,37 +28,53 @@ from results import OutputError, write_json
 MARKER = ".active_learning_export.json"  # in DIR: the run that exported there, and the files it wrote
 
 
-def label_rows(data, state, answered_at: dict) -> list:
+def label_rows(data, state, answered_at: dict, labelled_by: dict | None = None) -> list:
     """labels.csv's rows (results.LABEL_COLUMNS): the labelled pool images in pool order, their labels now.
 
-    ``data``: loop.StudyData with ``files``; ``state``: the PoolState; ``answered_at``: when each label
-    was given, by pool position (a person's answers and corrections; the folder's own labels have none)."""
+    ``data``: loop.StudyData with ``files``; ``state``: the PoolState; ``answered_at`` and ``labelled_by``:
+    when each label was given and under which name, by pool position (a person's answers and corrections;
+    the folder's own labels have neither)."""
+    labelled_by = labelled_by or {}
     positions = state.labeled_positions()
     dataset_idx = data.pool_idx.cpu()[positions].tolist()
     true = data.pool_y.cpu()[positions].tolist()
     rounds = (state.round_P[positions] - 1).tolist()  # as acquired.csv counts: -1 is the initial set
     return [{"path": data.files[d], "label_name": data.classes[label], "label": label, "round": r,
              "answered_at": answered_at.get(p, ""), "who": "folder" if t >= 0 else "person",
-             "pool_position": p, "dataset_index": d}
+             "pool_position": p, "dataset_index": d, "labeller": labelled_by.get(p, ""), "flagged": 0}
             for p, d, label, t, r in zip(positions.tolist(), dataset_idx, state.labels_of(positions).tolist(), true,
                                          rounds)]
 
 
+def flagged_rows(data, state, acquired: list) -> list:
+    """labels.csv's rows of the images a person flagged ("none of these") and nobody labelled since: no class
+    (label -1), listed for the person to look at, never exported into a class folder."""
+    flagged = {row["pool_position"]: row for row in acquired if row.get("flagged") and row["label"] < 0}
+    return [{"path": data.files[row["dataset_index"]], "label_name": "", "label": -1, "round": row["round"],
+             "answered_at": "", "who": "person", "pool_position": p, "dataset_index": row["dataset_index"],
+             "labeller": row.get("labeller", ""), "flagged": 1}
+            for p, row in sorted(flagged.items()) if int(state.round_P[p]) < 0]
+
+
 class LabelsFile:
-    """labels.csv of one run (kept for folder datasets only: the others have no files to name)."""
+    """labels.csv (and labels.jsonl) of one run (kept for folder datasets only: the others have no files to name)."""
 
     def __init__(self, data, run_dir):
         self.data, self.run_dir = data, run_dir
-        # When each label was given: read back on --resume (no other file keeps earlier rounds' answer
-        # times), then the oracle's, newer, on every update
+        # When each label was given and by whom: read back on --resume (no other file keeps earlier rounds'
+        # answer times), then the oracle's, newer, on every update
         self.answered_at = {row["pool_position"]: row["answered_at"] for row in run_dir.labels}
+        self.labelled_by = {row["pool_position"]: row.get("labeller", "") for row in run_dir.labels}
 
-    def update(self, state, answered_at: dict) -> None:
-        """Rewrite labels.csv from the labelled set (its labels as the next round trains on them)."""
+    def update(self, state, answered_at: dict, labelled_by: dict | None = None) -> None:
+        """Rewrite labels.csv from the labelled set (its labels as the next round trains on them), then the
+        images flagged "none of these"."""
         if self.data.files is None:
             return
         self.answered_at.update(answered_at)
-        self.run_dir.write_labels(label_rows(self.data, state, self.answered_at))
+        self.labelled_by.update(labelled_by or {})
+        self.run_dir.write_labels(label_rows(self.data, state, self.answered_at, self.labelled_by)
+                                  + flagged_rows(self.data, state, self.run_dir.acquired))
 
 
 def check_export_dir(cfg, run_path=None) -> None:

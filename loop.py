@@ -192,7 +192,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
             run_dir.reset_corrections(run_dir.corrections)  # and without its corrections
             weights.restore(start)
             log.info("resuming %s at round %d (%d labelled images)", run_dir.path, start, state.n_labeled)
-        labels.update(state, oracle.answered_at)
+        labels.update(state, oracle.answered_at, oracle.labelled_by)
         rows = list(run_dir.rounds)
         # A run that --stop_when_stable ended has no round left (it is resumed as complete)
         first_round = cfg.n_round + 1 if rows and stops(cfg, rows[-1]) else start
@@ -208,7 +208,7 @@ def run_study(cfg: Config, data: StudyData, run_dir: RunDir, tracker, log: loggi
             chooser = model if cfg.query_lag else None
             corrections = take_corrections(data, state, oracle, r)
             run_dir.append_round(row, acquired, corrections)
-            labels.update(state, oracle.answered_at)
+            labels.update(state, oracle.answered_at, oracle.labelled_by)
             tracker.log(row)
             log.info(format_row(row))
             rows.append(row)
@@ -235,7 +235,7 @@ def review_finished(cfg: Config, data: StudyData, run_dir: RunDir, log: logging.
         oracle.review_after_end(last)
         corrections = take_corrections(data, state, oracle, last)
         run_dir.record_corrections(corrections)
-        LabelsFile(data, run_dir).update(state, oracle.answered_at)
+        LabelsFile(data, run_dir).update(state, oracle.answered_at, oracle.labelled_by)
         log.info("%d corrections recorded after the study", len(corrections))
         oracle.close(finished=True)
     finally:
@@ -330,7 +330,7 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
     The given ``label`` is what training used; the oracle (when given) remembers those answers, so an
     oracle that decides when asked (adversarial) answers as it did before the interruption. A row with
     label -1 is a query the oracle did not answer ("I don't know"): the item is set aside when
-    ``set_aside`` (--dont_know out), else it stayed in the pool.
+    ``set_aside`` (--dont_know out), else it stayed in the pool; one flagged ("none of these") is set aside.
     """
     positions = torch.tensor([row["pool_position"] for row in acquired], dtype=torch.int64)
     dataset_idx = torch.tensor([row["dataset_index"] for row in acquired], dtype=torch.int64)
@@ -362,9 +362,9 @@ def restore_labeled(state: PoolState, data: StudyData, acquired: list, first: to
     for r in rounds.unique().tolist():
         chosen = (rounds == r) & answered
         state.label(positions[chosen], labels[chosen], round_=r + 1)
-    if set_aside:
-        skipped = positions[~answered]
-        state.set_aside(skipped[state.round_P[skipped] < 0])
+    flagged = torch.tensor([bool(row.get("flagged", 0)) for row in acquired], dtype=torch.bool)
+    skipped = positions[~answered if set_aside else flagged]  # flagged ("none of these"): always
+    state.set_aside(skipped[state.round_P[skipped] < 0])
 
 
 def take_corrections(data: StudyData, state: PoolState, oracle, r: int) -> list:
@@ -511,7 +511,7 @@ def ask(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, orac
         chosen_by: int) -> Asked:
     """Round r's query, chosen with ``model`` (round ``chosen_by``'s), and the oracle's answers, revealed into
     ``state``. The oracle may not answer an item (label -1, "I don't know"): it is recorded, and set aside
-    or left in the pool."""
+    or left in the pool; one flagged ("none of these": no class fits) is always set aside."""
     t = time.perf_counter()
     picked, picked_scores, draw_probs, n_scored = query(cfg, data, state, strategy, model, r)
     probs = predict_probs(cfg, data, model, picked) if oracle.needs_predictions else None
@@ -520,9 +520,11 @@ def ask(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, orac
     label_s = time.perf_counter() - t_label
     answered = labels >= 0
     state.label(picked[answered], labels[answered], round_=r + 1)
-    if cfg.dont_know == "out":
-        state.set_aside(picked[~answered])
-    rows = acquired_rows(data, r, picked, labels, picked_scores, draw_probs, chosen_by=chosen_by)
+    notes = oracle.notes(picked)  # a person's "none of these" (flagged) answers, and the labeller's name
+    flagged = torch.tensor([bool(n["flagged"]) for n in notes], dtype=torch.bool)
+    state.set_aside(picked[~answered if cfg.dont_know == "out" else flagged])  # a flagged image is never asked again
+    rows = [{**row, **note} for row, note in zip(acquired_rows(data, r, picked, labels, picked_scores, draw_probs,
+                                                               chosen_by=chosen_by), notes)]
     return Asked(rows, n_scored, int(answered.sum()), int((~answered).sum()), _elapsed(t, data.device) - label_s,
                  label_s)
 

@@ -51,16 +51,20 @@ ROUND_COLUMNS = ["round", "n_labeled", "n_corrupted", "n_skipped", "train_loss",
 # label: the label the oracle gave (training uses it; -1: not answered, "I don't know"); true_label: the
 # dataset's (differs under label noise; -1 for an image the dataset has no label for); noisy: 1 when the
 # image's input carries noise (--noise), else 0; chosen_by: the round whose model chose it (round − 1 with
-# --query_lag 1; -1 for the initial set).
+# --query_lag 1; -1 for the initial set); flagged: 1 when a person answered "none of these" (label -1);
+# labeller: the name the person answered under ("" when none was given, and for other oracles).
 ACQUIRED_COLUMNS = ["round", "pool_position", "dataset_index", "label", "true_label", "score", "noisy", "draw_prob",
-                    "chosen_by"]
+                    "chosen_by", "flagged", "labeller"]
 TIMING_COLUMNS = ["train_s", "eval_s", "query_s", "label_s", "round_s"]
 # corrections.csv: an answer the oracle changed after it was recorded (a person's correction), made while
 # round ``round``'s batch was open, so round + 1 trains on ``label`` (acquired.csv keeps the first answer).
 CORRECTION_COLUMNS = ["round", "pool_position", "dataset_index", "old_label", "label", "at"]
 # labels.csv (--dataset folder): every labelled image's file (relative to --data_dir) and its label as the
 # next round trains on it; who: "person" or "folder" (the folder's own label); round as in acquired.csv.
-LABEL_COLUMNS = ["path", "label_name", "label", "round", "answered_at", "who", "pool_position", "dataset_index"]
+# labeller: the name the label's person gave ("" when none); flagged: 1 for an image a person answered "none
+# of these" (label -1, no class: listed, never exported into a class folder).
+LABEL_COLUMNS = ["path", "label_name", "label", "round", "answered_at", "who", "pool_position", "dataset_index",
+                 "labeller", "flagged"]
 # summary.json "status": pending (prepared, never started), running, complete, failed, interrupted
 # (Ctrl-C, SIGTERM, or a process that died: see run_status).
 STATUSES = ("pending", "running", "complete", "failed", "interrupted")
@@ -164,10 +168,11 @@ NEWER_ROUND_COLUMNS = ("n_corrupted", "n_skipped", "label_s", "member_test_acc",
                        "test_acc_clean", "test_acc_noisy")
 REQUIRED_ROUND_COLUMNS = [c for c in ROUND_COLUMNS if c not in NEWER_ROUND_COLUMNS]
 REQUIRED_ACQUIRED_COLUMNS = [c for c in ACQUIRED_COLUMNS if c not in ("true_label", "noisy", "draw_prob",
-                                                                                  "chosen_by")]
+                                                                                  "chosen_by", "flagged", "labeller")]
+_TEXT_ACQUIRED = {"labeller"}
 _FLOAT_ACQUIRED = {"score", "draw_prob"}
 _TEXT_CORRECTIONS = {"at"}
-_TEXT_LABELS = {"path", "label_name", "answered_at", "who"}
+_TEXT_LABELS = {"path", "label_name", "answered_at", "who", "labeller"}
 
 
 class DamagedRun(OutputError):
@@ -305,9 +310,10 @@ def read_run(run_path) -> tuple:
     path = Path(run_path)
     rounds = _read_round_rows(path)
     finished = {row["round"] for row in rounds}
-    acquired = [row for row in _read_csv_rows(path / "acquired.csv", REQUIRED_ACQUIRED_COLUMNS, _FLOAT_ACQUIRED)
+    acquired = [row for row in _read_csv_rows(path / "acquired.csv", REQUIRED_ACQUIRED_COLUMNS, _FLOAT_ACQUIRED,
+                                              _TEXT_ACQUIRED)
                 if row["round"] == -1 or row["round"] in finished]
-    if any(isinstance(row[c], float) for row in acquired for c in row if c not in _FLOAT_ACQUIRED):
+    if any(isinstance(row[c], float) for row in acquired for c in row if c not in _FLOAT_ACQUIRED | _TEXT_ACQUIRED):
         raise _damaged(path / "acquired.csv", "an index, round or label is not a whole number")
     return rounds, acquired
 
@@ -324,7 +330,8 @@ def read_corrections(run_path, finished: set) -> list:
 
 def read_labels(run_path) -> list:
     """labels.csv's rows ([] when the run has none); DamagedRun when it is damaged."""
-    return _read_csv_rows(Path(run_path) / "labels.csv", LABEL_COLUMNS, floats=set(), texts=_TEXT_LABELS)
+    required = [c for c in LABEL_COLUMNS if c not in ("labeller", "flagged")]  # newer columns: may be missing
+    return _read_csv_rows(Path(run_path) / "labels.csv", required, floats=set(), texts=_TEXT_LABELS)
 
 
 def _read_round_rows(path: Path) -> list:
@@ -440,8 +447,10 @@ class RunDir:
     def record_acquired(self, acquired: list) -> None:
         """Add labelled items to acquired.csv (round -1 is the initial set), atomically; a row that does not
         say which round's model chose it was chosen by its own round's."""
-        self.acquired.extend({**row, "chosen_by": row.get("chosen_by", row["round"])} for row in acquired)
-        atomic_write_text(self.path / "acquired.csv", _csv_text(self.acquired, ACQUIRED_COLUMNS))
+        self.acquired.extend({"flagged": 0, "labeller": "", **row, "chosen_by": row.get("chosen_by", row["round"])}
+                             for row in acquired)
+        safe = [{**row, "labeller": spreadsheet_text(row["labeller"])} for row in self.acquired]
+        atomic_write_text(self.path / "acquired.csv", _csv_text(safe, ACQUIRED_COLUMNS))
 
     def reset_acquired(self, acquired: list) -> None:
         """Rewrite acquired.csv with exactly these rows (a resumed run drops an unfinished round's)."""
@@ -482,6 +491,8 @@ class RunDir:
                 row.setdefault("noisy", noisy(row["pool_position"]))
             row.setdefault("draw_prob", math.nan)  # before stochastic acquisition: top-k, nothing drawn
             row.setdefault("chosen_by", row["round"])  # before --query_lag: the round's own model chose
+            row.setdefault("flagged", 0)  # before "none of these": nothing flagged, nobody named
+            row.setdefault("labeller", "")
         for row in self.rounds:
             row.setdefault("n_corrupted", 0)  # before label noise: clean labels only
             row.setdefault("n_skipped", 0)  # before the human oracle: nothing was skipped

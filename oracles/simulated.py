@@ -34,6 +34,11 @@ class CleanOracle:
     def __init__(self, pool_y: torch.Tensor):
         self.pool_y = pool_y.cpu()
         self.answered_at: dict = {}  # a simulated oracle's answers have no time of their own
+        self.labelled_by: dict = {}  # nor a labeller's name
+
+    def notes(self, positions: torch.Tensor) -> list:
+        """acquired.csv's flagged and labeller of the last answers: a simulated oracle flags nothing."""
+        return [{"flagged": 0, "labeller": ""}] * torch.as_tensor(positions).numel()
 
     def corrections(self) -> list:
         """A simulated oracle never changes an answer."""

@@ -419,13 +419,14 @@ def test_restore_labeled_never_labels_dont_know_rows(set_aside):
     data = probe_study_data(torch.zeros(N, 1, 28, 28), N_POOL, C)
     rows = acquired_rows(data, -1, INITIAL, data.pool_y[INITIAL], torch.full((4,), float("nan")))
     rows += acquired_rows(data, 0, torch.tensor(ASKED), torch.tensor([7, -1, -1]), torch.zeros(3))
-    rows += acquired_rows(data, 1, torch.tensor([30, 12]), torch.tensor([2, -1]), torch.zeros(2))
+    rows += acquired_rows(data, 1, torch.tensor([30, 12, 14]), torch.tensor([2, -1, -1]), torch.zeros(3))
+    rows[-1]["flagged"] = 1  # "none of these": set aside whatever --dont_know says
     state = PoolState(N_POOL)
     restore_labeled(state, data, rows, INITIAL, set_aside=set_aside)
     assert state.labeled_positions().tolist() == [0, 1, 2, 3, 10, 30]
     assert state.labels_of(torch.tensor([10, 30])).tolist() == [7, 2]
-    assert state.round_P[[10, 30]].tolist() == [1, 2] and state.label_P[[5, 12]].tolist() == [-1, -1]
-    aside = [5, 12] if set_aside else []  # 30 was answered later: labelled, not aside
+    assert state.round_P[[10, 30]].tolist() == [1, 2] and state.label_P[[5, 12, 14]].tolist() == [-1, -1, -1]
+    aside = [5, 12, 14] if set_aside else [14]  # 30 was answered later: labelled, not aside
     assert state.aside_P.nonzero().flatten().tolist() == aside
     expected = [p for p in range(N_POOL) if p not in (0, 1, 2, 3, 10, 30, *aside)]
     assert state.unlabeled_positions().tolist() == expected
@@ -807,3 +808,33 @@ def test_the_kappa_line_is_the_newest_models_and_the_finished_page_keeps_it(make
     oracle.last_seen = 0.0
     oracle.close(finished=True)
     assert "kappa 1.000" in said()  # the finished page keeps the last model's
+
+
+def test_two_people_see_whose_answer_stands_and_a_flag_is_an_answer_of_its_own(make_oracle):
+    """Issue 26, item 4: answers carry the labeller's name (the page sends it); the newest answer stands and the
+    card says whose it is; "flag" ("none of these") is answered, submitted and handed over as not labelled."""
+    oracle = make_oracle()
+    thread, out, client = open_batch(oracle)
+    assert post(client, oracle, "/answer", {**body(10, 7), "labeller": "Ana"}) == \
+        (200, {"message": "image 1: 7 (saved)"})
+    assert post(client, oracle, "/answer", {**body(10, 2), "labeller": "Ben"})[0] == 200
+    assert post(client, oracle, "/answer", {**body(5, "flag"), "labeller": "Ana"}) == \
+        (200, {"message": "image 2: none of these (flagged) (saved)"})
+    items = {item["position"]: item for item in oracle.view()["items"]}
+    assert (items[10]["answer"], items[10]["by"], items[5]["answer"], items[5]["by"]) == (2, "Ben", -2, "Ana")
+    html = client.get(f"/view?token={oracle.token}").get_data(as_text=True)
+    assert "answered by Ben" in html and "answered by Ana" in html and 'data-label="flag"' in html
+    # A name is one short line of text: anything else is refused and changes nothing
+    before = oracle.path.read_bytes()
+    for name in ("x" * 41, "two\nlines", 7, ["Ana"]):
+        status, reply = post(client, oracle, "/answer", {**body(30, 1), "labeller": name})
+        assert status == 400 and "labeller's name" in reply["error"] and "nothing was changed" in reply["error"]
+    assert oracle.path.read_bytes() == before
+    assert post(client, oracle, "/answer", body(30, 1))[0] == 200  # no name: fine, recorded without one
+    assert submit(client, oracle) == (200, {"message": "round 1 of 4: 2 labels submitted, 1 flagged; the model is "
+                                                       "training"})
+    thread.join(5)
+    assert out["labels"] == [2, -1, 1]  # in ASKED's order: the flagged image has no label
+    assert oracle.notes(torch.tensor(ASKED)) == [{"flagged": 0, "labeller": "Ben"}, {"flagged": 1, "labeller": "Ana"},
+                                                 {"flagged": 0, "labeller": ""}]
+    assert oracle.labelled_by == {10: "Ben", 30: ""}

@@ -609,7 +609,8 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
             # label buttons, and zooms further (+ and −) in a frame that scrolls
             caption = zoom.locator(".caption").inner_text()
             assert re.fullmatch(r"image 2 of 3 · the model's guess: \w+ \(\d+%\)", caption), caption
-            assert zoom.locator(".labels button.label").count() == cards[1].locator("button.label").count() == 4
+            # (3 classes, "I don't know" and "none of these")
+            assert zoom.locator(".labels button.label").count() == cards[1].locator("button.label").count() == 5
             width = zoom.locator("img").bounding_box()["width"]
             page.keyboard.press("+")
             expect(zoom.locator(".level")).to_have_text("200%")
@@ -679,7 +680,7 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
                      "no horizontal scroll on a phone")
             targets = phone.locator(TAP_TARGETS)
             boxes = [targets.nth(i).bounding_box() for i in range(targets.count())]
-            assert len(boxes) == 3 * 4 + 1 + 1 + 3 and [b for b in boxes if min(b["width"], b["height"]) < 44 - 0.5] == []
+            assert len(boxes) == 3 * 5 + 1 + 1 + 3 and [b for b in boxes if min(b["width"], b["height"]) < 44 - 0.5] == []
             assert phone.locator("#curve").bounding_box()["width"] <= 390 - 2 * 9
             # Issue 26, flaw 11: the first card on the first screen (it started 1.6 screens down), and no key
             # hints on a touch screen
@@ -693,10 +694,22 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
             phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
             phone_context.close()
 
-            for key in ("0", "0", "?"):
+            # Issue 26, item 4: a name, kept in the browser and sent with each answer; "!" flags an image no
+            # class fits ("none of these"); typing the name labels nothing
+            page.locator("#labeller").fill("Ana")
+            page.locator("#labeller").press("Tab")
+            page.evaluate("document.activeElement.blur()")
+            assert http.batch()["answers"] == {}
+            for key in ("0", "!", "?"):
                 page.keyboard.press(key)
             wait_for(lambda: len(http.batch()["answers"]) == 3, "batch 1 answered")
+            assert {int(p): (a["label"], a["labeller"]) for p, a in http.batch()["answers"].items()} == \
+                {second[0]: (0, "Ana"), second[1]: (-2, "Ana"), second[2]: (-1, "Ana")}
+            wait_for(lambda: "answered by Ana" in page.locator(f'.card[data-position="{second[0]}"]').inner_text(),
+                     "the card says whose answer stands")
+            assert page.evaluate("localStorage.getItem('labeller')") == "Ana"
             page.keyboard.press("Enter")
+            expect(page.locator("#message")).to_contain_text("1 labels submitted, 1 skipped, 1 flagged")
             expect(page.locator("#view .phase")).to_contain_text("Finished", timeout=60_000)
         finally:
             browser.close()
@@ -710,14 +723,23 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
         [[1, first[0], 1, 2, corrected_at]]
     assert pd.read_csv(folder / "acquired.csv").set_index("pool_position").loc[first[0], "label"] == 1
     labels = pd.read_csv(folder / "labels.csv", keep_default_na=False).set_index("pool_position")
-    mine = labels[labels["who"] == "person"]
-    assert sorted(mine.index) == sorted([*first, *second[:2]])  # the "I don't know" is not labelled
+    mine = labels[(labels["who"] == "person") & (labels["flagged"] == 0)]
+    assert sorted(mine.index) == sorted([*first, second[0]])  # the "I don't know" and the flagged: no label
+    # The flagged image is listed (no class, never exported); every answer of round 1 carries the name
+    assert labels.loc[second[1], ["label", "label_name", "flagged", "labeller"]].tolist() == [-1, "", 1, "Ana"]
+    assert labels.loc[second[0], "labeller"] == "Ana" and labels.loc[first[1], "labeller"] == ""
+    jsonl = {row["pool_position"]: row
+             for row in map(json.loads, (folder / "labels.jsonl").read_text().splitlines())}
+    assert (jsonl[second[1]]["flagged"], jsonl[second[1]]["labeller"]) == (1, "Ana")
+    acquired = pd.read_csv(folder / "acquired.csv", keep_default_na=False)
+    round1 = acquired[acquired["round"] == 1].set_index("pool_position").loc[second]
+    assert round1[["label", "flagged", "labeller"]].values.tolist() == [[0, 0, "Ana"], [-1, 1, "Ana"], [-1, 0, "Ana"]]
     assert (labels.loc[first[0], "label_name"], labels.loc[first[0], "answered_at"]) == ("square", corrected_at)
     exported = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != MARKER}
     for p, row in mine.iterrows():
         name = f"{row['label_name']}/{Path(row['path']).relative_to('unlabeled').as_posix()}"
         assert name in exported and os.path.samefile(dest / name, data / row["path"])
-    assert len(exported) == len(labels)
+    assert len(exported) == len(labels) - 1  # all but the flagged image
 
 
 def test_the_live_step_count_adds_up_an_ensembles_members():

@@ -313,7 +313,8 @@ def test_resume_of_a_folder_written_before_label_noise(cli, tmp_path):
     old = tmp_path / "old" / "run"
     old.mkdir(parents=True)
     shutil.copy(full.path / "config.json", old / "config.json")
-    full.acquired.drop(columns="true_label").to_csv(old / "acquired.csv", index=False, na_rep="nan")
+    full.acquired.drop(columns=["true_label", "chosen_by", "flagged", "labeller"]).to_csv(
+        old / "acquired.csv", index=False, na_rep="nan")  # nor the columns added since
     full.rounds.head(1).drop(columns="n_corrupted").to_csv(old / "rounds.csv", index=False)
     assert_resume_reproduces(cli, old, full)
 

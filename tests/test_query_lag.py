@@ -79,7 +79,8 @@ def test_a_lagged_run_cut_after_two_rounds_resumes_to_the_uninterrupted_numbers(
     cut.mkdir()
     (cut / "config.json").write_bytes((whole.path / "config.json").read_bytes())
     whole.rounds.head(2).to_csv(cut / "rounds.csv", index=False, na_rep="nan")
-    whole.acquired.query("round <= 1").to_csv(cut / "acquired.csv", index=False, na_rep="nan")
+    whole.acquired.query("round <= 1").fillna({"labeller": ""}).to_csv(cut / "acquired.csv", index=False,
+                                                                   na_rep="nan")
     assert main.main(["--resume", str(cut)]) == 0
     resumed = Run(cut)
     pd.testing.assert_frame_equal(resumed.rounds.drop(columns=TIMING_COLUMNS),

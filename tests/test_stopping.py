@@ -122,7 +122,7 @@ def test_a_folder_from_before_noisy_and_stop_kappa_resumes_to_the_same_records(s
     old = tmp_path / "old"
     old.mkdir()
     (old / "config.json").write_bytes((stopped / "config.json").read_bytes())
-    full.acquired.drop(columns="noisy").to_csv(old / "acquired.csv", index=False, na_rep="nan")
+    full.acquired.drop(columns=["noisy", "labeller"]).to_csv(old / "acquired.csv", index=False, na_rep="nan")
     full.rounds.head(1).drop(columns=["n_noisy", "stop_kappa"]).to_csv(old / "rounds.csv", index=False)
     assert main.main(["--resume", str(old)]) == 0
     resumed = Run(old)

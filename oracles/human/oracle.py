@@ -37,6 +37,9 @@ from stopping import stop_set_size
 BATCH_FILE = "human_batch.json"
 TOKEN_FILE = "human_token"
 SKIP = -1  # the label of an "I don't know" answer
+FLAG = -2  # the label of a "none of these" answer (flagged: no class fits); training sees -1, as for SKIP
+FLAG_KEY = "!"
+LABELLER_MAX = 40  # characters of a labeller's name
 # Keyboard shortcuts of the class buttons: 0-9 for the first ten classes, then a-y (z zooms the image).
 KEYS = "0123456789abcdefghijklmnopqrstuvwxy"
 # The image formats a browser shows as they are; the others (TIFF, PGM, PPM) are sent as PNG.
@@ -94,12 +97,14 @@ class HumanOracle(CleanOracle):
         self._submitted = threading.Event()
         self._png: dict = {}
         self._corrections: dict = {}  # a submitted batch's corrections, until the loop takes them
+        self._notes: dict = {}    # the last submitted batch's flags and labellers, for acquired.csv
         self.guesses: dict = {}   # --show_guess: pool position -> (the model's top class, its probability)
         self.returned = None      # monotonic time the last batch was taken: the next round's training began
         self.saved = self._read_saved()
         if self.saved and self.saved.get("submitted"):  # recorded, perhaps not yet in labels.csv: its times
-            self.answered_at.update({p: a["at"] for p, a in self.saved["answers"].items()
-                                     if isinstance(a, dict) and a.get("label") != SKIP and "at" in a})
+            given = {p: a for p, a in self.saved["answers"].items() if a["label"] >= 0 and "at" in a}
+            self.answered_at.update({p: a["at"] for p, a in given.items()})
+            self.labelled_by.update({p: a.get("labeller", "") for p, a in given.items()})
         try:
             self.server, self.url = start_server(self, cfg.human_host, cfg.human_port)
         except OSError:
@@ -173,10 +178,26 @@ class HumanOracle(CleanOracle):
         with self.lock:
             self._taken([], {}, self.batch["corrections"])
 
+    def notes(self, positions: torch.Tensor) -> list:
+        """acquired.csv's flagged and labeller of the last batch's images, in the order of ``positions``."""
+        return [self._notes.get(p, {"flagged": 0, "labeller": ""}) for p in torch.as_tensor(positions).tolist()]
+
+    @staticmethod
+    def _labeller(name) -> dict:
+        """{"labeller": name} for an answer given under a name ({} without one); Refused for a name that is not
+        a short line of text."""
+        if name in (None, ""):
+            return {}
+        if not _is_labeller(name):
+            raise Refused(f"a labeller's name is up to {LABELLER_MAX} characters of text on one line, not "
+                          f"{reprlib.repr(name)}; nothing was changed")
+        return {"labeller": name.strip()}
+
     def corrections(self) -> list:
         """The corrections given while the last batch was open (each once): the loop applies and records them."""
         taken, self._corrections = self._corrections, {}
         self.answered_at.update({p: c["at"] for p, c in taken.items()})
+        self.labelled_by.update({p: c.get("labeller", "") for p, c in taken.items()})
         return [{"pool_position": p, "label": c["label"], "at": c["at"]} for p, c in taken.items()]
 
     def close(self, finished: bool = False) -> None:
@@ -195,7 +216,7 @@ class HumanOracle(CleanOracle):
         server.server_close()
 
     # ------------------------------------------------------------------ what the page does
-    def answer(self, batch_round, position, label) -> str:
+    def answer(self, batch_round, position, label, labeller="") -> str:
         """Record one answer (a class index, or "skip") for an image of the open batch.
 
         Refused values are quoted with reprlib.repr: briefly, whatever a request sent (a long string, a list
@@ -205,17 +226,19 @@ class HumanOracle(CleanOracle):
             if isinstance(position, bool) or not isinstance(position, int) or position not in b["positions"]:
                 raise Refused(f"image {reprlib.repr(position)} was not queried in this batch "
                               f"(round {b['round']}); nothing was changed")
-            if label == "skip":
-                label = SKIP
+            if label in ("skip", "flag"):
+                label = SKIP if label == "skip" else FLAG
             elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(self.classes):
                 raise Refused(f"unknown class {reprlib.repr(label)}: the classes are 0..{len(self.classes) - 1} "
-                              f"({', '.join(self.classes)}) or \"skip\"; nothing was changed")
+                              f"({', '.join(self.classes)}), \"skip\" or \"flag\"; nothing was changed")
+            given = {"label": label, "at": _now(), **self._labeller(labeller)}
             answers = {**{p: a for p, a in b["answers"].items() if p != position},
-                       position: {"label": label, "at": _now()}}  # the newest last: what undo takes back
+                       position: given}  # the newest last: what undo takes back
             self._write({**b, "answers": answers})
             b["answers"] = answers
             self.version += 1
-            what = "I don't know" if label == SKIP else self.classes[label]
+            what = ("I don't know" if label == SKIP else "none of these (flagged)" if label == FLAG
+                    else self.classes[label])
             return f"image {b['positions'].index(position) + 1}: {what} (saved)"
 
     def undo(self, batch_round) -> tuple:
@@ -233,7 +256,7 @@ class HumanOracle(CleanOracle):
             self.version += 1
             return position, f"image {b['positions'].index(position) + 1}: answer taken back (saved)"
 
-    def correct(self, batch_round, position, label) -> str:
+    def correct(self, batch_round, position, label, labeller="") -> str:
         """Change the label of an image the person labelled in an earlier round (the review). Taken while a
         batch is open, saved with it, and handed to the loop with it: the next round trains on the new label."""
         with self.lock:
@@ -249,7 +272,7 @@ class HumanOracle(CleanOracle):
             now = int(self.study.state.labels_of(torch.tensor([position]))[0])  # corrections recorded included
             corrections = {p: c for p, c in b["corrections"].items() if p != position}
             if label != now:
-                corrections[position] = {"label": label, "at": _now()}
+                corrections[position] = {"label": label, "at": _now(), **self._labeller(labeller)}
             self._write({**b, "corrections": corrections})
             b["corrections"] = corrections
             self.version += 1
@@ -278,6 +301,7 @@ class HumanOracle(CleanOracle):
                 open_to_label = row["label"] >= 0 or (p in skipped and skipped[p][0] == row["round"])
                 now = pending[p]["label"] if p in pending else int(label_P[p]) if label_P[p] >= 0 else SKIP
                 rows.append({"round": row["round"] + 1, "position": p, "given": row["label"],
+                             "flagged": row.get("flagged", 0), "labeller": row.get("labeller", ""),
                              "label": now if open_to_label else SKIP, "pending": p in pending and open_to_label,
                              "correctable": open_to_label and not (open_ and p in b["positions"])})
             # No batch will open again: the last was submitted, or the study finished
@@ -301,10 +325,11 @@ class HumanOracle(CleanOracle):
             if b.get("review_only"):
                 return f"{len(b['corrections'])} corrections recorded; the run is finished and this page closes"
             skipped = sum(a["label"] == SKIP for a in b["answers"].values())
+            flagged = sum(a["label"] == FLAG for a in b["answers"].values())
             # Rounds counted from 1, as the page and summary.json count them (rounds.csv's round + 1)
-            return (f"round {b['round'] + 1} of {self.cfg.n_round + 1}: {len(b['positions']) - skipped} labels "
-                    "submitted"
-                    + (f", {skipped} skipped" if skipped else "") + "; the model is training")
+            return (f"round {b['round'] + 1} of {self.cfg.n_round + 1}: {len(b['positions']) - skipped - flagged} "
+                    "labels submitted" + (f", {skipped} skipped" if skipped else "")
+                    + (f", {flagged} flagged" if flagged else "") + "; the model is training")
 
     def png(self, position: int) -> bytes | None:
         """The PNG of a pool image the page shows, from the in-memory tensor (None: one it does not show)."""
@@ -361,6 +386,7 @@ class HumanOracle(CleanOracle):
                 n_training += b.get("from_dataset", 0) + sum(a["label"] != SKIP for a in b["answers"].values())
             guesses = self.guesses if self.cfg.show_guess else {}
             items = [{"index": i + 1, "position": p, "answer": b["answers"].get(p, {}).get("label"),
+                      "by": b["answers"].get(p, {}).get("labeller", ""),
                       "guess": (self.classes[guesses[p][0]], guesses[p][1]) if p in guesses else None}
                      for i, p in enumerate(b["positions"])] if open_ else []
             estimate, elapsed, progress = self._estimate(phase, live, run_dir.rounds)
@@ -377,7 +403,7 @@ class HumanOracle(CleanOracle):
                 "lagged": lagged, "chooser_labels": chooser[-1]["n_labeled"] if lagged else n_training,
                 "trains_now": lagged and step == "training",
                 "answered": sum(item["answer"] is not None for item in items),
-                "classes": self.classes, "keys": KEYS[:len(self.classes)], "skip_key": SKIP_KEY,
+                "classes": self.classes, "keys": KEYS[:len(self.classes)], "skip_key": SKIP_KEY, "flag_key": FLAG_KEY,
                 "token": self.token, "run_name": run_dir.name, "run_path": str(run_dir.path),
                 "dataset": self.cfg.dataset,
                 "strategy": self.cfg.strategy, "model": self.cfg.model,
@@ -426,15 +452,19 @@ class HumanOracle(CleanOracle):
     def _taken(self, wanted: list, answers: dict, corrections: dict) -> torch.Tensor:
         """The labels of a submitted batch; its answer times are kept for labels.csv, its corrections for
         the loop (``corrections``), and when it returned for the page's estimate of the next round."""
-        self.answered_at.update({p: a["at"] for p, a in answers.items() if a["label"] != SKIP and "at" in a})
+        given = {p: a for p, a in answers.items() if a["label"] >= 0 and "at" in a}
+        self.answered_at.update({p: a["at"] for p, a in given.items()})
+        self.labelled_by.update({p: a.get("labeller", "") for p, a in given.items()})
+        self._notes = {p: {"flagged": int(a["label"] == FLAG), "labeller": a.get("labeller", "")}
+                       for p, a in answers.items()}
         self._corrections = dict(corrections)
         self.returned = time.monotonic()
         return self._labels(wanted, answers)
 
     def _labels(self, wanted: list, answers: dict) -> torch.Tensor:
         """The labels of the pool positions ``wanted``: the person's answers, the dataset's for the known."""
-        return torch.tensor([int(self.pool_y[p]) if p in self.known else answers[p]["label"] for p in wanted],
-                            dtype=torch.int64)
+        return torch.tensor([int(self.pool_y[p]) if p in self.known else max(answers[p]["label"], SKIP)
+                             for p in wanted], dtype=torch.int64)
 
     def _open_batch(self, batch_round) -> dict:
         b = self.batch
@@ -516,10 +546,10 @@ class HumanOracle(CleanOracle):
         if not is_int(saved.get("round"), 0, 10**9) or not isinstance(saved.get("positions", []), list) \
                 or not all(is_int(p, 0, n - 1) for p in saved.get("positions", [])):
             return "its round or positions are not this run's"
-        for key, lowest in (("answers", SKIP), ("unused", SKIP), ("corrections", 0)):
+        for key, lowest in (("answers", FLAG), ("unused", FLAG), ("corrections", 0)):
             for p, a in saved[key].items():
                 if not is_int(p, 0, n - 1) or not isinstance(a, dict) or not is_int(a.get("label"), lowest, c - 1) \
-                        or not isinstance(a.get("at", ""), str):
+                        or not isinstance(a.get("at", ""), str) or not _is_labeller(a.get("labeller", "")):
                     return f"{key} of position {p}: {reprlib.repr(a)} is not a label {lowest}..{c - 1} with a time"
         return ""
 
@@ -572,6 +602,10 @@ class HumanOracle(CleanOracle):
             x = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
         x = x.permute(1, 2, 0)
         return (x[:, :, 0] if x.shape[2] == 1 else x).numpy()
+
+
+def _is_labeller(name) -> bool:
+    return isinstance(name, str) and len(name) <= LABELLER_MAX and name.isprintable()
 
 
 def _finite(value) -> float | None:

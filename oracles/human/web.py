@@ -159,7 +159,8 @@ def create_app(desk, hosts: frozenset | None = LOOPBACK_NAMES) -> Flask:
     @app.post("/answer")
     def answer():
         body = _json_body()
-        return jsonify(message=desk.answer(body.get("batch"), body.get("position"), body.get("label")))
+        return jsonify(message=desk.answer(body.get("batch"), body.get("position"), body.get("label"),
+                                           body.get("labeller", "")))
 
     @app.post("/undo")
     def undo():
@@ -173,7 +174,8 @@ def create_app(desk, hosts: frozenset | None = LOOPBACK_NAMES) -> Flask:
     @app.post("/correct")
     def correct():
         body = _json_body()
-        return jsonify(message=desk.correct(body.get("batch"), body.get("position"), body.get("label")))
+        return jsonify(message=desk.correct(body.get("batch"), body.get("position"), body.get("label"),
+                                            body.get("labeller", "")))
 
     @app.post("/submit")
     def submit():
