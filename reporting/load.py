@@ -17,6 +17,9 @@ NOT_GROUPING = OPERATIONAL_FIELDS | {"strategy", "seed"}
 # members train without dropout and take no dropout samples, so its dropout and mc_samples say nothing
 # about the setting either (they would split it from the MC-dropout runs it is compared with).
 UNCERTAINTY_FIELDS = ("uncertainty", "ensemble_size")
+# How a strategy draws its batch and what it embeds: part of the method too (power-bald beside bald and random,
+# coreset on self-supervised features beside coreset on the model's), not of the group.
+METHOD_FIELDS = ("acquisition", "acquisition_beta", "embedding", "ssl_epochs", "embedding_cache")
 ENSEMBLE_IGNORES = ("dropout", "mc_samples")
 NAME_FIELDS = ("dataset", "model", "noise", "noise_rate")  # always in a group's name
 NOISE_PARAMETERS = ("noise_rate", "noise_std", "sp_fraction")
@@ -124,14 +127,22 @@ def seeded_rounds(run_paths) -> list:
 
 
 def method_name(config: dict) -> str:
-    """The name a run is compared under: its strategy, and "(ensemble of M)" when its uncertainty comes from
-    an ensemble (with the members' dropout when they have any), so that bald by MC dropout and bald by an
-    ensemble are two methods of one comparison."""
+    """The name a run is compared under: its strategy; "power-bald" (β when not 1) for a stochastic
+    --acquisition; "(self-supervised)" for an embedding strategy on self-supervised features; and "(ensemble
+    of M)" when its uncertainty comes from an ensemble (with the members' dropout when they have any), so that
+    bald, power-bald and bald by an ensemble are methods of one comparison."""
+    name = config["strategy"]
+    acquisition = config.get("acquisition", "top_k")
+    if acquisition != "top_k":  # (only score strategies take one: loop.check_declared)
+        beta = config.get("acquisition_beta", 1.0)
+        name = f"{acquisition}-{name}" + (f" (β {beta:g})" if beta != 1 else "")
+    if config.get("embedding", "model") == "self_supervised":  # (only embedding strategies take it)
+        name += " (self-supervised)"
     if not several_networks(config):
-        return config["strategy"]
+        return name
     dropout = f", dropout {config['dropout']:g}" if config.get("dropout") else ""
     members = _source(config).networks(config)
-    return f"{config['strategy']} (ensemble of {members}{dropout})"
+    return f"{name} (ensemble of {members}{dropout})"
 
 
 def _source(config: dict):
@@ -146,7 +157,8 @@ def several_networks(config: dict) -> bool:
 
 def group_key(config: dict) -> str:
     """What must be equal for runs to be compared: every field but strategy, seed, operational ones and how
-    the uncertainty is obtained (UNCERTAINTY_FIELDS; method_name tells those apart).
+    the uncertainty is obtained or the batch drawn (UNCERTAINTY_FIELDS, METHOD_FIELDS; method_name tells those
+    apart).
 
     Without noise, the noise parameters change nothing, so they do not split groups; the same for label
     noise (clean labels: no label_noise fields in the key). An ensemble run's key also leaves out
@@ -155,7 +167,7 @@ def group_key(config: dict) -> str:
     clean = not has_label_noise(config)
     ensemble = several_networks(config)
     return json.dumps({k: v for k, v in config.items()
-                       if k not in NOT_GROUPING and k not in UNCERTAINTY_FIELDS
+                       if k not in NOT_GROUPING and k not in UNCERTAINTY_FIELDS and k not in METHOD_FIELDS
                        and not (ensemble and k in ENSEMBLE_IGNORES)
                        and not (noiseless and k in NOISE_PARAMETERS)
                        and not (clean and k in LABEL_NOISE_FIELDS)}, sort_keys=True)
@@ -175,14 +187,14 @@ def ensembles_beside_dropout(keys) -> dict:
     return {key: (reduced[key][0] if len(reduced.get(key, [])) == 1 else key) for key in configs}
 
 
-def mark_versus(runs: pd.DataFrame, fields) -> pd.DataFrame:
+def mark_versus(runs: pd.DataFrame, fields, flag: str = "--versus") -> pd.DataFrame:
     """For ``report.py --versus FIELD …``: ``setting``, the name of what runs share but for those fields (and
     strategy and seed), and ``variant``, their values ("resnet18/imagenet/300"), so that runs differing only
     there are paired by strategy and seed (reporting.stats.versus_tests)."""
     fields = list(fields)
     unknown = [f for f in fields if f not in runs.columns or f in NOT_GROUPING]
     if unknown:
-        raise ReportError(f"--versus {unknown[0]}: not a configuration field that tells runs apart "
+        raise ReportError(f"{flag} {unknown[0]}: not a configuration field that tells runs apart "
                           "(strategy, seed and the operational fields are not)")
     keys = runs["group_key"].map(lambda k: json.dumps({f: v for f, v in json.loads(k).items() if f not in fields},
                                                       sort_keys=True))

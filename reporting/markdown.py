@@ -12,7 +12,7 @@ LABEL_NOISE_PNG = "label_noise.png"
 SETTING_FIELDS = ("n_init_labeled", "n_query", "n_round", "epochs")  # shown under each group's heading
 
 
-def markdown(tables: dict, groups: list, pngs: dict, targets, baseline: str, sources) -> str:
+def markdown(tables: dict, groups: list, pngs: dict, targets, baseline: str, sources, map_pngs=None) -> str:
     """The whole report.md."""
     runs = tables["runs"]
     used = runs[runs["included"]]
@@ -39,9 +39,12 @@ def markdown(tables: dict, groups: list, pngs: dict, targets, baseline: str, sou
     noise_png = "label_noise" in tables and len(tables["label_noise"]) > 0
     if "label_noise" in tables:
         lines += label_noise_section(tables["label_noise"], noise_png)
+    if "map" in tables:
+        lines += map_section(tables["map"], map_pngs or {}, baseline)
     lines += ["## Runs", "", _md(_runs_display(runs)), "", "## Files", "",
               *[f"- [{name}.csv]({name}.csv)" for name in tables],
-              *[f"- [{png}]({png})" for png in [*pngs.values(), *([LABEL_NOISE_PNG] if noise_png else [])]], ""]
+              *[f"- [{png}]({png})" for png in [*pngs.values(), *([LABEL_NOISE_PNG] if noise_png else []),
+                                                *(map_pngs or {}).values()]], ""]
     return "\n".join(lines)
 
 
@@ -59,6 +62,24 @@ def versus_section(versus: pd.DataFrame, strategies: list) -> list:
         lines += [f"### {setting}", "", _md(pd.DataFrame({
             "strategy": g["strategy"], "variant − baseline": g["variant"] + " − " + g["baseline_variant"],
             **_paired_display(g).drop(columns="strategy")})), ""]
+    return lines
+
+
+def map_section(table: pd.DataFrame, pngs: dict, baseline: str) -> list:
+    """report.py --map FIELD: the strategy × FIELD picture of each setting and its numbers."""
+    field = table["field"].iloc[0] if len(table) else "the field"
+    lines = [f"## Strategy × {field} (--map)", ""]
+    if table["n_pairs"].sum() == 0:
+        return lines + [f"No strategy has seeds paired with `{baseline}` at these sizes: nothing to draw.", ""]
+    lines += [f"Each strategy's test accuracy minus `{baseline}`'s at the same labelled-set size and value of "
+              f"`{field}`, paired by seed (points; * where the Holm-corrected p, across the strategies and values "
+              "of a setting at that size, is below 0.05).", ""]
+    for setting, g in table.groupby("setting", sort=True):
+        wide = g.assign(cell=[_pm(100 * m, 100 * e, ".1f") + ("*" if sig else "") if n else "–"
+                              for m, e, sig, n in zip(g["mean_diff"], g["sem_diff"], g["significant"], g["n_pairs"])])
+        wide = wide.pivot_table(index=["strategy", "n_labeled"], columns="value", values="cell", aggfunc="first")
+        lines += [f"### {setting}", "", f"![strategy × {field}: {setting}]({pngs[setting]})", "",
+                  _md(wide.reset_index().rename(columns={"n_labeled": "labels"})), ""]
     return lines
 
 
@@ -84,7 +105,7 @@ def group_section(i: int, group: str, tables: dict, png: str | None, targets, ba
     strategies = ordered_strategies(used["strategy"], baseline)
     order = {s: i for i, s in enumerate(strategies)}
     pick = {name: t[t["group"] == group].sort_values("strategy", key=lambda c: c.map(order), kind="stable")
-            for name, t in tables.items() if name not in ("runs", "versus")}
+            for name, t in tables.items() if name not in ("runs", "versus", "map")}
     first = runs.iloc[0]
     settings = ", ".join(f"{f} {first[f]}" for f in SETTING_FIELDS if f in runs)
     lines = [f"## {i}. {group}", "", f"Settings: {settings}. Runs in the statistics: "

@@ -12,6 +12,7 @@ from config import STABLE_KAPPA  # the report's stopping point: the first round 
 from results import TIMING_COLUMNS
 
 DEFAULT_TARGETS = (0.80, 0.90, 0.95)
+DEFAULT_MAP_AT = (100, 300)  # report.py --map: the labelled-set sizes of its panels
 ALPHA = 0.05  # significance level of the Holm-corrected p-values
 MIN_PAIRS = 3  # fewer pairs of seeds: no test at all ("too few seeds")
 WILCOXON_MIN_PAIRS = 6  # this many pairs or more: Wilcoxon signed-rank; fewer: paired t-test
@@ -29,6 +30,9 @@ LABEL_NOISE_COLUMNS = ["group", "strategy", "label_noise", "label_noise_rate", "
 NOISY_COLUMNS = ["group", "strategy", "n_seeds", "noisy_query_fraction_mean", "noisy_query_fraction_sem",
                  "pool_noisy_fraction", "final_test_acc_clean_mean", "final_test_acc_clean_sem",
                  "final_test_acc_noisy_mean", "final_test_acc_noisy_sem"]
+# report.py --map FIELD: each strategy minus the baseline at a labelled-set size, per value of FIELD
+MAP_COLUMNS = ["setting", "field", "value", "strategy", "baseline", "n_labeled", "n_pairs", "seeds", "mean_diff",
+               "sem_diff", "test", "p", "p_holm", "significant"]
 STOPPING_COLUMNS = ["group", "strategy", "threshold", "n_seeds", "n_reached", "n_stopped", "labels_mean",
                     "labels_min", "labels_max", "labels_text", "test_acc_mean", "test_acc_sem"]
 
@@ -274,6 +278,32 @@ def versus_tests(runs: pd.DataFrame) -> pd.DataFrame:
             rows += _pairs(other, base, metrics, setting=setting, strategy=strategy, variant=variant,
                            baseline_variant=variants[0])
     return _corrected(pd.DataFrame(rows, columns=VERSUS_COLUMNS), ["setting", "metric"])
+
+
+def map_tests(runs: pd.DataFrame, rounds: pd.DataFrame, field: str, at, baseline: str) -> pd.DataFrame:
+    """report.py --map FIELD: within each setting (the runs' configuration but FIELD, strategy and seed:
+    reporting.load.mark_versus's ``setting``; FIELD's value is ``variant``), each strategy's test accuracy at
+    each labelled-set size of ``at`` minus the baseline's on the seeds both reached it with, per value of
+    FIELD; Holm-corrected across the strategies and values of a setting, per size. A run that has no round at
+    exactly that size is not paired there."""
+    acc = rounds.drop_duplicates(["run", "n_labeled"], keep="last").set_index(["run", "n_labeled"])["test_acc"]
+    rows = []
+    for (setting, value), g in runs.groupby(["setting", "variant"], sort=True):
+        base = g[g["strategy"] == baseline]
+        for strategy in ordered_strategies(g["strategy"], baseline)[1:]:
+            other = g[g["strategy"] == strategy]
+            for n in at:
+                x = {r.seed: acc.get((r.run, n), math.nan) for r in other.itertuples()}
+                y = {r.seed: acc.get((r.run, n), math.nan) for r in base.itertuples()}
+                seeds = sorted(k for k in set(x) & set(y) if not (math.isnan(x[k]) or math.isnan(y[k])))
+                xs, ys = np.array([x[k] for k in seeds]), np.array([y[k] for k in seeds])
+                mean, sem = mean_sem(xs - ys) if seeds else (math.nan, math.nan)
+                test, p = paired_test(xs, ys)
+                rows.append({"setting": setting, "field": field, "value": value, "strategy": strategy,
+                             "baseline": baseline, "n_labeled": n, "n_pairs": len(seeds),
+                             "seeds": " ".join(map(str, seeds)), "mean_diff": mean, "sem_diff": sem, "test": test,
+                             "p": p})
+    return _corrected(pd.DataFrame(rows, columns=MAP_COLUMNS[:-2]), ["setting", "n_labeled"])
 
 
 def _pairs(other: pd.DataFrame, base: pd.DataFrame, metrics: dict, **ids) -> list:

@@ -10,8 +10,8 @@ import pandas as pd
 
 from reporting.load import ReportError, load_rounds, mark_versus
 from reporting.markdown import LABEL_NOISE_PNG, markdown
-from reporting.plots import plot_curves, plot_label_noise
-from reporting.stats import DEFAULT_TARGETS, build_tables, ordered_strategies
+from reporting.plots import plot_curves, plot_label_noise, plot_map
+from reporting.stats import DEFAULT_MAP_AT, DEFAULT_TARGETS, build_tables, map_tests, ordered_strategies
 from results import OutputError, atomic_write_bytes
 
 RUN_CSV_COLUMNS = ["group", "strategy", "seed", "status", "included", "note", "n_rounds", "final_n_labeled",
@@ -19,9 +19,11 @@ RUN_CSV_COLUMNS = ["group", "strategy", "seed", "status", "included", "note", "n
 
 
 def write_report(runs: pd.DataFrame, out, targets=DEFAULT_TARGETS, baseline: str = "random",
-                 sources=(), versus=()) -> Path:
+                 sources=(), versus=(), map_field: str = "", map_at=DEFAULT_MAP_AT) -> Path:
     """Write the PNGs, the CSVs and report.md into ``out``; returns the path of report.md. ``versus``: config
-    fields whose variants are also compared, paired by strategy and seed (versus.csv).
+    fields whose variants are also compared, paired by strategy and seed (versus.csv). ``map_field``: a config
+    field whose values are set against the strategies, each cell the paired difference from the baseline at
+    the sizes ``map_at`` (map.csv, map_<setting>.png).
 
     Each file is replaced in one step, so a failed write (a full disk) raises ReportError naming the file
     and leaves that file's previous version, if any, whole."""
@@ -31,10 +33,13 @@ def write_report(runs: pd.DataFrame, out, targets=DEFAULT_TARGETS, baseline: str
     except OSError as err:
         raise ReportError(f"cannot create --out {out}: {err.strerror or err}") from None
     mode = _plain_file_mode()
+    mapped = mark_versus(runs, [map_field], "--map") if map_field else None
     if versus:
         runs = mark_versus(runs, versus)
     rounds = load_rounds(runs[runs["included"]])
     tables = build_tables(runs, rounds, targets, baseline)
+    if mapped is not None:
+        tables["map"] = map_tests(mapped[mapped["included"]], rounds, map_field, map_at, baseline)
     for name, table in tables.items():
         csv = (table[RUN_CSV_COLUMNS] if name == "runs" else table).to_csv(index=False)
         _write(out / f"{name}.csv", csv.encode("utf-8"), mode)
@@ -49,7 +54,12 @@ def write_report(runs: pd.DataFrame, out, targets=DEFAULT_TARGETS, baseline: str
             _write(out / pngs[group], plot_curves(curves, group, colors, baseline), mode)
     if "label_noise" in tables and len(tables["label_noise"]):
         _write(out / LABEL_NOISE_PNG, plot_label_noise(tables["label_noise"], colors, baseline), mode)
-    text = markdown(tables, groups, pngs, targets, baseline, sources)
+    map_pngs = {}
+    if "map" in tables and tables["map"]["n_pairs"].sum() > 0:
+        for setting, table in tables["map"].groupby("setting", sort=True):
+            map_pngs[setting] = f"map_{_slug(setting, set(map_pngs.values()), 'map')}.png"
+            _write(out / map_pngs[setting], plot_map(table, f"{setting}: strategy × {map_field}", baseline), mode)
+    text = markdown(tables, groups, pngs, targets, baseline, sources, map_pngs)
     _write(out / "report.md", text.encode("utf-8"), mode)
     return out / "report.md"
 
@@ -69,10 +79,10 @@ def _plain_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _slug(name: str, taken: set) -> str:
+def _slug(name: str, taken: set, prefix: str = "curve") -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "group"
     candidate, i = slug, 1
-    while f"curve_{candidate}.png" in taken:
+    while f"{prefix}_{candidate}.png" in taken:
         i += 1
         candidate = f"{slug}_{i}"
     return candidate

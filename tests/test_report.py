@@ -532,3 +532,56 @@ def test_versus_pairs_runs_that_differ_only_in_the_named_fields(tmp_path):
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "## Variants compared (--versus)" in text and "resnet18/300 − lenet/1000" in text
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "bad"), "--versus", "seed"]) == 2
+
+
+def test_map_draws_each_strategy_against_random_per_value_of_a_field(tmp_path):
+    """report.py --map noise_std --map_at 30 50 (issue 25's picture): runs differing in σ are paired by seed
+    with random at each size and σ; exact differences, a paired t-test and Holm across strategies and σ of
+    a setting at a size; the PNG and the table; a size no run reached is blank; a bad field is refused."""
+    for s in (1, 2, 3):
+        for sigma in (0.0, 2.0, 4.0):
+            bald_gain = 0.03 - 0.02 * sigma  # uncertainty pays without noise and stops paying with it
+            for strategy, gain in (("random", 0.0), ("bald", bald_gain), ("entropy", -0.01 * s)):
+                make_run(tmp_path / "runs", strategy, s, [0.5, 0.6 + gain, 0.7 + 0.01 * s + gain, 0.8],
+                         name=f"{strategy}_{sigma}_{s}", noise="gaussian", noise_rate=0.3, noise_std=sigma)
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "plain")]) == 0
+    assert not (tmp_path / "plain" / "map.csv").exists()
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--map", "noise_std",
+                        "--map_at", "30", "40", "500"]) == 0
+    table = pd.read_csv(tmp_path / "rep" / "map.csv")
+    assert set(table["value"]) == {0.0, 2.0, 4.0} and set(table["n_labeled"]) == {30, 40, 500}
+    at = table.set_index(["strategy", "value", "n_labeled"])
+    for sigma in (0.0, 2.0, 4.0):
+        assert at.loc[("bald", sigma, 30), "mean_diff"] == pytest.approx(0.03 - 0.02 * sigma)
+        assert at.loc[("bald", sigma, 40), "n_pairs"] == 3 and at.loc[("bald", sigma, 500), "n_pairs"] == 0
+    entropy = at.loc[("entropy", 2.0, 30)]
+    assert entropy["mean_diff"] == pytest.approx(-0.02) and entropy["test"] == "paired t-test"
+    assert entropy["p"] == pytest.approx(stats.ttest_rel([0.59, 0.58, 0.57], [0.6, 0.6, 0.6]).pvalue)
+    family = table[table["n_labeled"] == 30]
+    assert family["p_holm"].tolist() == pytest.approx(holm(family["p"].tolist()), nan_ok=True)
+    pngs = list((tmp_path / "rep").glob("map_*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes().startswith(PNG_MAGIC)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Strategy × noise_std (--map)" in text and f"]({pngs[0].name})" in text
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "bad"), "--map", "nonsense"]) == 2
+
+
+def test_power_acquisition_and_self_supervised_features_are_methods_beside_random(tmp_path):
+    """A stochastic --acquisition or --embedding self_supervised names a method of the same group as the
+    top-k, model-feature runs and random (so that each is paired with random), not a group of its own."""
+    for s in (1, 2, 3):
+        make_run(tmp_path / "runs", "random", s, [0.5, 0.6, 0.7, 0.8])
+        make_run(tmp_path / "runs", "bald", s, [0.5, 0.6, 0.7, 0.81])
+        make_run(tmp_path / "runs", "bald", s, [0.5, 0.6, 0.7, 0.83], name=f"power_{s}", acquisition="power")
+        make_run(tmp_path / "runs", "bald", s, [0.5, 0.6, 0.7, 0.84], name=f"power2_{s}", acquisition="power",
+                 acquisition_beta=2.0)
+        make_run(tmp_path / "runs", "coreset", s, [0.5, 0.6, 0.7, 0.85], name=f"ssl_{s}", embedding="self_supervised",
+                 ssl_epochs=10)
+    runs = loaded(tmp_path / "runs")
+    assert runs["group"].nunique() == 1
+    assert sorted(runs["strategy"].unique()) == ["bald", "coreset (self-supervised)", "power-bald",
+                                                "power-bald (β 2)", "random"]
+    paired = build_tables(runs, load_rounds(runs), [0.8], "random")["paired"]
+    final = paired[paired.metric == "final test acc"].set_index("strategy")["mean_diff"]
+    assert final.to_dict() == pytest.approx({"bald": 0.01, "coreset (self-supervised)": 0.05, "power-bald": 0.03,
+                                            "power-bald (β 2)": 0.04})
