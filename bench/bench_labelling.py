@@ -5,8 +5,9 @@ Starts a real ``main.py --oracle human`` study (mnist_5k, bald, the default trai
 round), opens the page in Debian's Chromium through playwright, and for every batch:
 
 - times the wait from the previous batch's acknowledgement to this batch on screen (``wait_s``);
-- presses one key per image (the dataset's true digit: this is the page's own cost, with no person's
-  reading time in it) and Enter, and times it from the batch appearing to the run's acknowledgement;
+- presses one key per image (the dataset's true digit), ``--pace`` seconds apart (0: the page's own cost,
+  with no person's reading time in it; a person takes one to a few seconds an image) and Enter, and times
+  it from the batch appearing to the run's acknowledgement;
 - while the next round trains, fetches ``/state`` and ``/view`` (what the page polls and renders) every
   100 ms from a second client and records their latency, and compares with the same requests while
   the run waits for labels.
@@ -103,6 +104,8 @@ def main() -> int:
     parser.add_argument("--screenshot", default="", help="save the page half-way through the last batch here")
     parser.add_argument("--phone_screenshot", default="",
                         help="and the same page on a phone (390×844, dark mode), its first screen, here")
+    parser.add_argument("--pace", type=float, default=0.0,
+                        help="seconds a simulated person spends on each image before its key (0: none)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args, extra = parser.parse_known_args()  # anything else goes to main.py (e.g. --warm_start continue)
     from playwright.sync_api import expect, sync_playwright
@@ -141,6 +144,7 @@ def main() -> int:
                 wait_s = None if submitted is None else round(t0 - submitted, 3)
                 positions = [int(p) for p in page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.position)")]
                 for i, p in enumerate(positions):
+                    time.sleep(args.pace)
                     page.keyboard.press(str(labels[p]))
                     if args.screenshot and r == args.rounds - 1 and i == len(positions) // 2:
                         page.screenshot(path=args.screenshot, full_page=True)
@@ -160,7 +164,9 @@ def main() -> int:
         prober.stop.set()
         folder = next((out / "runs").iterdir())
         train_s = [row["train_s"] for row in read_run(folder)[0]]
-        summary = {"event": "summary", "exit_code": rc, "batches": len(batches),
+        waits = [b["wait_s"] for b in batches if b["wait_s"] is not None]
+        summary = {"event": "summary", "exit_code": rc, "batches": len(batches), "pace_s": args.pace,
+                   "max_wait_s": max(waits, default=0), "flags": extra,
                    "median_keyboard_s": statistics.median(b["keyboard_s"] for b in batches),
                    "median_wait_s": statistics.median([b["wait_s"] for b in batches if b["wait_s"] is not None] or [0]),
                    "median_train_s": round(statistics.median(train_s), 2),

@@ -521,6 +521,32 @@ def test_a_correction_given_before_an_interruption_is_shown_again_and_handed_to_
     assert second.answered_at[5] == at
 
 
+def test_an_i_dont_know_labelled_before_an_interruption_is_shown_again_and_handed_to_the_loop(make_oracle):
+    first = make_oracle()
+    data, state, run = first.study.data, first.study.state, first.study.run_dir
+    state.label(torch.tensor([10, 30]), torch.tensor([7, 1]), round_=1)
+    state.set_aside(torch.tensor([5]))  # round 0's "I don't know" (--dont_know out)
+    run.append_round({**{c: 0 for c in ROUND_COLUMNS}, "round": 0, "train_s": 3.0, "eval_s": 1.0, "query_s": 2.0},
+                     acquired_rows(data, 0, torch.tensor(ASKED), torch.tensor([7, -1, 1]), torch.zeros(3)))
+    thread, _, client = open_batch(first, [11, 12])
+    status, reply = post(client, first, "/correct", {"batch": 1, "position": 5, "label": 4})
+    assert status == 200 and reply["message"].startswith("round 1's image, answered \"I don't know\" then")
+    at = saved(first)["corrections"]["5"]["at"]
+    first.close()  # interrupted with the batch open
+    second = make_oracle()  # --resume: the same state, the same round's batch again
+    for name in ("label_P", "round_P", "aside_P"):
+        getattr(second.study.state, name)[:] = getattr(state, name)
+    second.study.run_dir.acquired, second.study.run_dir.rounds = run.acquired, run.rounds
+    thread, out, client = open_batch(second, [11, 12])
+    review = create_app(second).test_client().get(f"/review?token={second.token}").get_data(as_text=True)
+    assert re.search(r'<tr data-position="5" class="pending">.*?<option value="4" selected>', review, re.S)
+    for position in (11, 12):
+        assert post(client, second, "/answer", {"batch": 1, "position": position, "label": 0})[0] == 200
+    assert submit(client, second, batch=1)[0] == 200
+    thread.join(5)
+    assert second.corrections() == [{"pool_position": 5, "label": 4, "at": at}]
+
+
 def test_the_training_bar_estimates_from_the_last_round_and_the_counts(make_oracle):
     oracle = make_oracle()
     client = create_app(oracle).test_client()

@@ -567,10 +567,10 @@ class HumanOracle(CleanOracle):
 
     def _saved_corrections(self, r: int) -> dict:
         """Corrections saved while round r's batch was open (before an interruption), of answers still
-        recorded as the person's."""
+        recorded as the person's (an "I don't know" still unlabelled included)."""
         if not self.saved or self.saved.get("round") != r:
             return {}
-        mine = self._answered_by_person()
+        mine = {**self._skipped_by_person(), **self._answered_by_person()}
         return {p: c for p, c in self.saved.get("corrections", {}).items() if p in mine}
 
     def _asked_of_person(self) -> list:
