@@ -301,8 +301,9 @@ class Config:
                                             "before); no effect elsewhere")
     query_lag: int = option(0, "how many rounds old the model that chooses a batch is: 0, this round's (the "
                                 "oracle waits for its training); 1, the previous round's, scoring the pool without "
-                                "the images just answered, while this round's model trains (`--oracle human`: the "
-                                "next batch is on screen at once); round 0's batch is always round 0's model's",
+                                "the images just answered, while this round's model trains (the next batch is on "
+                                "screen at once; the default with `--oracle human`); round 0's batch is always "
+                                "round 0's model's",
                             rule=Rule(int, 0, 1, why="0 (this round's model chooses) or 1 (the previous round's)"))
     show_guess: bool = option(False, "`--oracle human`: each card shows the model's top class and its probability "
                                      "(off by default: seeing the guess anchors people to it)", operational=True)
@@ -515,8 +516,8 @@ def parse_config(argv: Sequence[str] | None = None,
     """Parse argv into a validated Config (ConfigError on a bad combination).
 
     With --preset, a second parse takes the preset's values as defaults, so explicit flags win; then
-    the defaults that follow another flag's value (MODEL_DEFAULTS, an ensemble's dropout), unless the
-    preset sets them.
+    the defaults that follow another flag's value (MODEL_DEFAULTS, an ensemble's dropout, a person's
+    --query_lag), unless the preset sets them.
     """
     parser = build_parser(choices)
     args = parser.parse_args(argv)
@@ -528,6 +529,9 @@ def parse_config(argv: Sequence[str] | None = None,
         # Ensemble members are plain networks: --dropout's default does not apply to them, an explicit
         # --dropout does.
         following["dropout"] = UNCERTAINTIES[args.uncertainty].member_dropout
+    if ORACLES[args.oracle].interactive:
+        # A person gets the next batch at once, chosen by the previous round's model (docs/RESULTS_query_lag.md)
+        following["query_lag"] = 1
     preset_values = PRESETS.get(args.preset, {}).get("values", {})
     following = {k: v for k, v in following.items() if k not in preset_values}
     if following:

@@ -1,7 +1,7 @@
 """Report on any set of run folders: learning curves, labels to a target accuracy, AULC, paired tests, cost.
 
     python report.py runs/ sweeps/my_sweep --out reports/today [--targets 0.8 0.9 0.95] [--baseline random]
-        [--versus model min_steps] [--map noise_std --map_at 100 300]
+        [--versus model min_steps] [--map noise_std] [--at 100 300]
 
 Runs (every folder with config.json and rounds.csv under the paths) are grouped by every config field but
 strategy, seed and the operational ones; each file it writes into --out, and what the tests are:
@@ -15,7 +15,7 @@ import sys
 
 from config import OneLineParser
 from reporting.load import ReportError, find_runs, load_runs
-from reporting.stats import DEFAULT_MAP_AT, DEFAULT_TARGETS
+from reporting.stats import DEFAULT_AT, DEFAULT_TARGETS
 from reporting.write import write_report
 
 
@@ -36,9 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also pair runs that differ only in these config fields (e.g. model), by strategy and seed")
     p.add_argument("--map", default="", metavar="FIELD", dest="map_field",
                    help="also draw strategy × FIELD (e.g. noise_std): each strategy's paired difference from the "
-                        "baseline in test accuracy at the --map_at sizes, per value of FIELD (map.csv, map_*.png)")
-    p.add_argument("--map_at", nargs="+", type=int, default=list(DEFAULT_MAP_AT), metavar="N",
-                   help="labelled-set sizes of the --map panels")
+                        "baseline in test accuracy at the --at sizes, per value of FIELD (map.csv, map_*.png)")
+    p.add_argument("--at", nargs="+", type=int, default=list(DEFAULT_AT), metavar="N",
+                   help="labelled-set sizes of the --map panels and of the --versus comparisons")
     args = p.parse_args(argv)
     bad = [t for t in args.targets if not 0 < t <= 1]
     if bad:
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         for reason in skipped:  # one damaged folder must not cost the report of all the others
             print(f"warning: skipped damaged run folder {reason}", file=sys.stderr)
         path = write_report(runs, args.out, args.targets, args.baseline, args.paths, args.versus, args.map_field,
-                            args.map_at)
+                            args.at)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -31,4 +31,4 @@ if [[ $PART == all || $PART == labels ]]; then
     --label_noise symmetric --label_noise_rate 0.2 --strategies random bald typiclust probcover \
     --out "$OUT/sigma4_label_noise"
 fi
-.venv/bin/python report.py "$OUT" --out reports/rq1_full --targets 0.6 0.65 0.7 --map noise_std --map_at 100 300
+.venv/bin/python report.py "$OUT" --out reports/rq1_full --targets 0.6 0.65 0.7 --map noise_std --at 50 100 200 300

@@ -12,7 +12,7 @@ from config import STABLE_KAPPA  # the report's stopping point: the first round 
 from results import TIMING_COLUMNS
 
 DEFAULT_TARGETS = (0.80, 0.90, 0.95)
-DEFAULT_MAP_AT = (100, 300)  # report.py --map: the labelled-set sizes of its panels
+DEFAULT_AT = (100, 300)  # report.py --at: labelled-set sizes of the --map panels and the --versus comparisons
 ALPHA = 0.05  # significance level of the Holm-corrected p-values
 MIN_PAIRS = 3  # fewer pairs of seeds: no test at all ("too few seeds")
 WILCOXON_MIN_PAIRS = 6  # this many pairs or more: Wilcoxon signed-rank; fewer: paired t-test
@@ -264,20 +264,29 @@ def paired_tests(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return _corrected(pd.DataFrame(rows, columns=PAIRED_COLUMNS), ["group", "metric"])
 
 
-def versus_tests(runs: pd.DataFrame) -> pd.DataFrame:
+def versus_tests(runs: pd.DataFrame, at=()) -> pd.DataFrame:
     """report.py --versus: within each setting (reporting.load.mark_versus) and strategy, each variant minus the
-    first in sorted order on the seeds both have, per metric (VERSUS_METRICS; a metric no run recorded is left
-    out), Holm-corrected across the strategies and variants of a setting, per metric."""
+    first in sorted order on the seeds both have, per metric (VERSUS_METRICS, and the test accuracy at each
+    labelled-set size of ``at``, from ``test_acc_at_N`` columns: add_accuracy_at; a metric no run recorded is
+    left out), Holm-corrected across the strategies and variants of a setting, per metric."""
+    all_metrics = {**VERSUS_METRICS, **{f"test acc at {n} labels": f"test_acc_at_{n}" for n in at}}
     rows = []
     for (setting, strategy), g in runs.groupby(["setting", "strategy"], sort=True):
         variants = sorted(g["variant"].unique())
         base = g[g["variant"] == variants[0]].set_index("seed")
         for variant in variants[1:]:
             other = g[g["variant"] == variant].set_index("seed")
-            metrics = {m: c for m, c in VERSUS_METRICS.items() if other[c].notna().any() or base[c].notna().any()}
+            metrics = {m: c for m, c in all_metrics.items() if other[c].notna().any() or base[c].notna().any()}
             rows += _pairs(other, base, metrics, setting=setting, strategy=strategy, variant=variant,
                            baseline_variant=variants[0])
     return _corrected(pd.DataFrame(rows, columns=VERSUS_COLUMNS), ["setting", "metric"])
+
+
+def add_accuracy_at(runs: pd.DataFrame, rounds: pd.DataFrame, at) -> pd.DataFrame:
+    """``runs`` with a ``test_acc_at_N`` column per size N of ``at``: the run's test accuracy at the round with
+    exactly N labelled images (NaN when it has none)."""
+    acc = rounds.drop_duplicates(["run", "n_labeled"], keep="last").set_index(["run", "n_labeled"])["test_acc"]
+    return runs.assign(**{f"test_acc_at_{n}": [acc.get((run, n), math.nan) for run in runs["run"]] for n in at})
 
 
 def map_tests(runs: pd.DataFrame, rounds: pd.DataFrame, field: str, at, baseline: str) -> pd.DataFrame:
@@ -333,7 +342,7 @@ def ordered_strategies(strategies, baseline: str) -> list:
     return ([baseline] if baseline in present else []) + [s for s in present if s != baseline]
 
 
-def build_tables(runs: pd.DataFrame, rounds: pd.DataFrame, targets, baseline: str) -> dict:
+def build_tables(runs: pd.DataFrame, rounds: pd.DataFrame, targets, baseline: str, at=()) -> dict:
     """Every table of the report, from the runs (all) and the rounds of the included runs; with ``setting`` and
     ``variant`` columns (report.py --versus), the variants' paired tests too."""
     used = runs[runs["included"]]
@@ -346,5 +355,5 @@ def build_tables(runs: pd.DataFrame, rounds: pd.DataFrame, targets, baseline: st
     if runs["kappa_recorded"].any():
         tables["stopping"] = stopping_table(used)
     if "variant" in runs:
-        tables["versus"] = versus_tests(used)
+        tables["versus"] = versus_tests(add_accuracy_at(used, rounds, at), at)
     return tables

@@ -11,7 +11,7 @@ import pandas as pd
 from reporting.load import ReportError, load_rounds, mark_versus
 from reporting.markdown import LABEL_NOISE_PNG, markdown
 from reporting.plots import plot_curves, plot_label_noise, plot_map
-from reporting.stats import DEFAULT_MAP_AT, DEFAULT_TARGETS, build_tables, map_tests, ordered_strategies
+from reporting.stats import DEFAULT_AT, DEFAULT_TARGETS, build_tables, map_tests, ordered_strategies
 from results import OutputError, atomic_write_bytes
 
 RUN_CSV_COLUMNS = ["group", "strategy", "seed", "status", "included", "note", "n_rounds", "final_n_labeled",
@@ -19,11 +19,11 @@ RUN_CSV_COLUMNS = ["group", "strategy", "seed", "status", "included", "note", "n
 
 
 def write_report(runs: pd.DataFrame, out, targets=DEFAULT_TARGETS, baseline: str = "random",
-                 sources=(), versus=(), map_field: str = "", map_at=DEFAULT_MAP_AT) -> Path:
+                 sources=(), versus=(), map_field: str = "", at=DEFAULT_AT) -> Path:
     """Write the PNGs, the CSVs and report.md into ``out``; returns the path of report.md. ``versus``: config
-    fields whose variants are also compared, paired by strategy and seed (versus.csv). ``map_field``: a config
-    field whose values are set against the strategies, each cell the paired difference from the baseline at
-    the sizes ``map_at`` (map.csv, map_<setting>.png).
+    fields whose variants are also compared, paired by strategy and seed, at the end and at the labelled-set
+    sizes ``at`` (versus.csv). ``map_field``: a config field whose values are set against the strategies, each
+    cell the paired difference from the baseline at the sizes ``at`` (map.csv, map_<setting>.png).
 
     Each file is replaced in one step, so a failed write (a full disk) raises ReportError naming the file
     and leaves that file's previous version, if any, whole."""
@@ -37,9 +37,9 @@ def write_report(runs: pd.DataFrame, out, targets=DEFAULT_TARGETS, baseline: str
     if versus:
         runs = mark_versus(runs, versus)
     rounds = load_rounds(runs[runs["included"]])
-    tables = build_tables(runs, rounds, targets, baseline)
+    tables = build_tables(runs, rounds, targets, baseline, at)
     if mapped is not None:
-        tables["map"] = map_tests(mapped[mapped["included"]], rounds, map_field, map_at, baseline)
+        tables["map"] = map_tests(mapped[mapped["included"]], rounds, map_field, at, baseline)
     for name, table in tables.items():
         csv = (table[RUN_CSV_COLUMNS] if name == "runs" else table).to_csv(index=False)
         _write(out / f"{name}.csv", csv.encode("utf-8"), mode)

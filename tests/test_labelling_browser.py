@@ -41,7 +41,8 @@ expect = playwright_api.expect  # polls from Python: the page's CSP forbids eval
 N_QUERY, N_ROUND = 5, 3
 ARGS = ["--dataset", "mnist_5k", "--oracle", "human", "--n_init_labeled", "20", "--n_query", str(N_QUERY),
         "--n_round", str(N_ROUND), "--num_valid", "200", "--epochs", "1", "--min_steps", "30", "--no-wandb",
-        "--threads", "1", "--run_name", "human"]
+        "--threads", "1", "--run_name", "human",
+        "--query_lag", "0"]  # the waiting protocol: each batch chosen by its round's model (lag 1: test_query_lag.py)
 
 
 STARTED: list = []  # every study process of the test: killed at the end, whatever happened

@@ -29,7 +29,7 @@ def still(tmp_path, *extra) -> tuple:
                     "--n_init_labeled", "18", "--n_query", "2", "--n_round", "3", "--epochs", "1", "--min_steps", "5",
                     "--warm_start", "continue", "--lr", "1e-9", "--oracle", "human", "--human_port", port,
                     "--device", "cpu", "--threads", "1", "--no-wandb", "--run_name", "still", "--output_dir", out,
-                    *extra])
+                    "--query_lag", "0", *extra])  # each batch chosen by its own round's model (its kappa shown)
     return run, Page(out, port, run)
 
 

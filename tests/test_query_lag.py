@@ -143,3 +143,10 @@ def test_a_person_gets_the_next_batch_while_the_round_trains(tmp_path):
     done = Run(folder)
     assert done.acquired.groupby("round")["chosen_by"].unique().map(list).to_dict() == {-1: [-1], 0: [0], 1: [0]}
     assert done.rounds["n_labeled"].tolist() == [20, 30, 40]
+
+
+def test_a_person_gets_the_lag_by_default_and_the_simulated_oracle_does_not():
+    from config import parse_config
+    assert parse_config(["--oracle", "human"]).query_lag == 1
+    assert parse_config(["--oracle", "human", "--query_lag", "0"]).query_lag == 0
+    assert parse_config([]).query_lag == 0 and parse_config(["--query_lag", "1"]).query_lag == 1

@@ -519,7 +519,7 @@ def test_versus_pairs_runs_that_differ_only_in_the_named_fields(tmp_path):
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "plain")]) == 0
     assert not (tmp_path / "plain" / "versus.csv").exists()
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--versus", "model",
-                        "min_steps"]) == 0
+                        "min_steps", "--at", "30"]) == 0
     versus = pd.read_csv(tmp_path / "rep" / "versus.csv")
     final = versus[versus.metric == "final test acc"].set_index(["setting", "strategy"])
     assert len(final) == 4 and set(final.variant) == {"resnet18/300"} and set(final.baseline_variant) == {"lenet/1000"}
@@ -529,13 +529,17 @@ def test_versus_pairs_runs_that_differ_only_in_the_named_fields(tmp_path):
     assert clean.p == pytest.approx(stats.ttest_rel([0.88, 0.91, 0.94], [0.86, 0.87, 0.88]).pvalue)
     noisy = final.loc[("mnist_5k, gaussian 0.3", "random")]
     assert noisy.mean_diff == pytest.approx(-0.05) and noisy.sem_diff == pytest.approx(0, abs=1e-12)
+    # --at 30: the accuracy at 30 labels is paired too (equal there by construction); only the sizes asked for
+    mid = versus[versus.metric == "test acc at 30 labels"].set_index(["setting", "strategy"])
+    assert len(mid) == 4 and mid.loc[("mnist_5k, no noise", "bald"), "mean_diff"] == pytest.approx(0.0)
+    assert {m for m in versus.metric if m.startswith("test acc at")} == {"test acc at 30 labels"}
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "## Variants compared (--versus)" in text and "resnet18/300 − lenet/1000" in text
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "bad"), "--versus", "seed"]) == 2
 
 
 def test_map_draws_each_strategy_against_random_per_value_of_a_field(tmp_path):
-    """report.py --map noise_std --map_at 30 50 (issue 25's picture): runs differing in σ are paired by seed
+    """report.py --map noise_std --at 30 40 500 (issue 25's picture): runs differing in σ are paired by seed
     with random at each size and σ; exact differences, a paired t-test and Holm across strategies and σ of
     a setting at a size; the PNG and the table; a size no run reached is blank; a bad field is refused."""
     for s in (1, 2, 3):
@@ -547,7 +551,7 @@ def test_map_draws_each_strategy_against_random_per_value_of_a_field(tmp_path):
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "plain")]) == 0
     assert not (tmp_path / "plain" / "map.csv").exists()
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--map", "noise_std",
-                        "--map_at", "30", "40", "500"]) == 0
+                        "--at", "30", "40", "500"]) == 0
     table = pd.read_csv(tmp_path / "rep" / "map.csv")
     assert set(table["value"]) == {0.0, 2.0, 4.0} and set(table["n_labeled"]) == {30, 40, 500}
     at = table.set_index(["strategy", "value", "n_labeled"])
