@@ -326,3 +326,39 @@ def test_label_a_study_in_the_browser(tmp_path):
     assert json.loads((folder / "config.json").read_text())["oracle"] == "human"
     # The page counted the rounds as summary.json does.
     assert counts.startswith(f"round {summary['rounds_completed']} of {summary['rounds_planned']} · 32 labelled")
+
+
+def test_at_the_default_flags_the_next_batch_is_on_screen_while_the_model_trains(tmp_path):
+    """Issue 26, item 1, in Chromium at --oracle human's defaults (--query_lag 1): after batch 1's submission,
+    batch 2 is on screen at once, chosen by round 0's model, while round 1's model (1,000 steps) still
+    trains on the labels of batch 1; the page says so, and acquired.csv records which model chose it."""
+    out = tmp_path / "runs"
+    study = Study(["--dataset", "mnist_5k", "--oracle", "human", "--n_init_labeled", "20", "--n_query", "3",
+                   "--n_round", "2", "--num_valid", "200", "--min_steps", "1000", "--no-wandb", "--threads", "1",
+                   "--run_name", "lagged", "--output_dir", str(out)], tmp_path / "run.log")
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(study.url)
+            for r in (0, 1):
+                open_batch(page, r)
+                if r == 1:  # at once: round 1's model is still training, on the 23 labels of round 0's batch
+                    phase = page.locator("#view .phase").inner_text()
+                    assert "(the previous round's) chose these 3 images, while the next model trains on 23 in " \
+                           "the background" in phase, phase
+                    state = json.loads(urllib.request.urlopen(study.url.replace("/?", "/state?")).read())
+                    assert (state["step"], state["n_training"]) == ("training", 23)
+                for key in ("1", "2", "3"):
+                    page.keyboard.press(key)
+                expect(page.locator("#answered")).to_have_text("3")
+                page.keyboard.press("Enter")
+                expect(page.locator("#message")).to_contain_text("3 labels submitted")
+            expect(page.locator("#view .phase")).to_contain_text("Finished", timeout=120_000)
+            assert study.wait() == 0, study.log.read_text()
+        finally:
+            browser.close()
+    [folder] = [p for p in out.iterdir() if p.is_dir()]
+    acquired = pd.read_csv(folder / "acquired.csv")
+    assert acquired.groupby("round")["chosen_by"].unique().map(list).to_dict() == {-1: [-1], 0: [0], 1: [0]}
+    assert json.loads((folder / "config.json").read_text())["query_lag"] == 1
