@@ -497,11 +497,10 @@ def run_round(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy
 @dataclass
 class Asked:
     """A round's query and its answers: acquired.csv's rows, how many candidates were scored and how many
-    queried images were answered or skipped, and the seconds choosing (query_s) and answering (label_s) took."""
+    queried images were skipped, and the seconds choosing (query_s) and answering (label_s) took."""
 
     rows: list = field(default_factory=list)
     n_scored: int = 0
-    n_answered: int = 0
     n_skipped: int = 0
     query_s: float = 0.0
     label_s: float = 0.0
@@ -525,8 +524,7 @@ def ask(cfg: Config, data: StudyData, state: PoolState, strategy: Strategy, orac
     state.set_aside(picked[~answered if cfg.dont_know == "out" else flagged])  # a flagged image is never asked again
     rows = [{**row, **note} for row, note in zip(acquired_rows(data, r, picked, labels, picked_scores, draw_probs,
                                                                chosen_by=chosen_by), notes)]
-    return Asked(rows, n_scored, int(answered.sum()), int((~answered).sum()), _elapsed(t, data.device) - label_s,
-                 label_s)
+    return Asked(rows, n_scored, int((~answered).sum()), _elapsed(t, data.device) - label_s, label_s)
 
 
 def acquired_rows(data: StudyData, r: int, positions: torch.Tensor, labels: torch.Tensor,

@@ -26,6 +26,9 @@ import torch
 from rng import torch_generator
 
 
+NO_NOTE = {"flagged": 0, "labeller": ""}  # acquired.csv's notes of an answer: not flagged, nobody named
+
+
 class CleanOracle:
     """Reveals the true label of each queried pool item."""
 
@@ -38,7 +41,7 @@ class CleanOracle:
 
     def notes(self, positions: torch.Tensor) -> list:
         """acquired.csv's flagged and labeller of the last answers: a simulated oracle flags nothing."""
-        return [{"flagged": 0, "labeller": ""}] * torch.as_tensor(positions).numel()
+        return [NO_NOTE] * torch.as_tensor(positions).numel()
 
     def corrections(self) -> list:
         """A simulated oracle never changes an answer."""

@@ -295,15 +295,14 @@ def map_tests(runs: pd.DataFrame, rounds: pd.DataFrame, field: str, at, baseline
     each labelled-set size of ``at`` minus the baseline's on the seeds both reached it with, per value of
     FIELD; Holm-corrected across the strategies and values of a setting, per size. A run that has no round at
     exactly that size is not paired there."""
-    acc = rounds.drop_duplicates(["run", "n_labeled"], keep="last").set_index(["run", "n_labeled"])["test_acc"]
     rows = []
-    for (setting, value), g in runs.groupby(["setting", "variant"], sort=True):
+    for (setting, value), g in add_accuracy_at(runs, rounds, at).groupby(["setting", "variant"], sort=True):
         base = g[g["strategy"] == baseline]
         for strategy in ordered_strategies(g["strategy"], baseline)[1:]:
             other = g[g["strategy"] == strategy]
             for n in at:
-                x = {r.seed: acc.get((r.run, n), math.nan) for r in other.itertuples()}
-                y = {r.seed: acc.get((r.run, n), math.nan) for r in base.itertuples()}
+                x = dict(zip(other["seed"], other[f"test_acc_at_{n}"]))
+                y = dict(zip(base["seed"], base[f"test_acc_at_{n}"]))
                 seeds = sorted(k for k in set(x) & set(y) if not (math.isnan(x[k]) or math.isnan(y[k])))
                 xs, ys = np.array([x[k] for k in seeds]), np.array([y[k] for k in seeds])
                 mean, sem = mean_sem(xs - ys) if seeds else (math.nan, math.nan)

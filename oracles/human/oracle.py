@@ -30,7 +30,7 @@ from data.folder import eight_bits
 from memory import starts_from_known_labels
 from oracles.human.address import check_address, is_loopback
 from oracles.human.web import Refused, stability, start_server
-from oracles.simulated import CleanOracle
+from oracles.simulated import NO_NOTE, CleanOracle
 from results import DamagedRun, OutputError, atomic_write_text, write_json
 from stopping import stop_set_size
 
@@ -102,9 +102,7 @@ class HumanOracle(CleanOracle):
         self.returned = None      # monotonic time the last batch was taken: the next round's training began
         self.saved = self._read_saved()
         if self.saved and self.saved.get("submitted"):  # recorded, perhaps not yet in labels.csv: its times
-            given = {p: a for p, a in self.saved["answers"].items() if a["label"] >= 0 and "at" in a}
-            self.answered_at.update({p: a["at"] for p, a in given.items()})
-            self.labelled_by.update({p: a.get("labeller", "") for p, a in given.items()})
+            self._keep_given(self.saved["answers"])
         try:
             self.server, self.url = start_server(self, cfg.human_host, cfg.human_port)
         except OSError:
@@ -144,43 +142,38 @@ class HumanOracle(CleanOracle):
             return self._taken(wanted, answers, corrections)
         batch = {"round": r, "positions": asked, "answers": answers, "submitted": False, "opened": _now(),
                  "unused": unused, "from_dataset": len(wanted) - len(asked), "corrections": corrections}
-        with self.lock:
-            self._write(batch)  # on disk before the page can show it
-            self.batch, self._png = batch, {}
-            self._submitted.clear()
-            self.version += 1
-        self.saved = None
         given = f" ({len(answers)} answered before the interruption)" if answers else ""
         known = f" ({batch['from_dataset']} more labelled in the folder, not asked)" if batch["from_dataset"] else ""
-        self.log.info("round %d: %d images to label%s%s at %s", r, len(asked), given, known, self.url)
-        while not self._submitted.wait(0.5):  # short waits: Ctrl-C and SIGTERM get through
-            pass
-        with self.lock:
-            return self._taken(wanted, self.batch["answers"], self.batch["corrections"])
+        return self._open_and_wait(batch, wanted, f"round {r}: {len(asked)} images to label{given}{known} at "
+                                                  f"{self.url}")
 
     def review_after_end(self, r: int) -> None:
         """A finished run resumed (``--resume``): no images to label, but every earlier answer can be corrected,
         and an "I don't know" labelled, in the review until the person presses Done. The corrections are those
         of an empty batch of round ``r`` (the last round), saved with it as any batch's are (a second resume
         shows them again); ``corrections()`` then hands them to the loop."""
-        corrections = self._saved_corrections(r)
         batch = {"round": r, "positions": [], "answers": {}, "submitted": False, "opened": _now(), "unused": {},
-                 "from_dataset": 0, "corrections": corrections, "review_only": True}
+                 "from_dataset": 0, "corrections": self._saved_corrections(r), "review_only": True}
+        self._open_and_wait(batch, [], f"the study is finished: correct your answers at {self.url}, then press Done")
+
+    def _open_and_wait(self, batch: dict, wanted: list, said: str) -> torch.Tensor:
+        """Show ``batch`` on the page (saved first), log ``said``, wait for its submission: the labels of the
+        pool positions ``wanted`` (_taken)."""
         with self.lock:
-            self._write(batch)
+            self._write(batch)  # on disk before the page can show it
             self.batch, self._png = batch, {}
             self._submitted.clear()
             self.version += 1
         self.saved = None
-        self.log.info("the study is finished: correct your answers at %s, then press Done", self.url)
+        self.log.info("%s", said)
         while not self._submitted.wait(0.5):  # short waits: Ctrl-C and SIGTERM get through
             pass
         with self.lock:
-            self._taken([], {}, self.batch["corrections"])
+            return self._taken(wanted, self.batch["answers"], self.batch["corrections"])
 
     def notes(self, positions: torch.Tensor) -> list:
         """acquired.csv's flagged and labeller of the last batch's images, in the order of ``positions``."""
-        return [self._notes.get(p, {"flagged": 0, "labeller": ""}) for p in torch.as_tensor(positions).tolist()]
+        return [self._notes.get(p, NO_NOTE) for p in torch.as_tensor(positions).tolist()]
 
     @staticmethod
     def _labeller(name) -> dict:
@@ -261,7 +254,7 @@ class HumanOracle(CleanOracle):
         batch is open, saved with it, and handed to the loop with it: the next round trains on the new label."""
         with self.lock:
             b = self._open_batch(batch_round)
-            mine = {**self._skipped_by_person(), **self._answered_by_person()}
+            mine = self._correctable_by_person()
             if isinstance(position, bool) or not isinstance(position, int) or position not in mine \
                     or position in b["positions"]:
                 raise Refused(f"image {reprlib.repr(position)} is not one you answered in an earlier round; "
@@ -452,14 +445,19 @@ class HumanOracle(CleanOracle):
     def _taken(self, wanted: list, answers: dict, corrections: dict) -> torch.Tensor:
         """The labels of a submitted batch; its answer times are kept for labels.csv, its corrections for
         the loop (``corrections``), and when it returned for the page's estimate of the next round."""
-        given = {p: a for p, a in answers.items() if a["label"] >= 0 and "at" in a}
-        self.answered_at.update({p: a["at"] for p, a in given.items()})
-        self.labelled_by.update({p: a.get("labeller", "") for p, a in given.items()})
+        self._keep_given(answers)
         self._notes = {p: {"flagged": int(a["label"] == FLAG), "labeller": a.get("labeller", "")}
                        for p, a in answers.items()}
         self._corrections = dict(corrections)
         self.returned = time.monotonic()
         return self._labels(wanted, answers)
+
+    def _keep_given(self, answers: dict) -> None:
+        """When, and under which name, each label of ``answers`` was given (labels.csv's answered_at and
+        labeller); "I don't know" and "none of these" give no label."""
+        given = {p: a for p, a in answers.items() if a["label"] >= 0 and "at" in a}
+        self.answered_at.update({p: a["at"] for p, a in given.items()})
+        self.labelled_by.update({p: a.get("labeller", "") for p, a in given.items()})
 
     def _labels(self, wanted: list, answers: dict) -> torch.Tensor:
         """The labels of the pool positions ``wanted``: the person's answers, the dataset's for the known."""
@@ -570,7 +568,7 @@ class HumanOracle(CleanOracle):
         recorded as the person's (an "I don't know" still unlabelled included)."""
         if not self.saved or self.saved.get("round") != r:
             return {}
-        mine = {**self._skipped_by_person(), **self._answered_by_person()}
+        mine = self._correctable_by_person()
         return {p: c for p, c in self.saved.get("corrections", {}).items() if p in mine}
 
     def _asked_of_person(self) -> list:
@@ -585,6 +583,11 @@ class HumanOracle(CleanOracle):
         round_P = self.study.state.round_P
         return {row["pool_position"]: (row["round"], SKIP) for row in self._asked_of_person()
                 if row["label"] == SKIP and round_P[row["pool_position"]] < 0}
+
+    def _correctable_by_person(self) -> dict:
+        """{pool position: (round, label given)} of what the review lets the person change: every label they gave
+        and every "I don't know" still unlabelled (-1)."""
+        return {**self._skipped_by_person(), **self._answered_by_person()}
 
     def _answered_by_person(self) -> dict:
         """{pool position: (round, label given)} of every label the person gave in the recorded rounds
