@@ -840,6 +840,9 @@ def test_two_people_see_whose_answer_stands_and_a_flag_is_an_answer_of_its_own(m
                                                        "training"})
     thread.join(5)
     assert out["labels"] == [2, -1, 1]  # in ASKED's order: the flagged image has no label
+    # Before the next round starts, the page counts what it will train on: the 4 it had and 2 labels, not the flag
+    oracle.study.live.update(round=0, phase="querying", n_labeled=4)
+    assert oracle.view()["n_training"] == 6
     assert oracle.notes(torch.tensor(ASKED)) == [{"flagged": 0, "labeller": "Ben"}, {"flagged": 1, "labeller": "Ana"},
                                                  {"flagged": 0, "labeller": ""}]
     assert oracle.labelled_by == {10: "Ben", 30: ""}

@@ -376,7 +376,7 @@ class HumanOracle(CleanOracle):
                 # the next round trains next, on the labels just given. (With --query_lag 1 the batch may be
                 # submitted while its round's model still trains: that round is the one shown.)
                 round_, step = b["round"] + 1, "training"
-                n_training += b.get("from_dataset", 0) + sum(a["label"] != SKIP for a in b["answers"].values())
+                n_training += b.get("from_dataset", 0) + sum(a["label"] >= 0 for a in b["answers"].values())
             guesses = self.guesses if self.cfg.show_guess else {}
             items = [{"index": i + 1, "position": p, "answer": b["answers"].get(p, {}).get("label"),
                       "by": b["answers"].get(p, {}).get("labeller", ""),
