@@ -497,7 +497,7 @@ def build_parser(choices: Mapping[str, Sequence[str]] | None = None,
     allowed = {**FIXED_CHOICES, **(choices or {})}
     for f in FIELDS:
         flag, default = f"--{f.name}", f.default
-        help_ = help_text(f.name, allowed.get(f.name, ()), markdown=False)
+        help_ = help_text(f.name, allowed.get(f.name, ()), markdown=False).replace("%", "%%")  # argparse formats it
         if suppress_defaults:
             default = argparse.SUPPRESS
         if isinstance(f.default, bool):

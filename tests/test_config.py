@@ -285,3 +285,15 @@ def test_given_flags_are_those_argparse_reads():
     assert given_flags(["--n_query", "5", "--no-wandb", "--seeds", "1", "2", "--lr=0.1"]) == \
         {"n_query", "wandb", "seeds", "lr"}
     assert given_flags([]) == set()
+
+
+def test_help_prints_every_flag_and_exits_0(capsys):
+    """`main.py --help` is what a new user types first: it must print, not crash on a '%' in a help text."""
+    parser = build_parser()
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(Config):
+        assert f"--{f.name}" in out
+    assert "in the first 30% of the steps" in " ".join(out.split())  # a literal '%' shows as itself
