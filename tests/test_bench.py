@@ -127,3 +127,20 @@ def test_inference_bench_prints_each_part_of_a_round_in_both_layouts():
     assert keys == {(w, lay, c) for w in ("eval", "query") for lay in ("nchw", "channels_last") for c in (50, 100)} | \
         {("recalibrate", "nchw", 64)}
     assert all(e["median_s"] > 0 and e["model"] == "resnet18:imagenet" and e["threads"] == 1 for e in lines)
+
+
+def test_embedding_knn_counts_the_majority_of_the_nearest_by_cosine():
+    """bench/embedding_knn.py's k-NN: by angle, not length (ProbCover's normalised features), majority of k."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("embedding_knn", ROOT / "bench" / "embedding_knn.py")
+    knn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(knn)
+    import torch
+    ref = torch.tensor([[1.0, 0.0], [9.0, 0.5], [0.0, 50.0], [0.2, 7.0], [-1.0, -1.0]])
+    ref_y = torch.tensor([0, 0, 1, 1, 2])
+    query, query_y = torch.tensor([[100.0, 1.0], [0.2, 1.0], [0.0, -5.0]]), torch.tensor([0, 1, 2])
+    # k = 1: [0.2, 1] is nearest [1, 0] in length (class 0) but [0.2, 7] by angle (class 1, right)
+    assert knn.knn_accuracy(ref, ref_y, query, query_y, k=1).tolist() == [True, True, True]
+    # k = 3: [0, -5]'s nearest by angle is [-1, -1] (class 2), the next two are class 0's: the majority is wrong
+    assert knn.knn_accuracy(ref, ref_y, query, query_y, k=3).tolist() == [True, True, False]
+    assert knn.knn_accuracy(ref, ref_y, query, torch.tensor([0, 1, 0]), k=3, chunk=2).tolist() == [True, True, True]
