@@ -144,3 +144,34 @@ def test_embedding_knn_counts_the_majority_of_the_nearest_by_cosine():
     # k = 3: [0, -5]'s nearest by angle is [-1, -1] (class 2), the next two are class 0's: the majority is wrong
     assert knn.knn_accuracy(ref, ref_y, query, query_y, k=3).tolist() == [True, True, False]
     assert knn.knn_accuracy(ref, ref_y, query, torch.tensor([0, 1, 0]), k=3, chunk=2).tolist() == [True, True, True]
+
+
+def test_noise_map_tables_reads_each_number_from_reports_csvs(tmp_path):
+    """bench/noise_map_tables.py prints report.py's numbers per σ, each in its column, nothing recomputed."""
+    g4, g0 = "ds, lenet, gaussian 0.3, noise_std=4.0", "ds, lenet, gaussian 0.3, noise_std=0.0"
+    rows = [(g, s, n, 3, acc, 0.01) for g in (g4, g0) for s, acc in (("random", 0.6), ("bald", 0.5)) for n in (40, 100)]
+    pd = pytest.importorskip("pandas")
+    pd.DataFrame(rows, columns=["group", "strategy", "n_labeled", "n_seeds", "test_acc_mean", "test_acc_sem"]).to_csv(
+        tmp_path / "curves.csv", index=False)
+    pd.DataFrame([(g4, "bald", 3, 1.0, 0.0, 0.3, 0.62, 0.01, 0.47, 0.02)], columns=[
+        "group", "strategy", "n_seeds", "noisy_query_fraction_mean", "noisy_query_fraction_sem", "pool_noisy_fraction",
+        "final_test_acc_clean_mean", "final_test_acc_clean_sem", "final_test_acc_noisy_mean",
+        "final_test_acc_noisy_sem"]).to_csv(tmp_path / "noisy_queries.csv", index=False)
+    pd.DataFrame([(g4, "random", 0.65, 3, 3, 220, 200, 240, "220 (200–240)")], columns=[
+        "group", "strategy", "target", "n_seeds", "n_reached", "mean", "min", "max", "text"]).to_csv(
+        tmp_path / "labels_needed.csv", index=False)
+    pd.DataFrame([("ds, lenet, gaussian 0.3", "noise_std", v, "bald", "random", n, 3, "1 2 3", -0.077, 0.008, "t",
+                   0.01, 0.02, True) for v in (0.0, 4.0) for n in (40, 100)],
+                 columns=["setting", "field", "value", "strategy", "baseline", "n_labeled", "n_pairs", "seeds",
+                          "mean_diff", "sem_diff", "test", "p", "p_holm", "significant"]).to_csv(
+        tmp_path / "map.csv", index=False)
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "noise_map_tables.py"), str(tmp_path), "--at", "40",
+                           "100"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    first, second = (lines.index(f"### ds, lenet, gaussian 0.3, noise_std {v}") for v in (0, 4))
+    assert first < second
+    sigma4 = lines[second:]
+    assert "| random | 3 | 0.600 ± 0.010 | 0.600 ± 0.010 | – | 220 (200–240) | – | – | – |" in sigma4
+    assert "| bald | 3 | 0.500 ± 0.010 | 0.500 ± 0.010 | 0.620 / 0.470 | – | 1.00 | -7.7 ± 0.8 (p 0.02) | " \
+           "-7.7 ± 0.8 (p 0.02) |" in sigma4
