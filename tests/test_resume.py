@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import loop
 import main
@@ -240,3 +241,25 @@ def test_summary_names_the_code_that_made_the_numbers(uninterrupted, tmp_path, m
     assert isinstance(environment["dirty"], bool)
     monkeypatch.setenv("PATH", str(tmp_path))  # no git to be found
     assert main.code_version() == {"commit": None, "dirty": None}
+
+
+def test_a_killed_run_on_self_supervised_features_resumes_to_the_same_files(tmp_path):
+    """--embedding self_supervised: two processes with their own caches train the same encoder (seeded, CPU),
+    and a run killed after two rounds resumes, reading its cache, to the uninterrupted run's numbers and picks."""
+    argv = [*BASE, "--strategy", "typiclust", "--embedding", "self_supervised", "--ssl_epochs", "1"]
+    whole = run_process(*argv, "--embedding_cache", tmp_path / "cache_a", "--output_dir", tmp_path / "a")
+    assert whole.returncode == 0 and "training the encoder" in whole.stderr, whole.stderr
+    [uninterrupted] = run_dirs(tmp_path / "a")
+    proc = _popen(*argv, "--embedding_cache", tmp_path / "cache_b", "--output_dir", tmp_path / "b")
+    folder = _wait_rounds(tmp_path / "b", 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert len(read_run(folder)[0]) < 6
+    resumed = run_process("--resume", folder)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "training the encoder" not in resumed.stderr  # the cache the killed process wrote is read back
+    assert Run(folder).summary["status"] == "complete"
+    pd.testing.assert_frame_equal(_metrics(folder), _metrics(uninterrupted))
+    assert (folder / "acquired.csv").read_text() == (uninterrupted / "acquired.csv").read_text()
+    a, b = (torch.load(next((tmp_path / c).glob("ssl_*.pt")), weights_only=True) for c in ("cache_a", "cache_b"))
+    assert a["key"] == b["key"] and torch.equal(a["features"], b["features"])
