@@ -87,13 +87,13 @@ def main(argv=None) -> None:
             # queries: a seeded 2,000 of the pool; references: the rest of the pool, with their true labels
             order = torch.randperm(data.pool_idx.numel(), generator=torch_generator(seed, "embedding_knn", "queries"))
             queries, refs = order[:args.queries], order[args.queries:]
+            q_idx, ref_idx = data.pool_idx[queries], data.pool_idx[refs]
             noisy_q = data.noisy_of(queries) if cfg.noise_std > 0 else torch.zeros(queries.numel(), dtype=torch.bool)
             spaces = {"pixels": lambda idx: data.train.batch(idx).flatten(1),
                       "model": lambda idx: pool_embeddings(model, data.train, idx, 512)[0],
                       "self_supervised": lambda idx: ssl[idx]}
             cells = []
             for features in spaces.values():
-                ref_idx, q_idx = data.pool_idx[refs], data.pool_idx[queries]
                 hit = knn_accuracy(features(ref_idx), data.train_y[ref_idx], features(q_idx), data.train_y[q_idx],
                                    args.k)
                 clean = hit[~noisy_q].float().mean().item()

@@ -10,17 +10,15 @@ paired difference against the baseline at each ``--at`` size (points; Holm-corre
 from __future__ import annotations
 
 import argparse
-import math
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def cell(mean: float, sem: float, scale: float = 1.0, digits: int = 3) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    text = f"{mean * scale:+.{digits}f}" if scale != 1.0 else f"{mean:.{digits}f}"
-    return text + (f" ± {sem * scale:.{digits}f}" if sem == sem and sem is not None else "")
+from reporting.markdown import mean_pm  # noqa: E402
+from reporting.stats import ordered_strategies  # noqa: E402
 
 
 def tables(folder: Path, at: list, target: float) -> str:
@@ -30,7 +28,7 @@ def tables(folder: Path, at: list, target: float) -> str:
     diffs = pd.read_csv(folder / "map.csv")
     out = []
     for setting, rows in diffs.groupby("setting", sort=False):
-        field = rows.field.iloc[0]
+        field, baseline = rows.field.iloc[0], rows.baseline.iloc[0]
         for value, per_value in rows.groupby("value", sort=True):
             groups = {g for g in curves.group.unique() if g.startswith(setting)}
             if len(groups) > 1:  # the map's field varies, so it names each group
@@ -41,18 +39,16 @@ def tables(folder: Path, at: list, target: float) -> str:
             out.append(f"### {setting}, {field} {value:g}\n")
             head = ["strategy", "seeds", *(f"acc @ {n}" for n in at), "clean / noisy test acc (last)",
                     f"labels to {target:.0%}", "noisy share of queries",
-                    *(f"Δ random @ {n} (p Holm)" for n in at)]
+                    *(f"Δ {baseline} @ {n} (p Holm)" for n in at)]
             out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             c = curves[curves.group == group]
-            strategies = list(dict.fromkeys(c.strategy))
-            strategies = ["random"] + [s for s in strategies if s != "random"] if "random" in strategies else strategies
-            for s in strategies:
+            for s in ordered_strategies(c.strategy, baseline):
                 cs = c[c.strategy == s].set_index("n_labeled")
                 nq = noisy[(noisy.group == group) & (noisy.strategy == s)]
                 ln = needed[(needed.group == group) & (needed.strategy == s)
                             & (needed.target.round(4) == round(target, 4))]
                 seeds = int(cs.n_seeds.max()) if len(cs) else 0
-                accs = [cell(cs.test_acc_mean.get(n, float("nan")), cs.test_acc_sem.get(n, float("nan")))
+                accs = [mean_pm(cs.test_acc_mean.get(n, float("nan")), cs.test_acc_sem.get(n, float("nan")))
                         for n in at]
                 if len(nq):
                     q = nq.iloc[0]
@@ -64,7 +60,7 @@ def tables(folder: Path, at: list, target: float) -> str:
                 pd_cells = []
                 for n in at:
                     d = per_value[(per_value.strategy == s) & (per_value.n_labeled == n)]
-                    if s == "random" or not len(d) or d.iloc[0].n_pairs < 1:
+                    if s == baseline or not len(d) or d.iloc[0].n_pairs < 1:
                         pd_cells.append("–")
                         continue
                     r = d.iloc[0]

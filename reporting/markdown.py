@@ -75,7 +75,7 @@ def map_section(table: pd.DataFrame, pngs: dict, baseline: str) -> list:
               f"`{field}`, paired by seed (points; * where the Holm-corrected p, across the strategies and values "
               "of a setting at that size, is below 0.05).", ""]
     for setting, g in table.groupby("setting", sort=True):
-        wide = g.assign(cell=[_pm(100 * m, 100 * e, ".1f") + ("*" if sig else "") if n else "–"
+        wide = g.assign(cell=[mean_pm(100 * m, 100 * e, ".1f") + ("*" if sig else "") if n else "–"
                               for m, e, sig, n in zip(g["mean_diff"], g["sem_diff"], g["significant"], g["n_pairs"])])
         wide = wide.pivot_table(index=["strategy", "n_labeled"], columns="value", values="cell", aggfunc="first")
         lines += [f"### {setting}", "", f"![strategy × {field}: {setting}]({pngs[setting]})", "",
@@ -93,7 +93,7 @@ def label_noise_section(table: pd.DataFrame, png: bool) -> list:
     display = pd.DataFrame({"group": table["group"], "strategy": table["strategy"], "seeds": table["n_seeds"],
                             "corrupted labels": table["n_corrupted_mean"].map(lambda v: _num(v, ".1f")),
                             "of labelled": table["corrupted_fraction_mean"].map(lambda v: _num(v, ".3f")),
-                            "final test acc": [_pm(m, s) for m, s in zip(table["final_test_acc_mean"],
+                            "final test acc": [mean_pm(m, s) for m, s in zip(table["final_test_acc_mean"],
                                                                           table["final_test_acc_sem"])]})
     return lines + [_md(display) if len(display) else "No complete runs.", ""]
 
@@ -213,14 +213,14 @@ def _labels_display(labels: pd.DataFrame, strategies: list, targets) -> pd.DataF
 
 def _aulc_display(aulc: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"strategy": aulc["strategy"], "seeds": aulc["n_seeds"],
-                         "AULC": [_pm(m, s) for m, s in zip(aulc["aulc_mean"], aulc["aulc_sem"])],
-                         "final test acc": [_pm(m, s) for m, s in zip(aulc["final_test_acc_mean"],
+                         "AULC": [mean_pm(m, s) for m, s in zip(aulc["aulc_mean"], aulc["aulc_sem"])],
+                         "final test acc": [mean_pm(m, s) for m, s in zip(aulc["final_test_acc_mean"],
                                                                        aulc["final_test_acc_sem"])]})
 
 
 def _paired_display(paired: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"strategy": paired["strategy"], "metric": paired["metric"], "pairs": paired["n_pairs"],
-                         "mean difference": [_pm(m, s, "+.3f") for m, s in zip(paired["mean_diff"],
+                         "mean difference": [mean_pm(m, s, "+.3f") for m, s in zip(paired["mean_diff"],
                                                                                paired["sem_diff"])],
                          "test": paired["test"], "p": paired["p"].map(lambda v: _num(v, ".3g")),
                          "p (Holm)": paired["p_holm"].map(lambda v: _num(v, ".3g")),
@@ -236,10 +236,10 @@ def _cost_display(cost: pd.DataFrame) -> pd.DataFrame:
 
 def _noisy_display(noisy: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"strategy": noisy["strategy"], "seeds": noisy["n_seeds"],
-                         "noisy fraction of queries": [_pm(m, s) for m, s in zip(noisy["noisy_query_fraction_mean"],
+                         "noisy fraction of queries": [mean_pm(m, s) for m, s in zip(noisy["noisy_query_fraction_mean"],
                                                                                   noisy["noisy_query_fraction_sem"])],
                          "pool's noisy fraction": noisy["pool_noisy_fraction"].map(lambda v: _num(v, ".3f")),
-                         **{f"final acc, {part} test images": [_pm(m, s) for m, s in zip(
+                         **{f"final acc, {part} test images": [mean_pm(m, s) for m, s in zip(
                              noisy[f"final_test_acc_{part}_mean"], noisy[f"final_test_acc_{part}_sem"])]
                             for part in ("clean", "noisy")}})
 
@@ -247,7 +247,7 @@ def _noisy_display(noisy: pd.DataFrame) -> pd.DataFrame:
 def _stopping_display(stopping: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"strategy": stopping["strategy"], "seeds": stopping["n_seeds"],
                          f"labels at kappa ≥ {stopping['threshold'].iloc[0]:g}": stopping["labels_text"],
-                         "test acc there": [_pm(m, s) for m, s in zip(stopping["test_acc_mean"],
+                         "test acc there": [mean_pm(m, s) for m, s in zip(stopping["test_acc_mean"],
                                                                       stopping["test_acc_sem"])]})
 
 
@@ -264,7 +264,7 @@ def _num(value, fmt: str = ".0f") -> str:
     return "–" if value is None or pd.isna(value) else format(value, fmt)
 
 
-def _pm(mean, sem, fmt: str = ".3f") -> str:
+def mean_pm(mean, sem, fmt: str = ".3f") -> str:
     if pd.isna(mean):
         return "–"
     return format(mean, fmt) + ("" if pd.isna(sem) else f" ± {sem:.3f}")
