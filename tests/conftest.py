@@ -186,3 +186,32 @@ def probe_study_data(x, n_pool: int, num_classes: int):
     images = Images(x, (0.0,), (1.0,)).replaced(x)
     return StudyData(train=images, train_y=y, test=images, test_y=y, val_idx=val_idx, pool_idx=pool_idx,
                      num_classes=num_classes)
+
+
+# The labelling page shows a batch's "N labels submitted" only until it draws the next batch (or the end),
+# which, with the next batch chosen at once, can be within milliseconds: a browser test that reads the
+# message afterwards races the page. record_messages(page), before page.goto, keeps every message shown.
+_RECORD_MESSAGES = """
+window.__messages = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const m = document.getElementById("message");
+  if (m) new MutationObserver(() => { if (m.textContent) window.__messages.push(m.textContent); })
+    .observe(m, {childList: true, characterData: true, subtree: true});
+});
+"""
+
+
+def record_messages(page) -> None:
+    page.add_init_script(_RECORD_MESSAGES)
+
+
+def wait_said(page, text: str, timeout: float = 60) -> str:
+    """The first message the page has shown (since its last load) that contains ``text``; waits for it."""
+    deadline = time.time() + timeout
+    while True:
+        said = page.evaluate("window.__messages || []")
+        found = [m for m in said if text in m]
+        if found:
+            return found[0]
+        assert time.time() < deadline, f"the page never said {text!r}; it said {said}"
+        time.sleep(0.05)

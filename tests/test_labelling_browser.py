@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, record_messages, wait_said
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
@@ -153,6 +153,7 @@ def test_label_a_study_in_the_browser(tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
+            record_messages(page)
             page.goto(study.url)
 
             # No token, a wrong token, or a POST whose token is only in the address: 403.
@@ -196,7 +197,7 @@ def test_label_a_study_in_the_browser(tmp_path):
             wait_saved(folder, 0, N_QUERY)
             page.screenshot(path=str(tmp_path / "labelling_batch0.png"), full_page=True)
             page.keyboard.press("Enter")  # after clicks too: a clicked button keeps no focus to press again
-            expect(page.locator("#message")).to_contain_text("submitted", timeout=60_000)
+            wait_said(page, "submitted")
             assert batch_file(folder)["submitted"] is True
             # A second submission of the same batch is refused.
             second = page.evaluate("async () => { const r = await fetch('/submit', {method: 'POST', headers: "
@@ -258,8 +259,7 @@ def test_label_a_study_in_the_browser(tmp_path):
             wait_saved(folder, 1, N_QUERY)
             page.locator("#submit").focus()  # Enter on the focused Submit button submits once
             page.keyboard.press("Enter")
-            expect(page.locator("#message")).to_contain_text("round 2 of 4: 4 labels submitted, 1 skipped",
-                                                             timeout=60_000)
+            wait_said(page, "round 2 of 4: 4 labels submitted, 1 skipped")
 
             # Batch 2: two answers, then the run is killed (SIGKILL) mid-batch.
             positions = open_batch(page, 2)

@@ -29,7 +29,7 @@ from loop import acquired_rows, prepare_data
 from oracles.human.oracle import read_original
 from oracles.human.web import create_app
 from results import ROUND_COLUMNS, TIMING_COLUMNS, OutputError, read_config
-from conftest import mount_tmpfs
+from conftest import mount_tmpfs, record_messages, wait_said
 from test_folder import CLASSES, make_folder
 # make_oracle and run_dir are fixtures: importing them makes them this module's too
 from test_labelling import ASKED, free_port, give, make_oracle, open_batch, post, run_dir, saved, submit  # noqa: F401
@@ -611,6 +611,7 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
+            record_messages(page)
             first = http.wait_batch(0)
             page.goto(f"{http.base}/?token={http.token}")
             page.wait_for_selector('#batch[data-round="0"]')
@@ -671,7 +672,7 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
             assert {int(p): a["label"] for p, a in http.batch()["answers"].items()} == \
                 {first[0]: 1, first[1]: 0, first[2]: 1}
             page.keyboard.press("Enter")
-            expect(page.locator("#message")).to_contain_text("3 labels submitted", timeout=30_000)
+            wait_said(page, "3 labels submitted")
 
             # Round 1: the review lists round 1's answers; one is corrected (cross to square)
             page.wait_for_selector('#batch[data-round="1"]', timeout=60_000)
@@ -735,7 +736,7 @@ def test_a_folder_labelled_in_the_browser_pictures_zoom_undo_review_guess_export
                      "the card says whose answer stands")
             assert page.evaluate("localStorage.getItem('labeller')") == "Ana"
             page.keyboard.press("Enter")
-            expect(page.locator("#message")).to_contain_text("1 labels submitted, 1 skipped, 1 flagged")
+            wait_said(page, "1 labels submitted, 1 skipped, 1 flagged")
             expect(page.locator("#view .phase")).to_contain_text("Finished", timeout=60_000)
         finally:
             browser.close()

@@ -47,16 +47,21 @@ def _rounds(cell: Path) -> int:
     return len(read_run(cell)[0]) if (cell / "rounds.csv").exists() else 0
 
 
-def _wait(predicate, what: str, timeout: float = 150, proc=None, poll: float = 0.05):
+def _wait(predicate, what: str, timeout: float = 150, proc=None, poll: float = 0.05, logs=lambda: ()):
+    """Poll until ``predicate`` holds; a failure quotes the tails of the files ``logs()`` names (the sweep's,
+    a cell's, submitit's), since a Slurm test that fails in CI leaves nothing else behind."""
+    def tails():
+        return "".join(f"\n--- {p} (last 3,000 characters):\n{Path(p).read_text(errors='replace')[-3000:]}"
+                       for p in logs() if Path(p).exists())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the sweep ended (exit {proc.returncode}) before {what}")
+            raise AssertionError(f"the sweep ended (exit {proc.returncode}) before {what}{tails()}")
         time.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}{tails()}")
 
 
 def _mtimes(folder: Path) -> dict:
@@ -441,14 +446,16 @@ def test_slurm_array_completes_and_a_preempted_cell_is_requeued(tmp_path):
                         "--time_min", "10", "--wait", "--", *SLOW, log=tmp_path / "sweep.log")
     a = out / "cells" / "seed-1"
     try:
-        _wait(lambda: _rounds(a) >= 1, "a finished round in a Slurm job", proc=proc, timeout=240)
+        def logs():
+            return (tmp_path / "sweep.log", a / "log.txt", *sorted((out / "slurm").glob("**/*_log.*")))
+        _wait(lambda: _rounds(a) >= 1, "a finished round in a Slurm job", proc=proc, timeout=240, logs=logs)
         job = _job_of(out, "seed-1")
         assert "_" in job  # one job array: ARRAYID_TASK
         # what a pre-emption (or the time limit, --signal_delay_s before it) sends: submitit checkpoints
         # and requeues the task, which continues the cell from its last finished round
         subprocess.run(["scancel", "--signal=USR2", job], check=True)
         _wait(lambda: "restart 1" in (a / "log.txt").read_text() or _release_if_held(job), "the requeued task",
-              proc=proc, timeout=240, poll=0.5)
+              proc=proc, timeout=240, poll=0.5, logs=logs)
         assert proc.wait(timeout=240) == 0, (tmp_path / "sweep.log").read_text()
     finally:
         if proc.poll() is None:
