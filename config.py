@@ -42,10 +42,18 @@ ACQUISITIONS = ("top_k", "power", "softmax", "softrank")  # strategies/select.py
 AUGMENTS = ("none", "shift", "shift_rotate", "standard")  # what each applies: augment.AUGMENTS
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
 RESNET_STEMS = ("small", "imagenet")  # models/resnet.py: STEMS
-# Defaults that follow the model: a BatchNorm ResNet18 fits 20-200 labels in far fewer steps than a dropout
-# LeNet (accuracy against steps: docs/RESULTS_rq2.md). A flag given, or a preset's value, wins; config.json
-# records the value a run used, so a resume keeps it even if this table changes.
-MODEL_DEFAULTS = {"resnet18": {"min_steps": 300}}
+# Defaults that follow the model. ResNet18 (docs/RESULTS_rq2.md, accuracy against steps at 20-200 labels):
+# 700 steps are within 0.4 points of 1,000 up to 100 labels, where a round must fit a minute on 2 cores; from
+# about 150 labels it needs more passes over the set, so at least 250 epochs (1,000 steps at 200 labels).
+# A flag given, or a preset's value, wins; config.json records the values a run used, so a resume keeps
+# them even if this table changes.
+MODEL_DEFAULTS = {"resnet18": {"min_steps": 700, "epochs": 250}}
+
+
+def _model_default_text(field: str) -> str:
+    """'; when not given: 700 for `--model resnet18`', from MODEL_DEFAULTS (empty when no model sets it)."""
+    said = [f"{d[field]} for `--model {m}`" for m, d in MODEL_DEFAULTS.items() if field in d]
+    return "; when not given: " + ", ".join(said) if said else ""
 
 
 @dataclass(frozen=True)
@@ -199,7 +207,7 @@ class Config:
     num_valid: int = option(1000, "validation images, drawn stratified from train with the seed", rule=_COUNT)
     batch_size: int = option(64, "training batch size", rule=_COUNT)
     epochs: int = option(10, "training epochs per round (each round trains a fresh model); more when "
-                             "`--min_steps` asks", rule=_COUNT)
+                             "`--min_steps` asks" + _model_default_text("epochs"), rule=_COUNT)
     num_workers: int = option(0, "kept for compatibility: data are in-memory tensors, no loader workers are used",
                               rule=_COUNT0, operational=True)
     seed: int = option(42, "seed of the run (splits, initial set, noise, weights, dropout, random queries)", rule=_SEED)
@@ -241,9 +249,7 @@ class Config:
     weight_decay_scaled: float = option(0.0, "c > 0: weight decay c / (labelled images), set each round (Gal et "
                                              "al.'s code); overrides `--weight_decay`", rule=_NON_NEGATIVE)
     min_steps: int = option(1000, "at least this many optimizer steps per round: more epochs than `--epochs` when "
-                                  "the labelled set is small; when not given: " + ", ".join(
-                                      f"{d['min_steps']} for `--model {m}`" for m, d in MODEL_DEFAULTS.items()),
-                            rule=_COUNT0)
+                                  "the labelled set is small" + _model_default_text("min_steps"), rule=_COUNT0)
     epoch_samples: int = option(0, "an epoch draws this many samples (whole shuffled passes, the last cut short) "
                                    "when the labelled set is smaller; 0 = one pass",
                                 rule=Rule(int, 0, EPOCH_SAMPLES_MAX))

@@ -4,7 +4,8 @@
 
 With ``--models lenet resnet18:imagenet resnet18:imagenet@1000``, instead of the protocol: one bald round at 100
 labels on mnist_5k per MODEL[:STEM][@STEPS] (``model_round`` lines: train/query/eval seconds and the steps
-trained; @STEPS sets --min_steps, else the model's default), so a new default sits beside the old in one run.
+trained; @STEPS trains exactly that many steps, else the model's defaults), so a new default sits beside the
+old in one run.
 
 Runs rounds 0..--rounds of the protocol (Fashion-MNIST 60k/10k, lenet, 300 validation, 100 initial
 labels, 10 queried per round, 100 epochs stretched to --min_steps (the project's default unless given),
@@ -151,7 +152,7 @@ MODEL_ROUND = ["--dataset", "mnist_5k", "--num_valid", "300", "--n_init_labeled"
 
 def run_models(models: list, device: str, threads: int, extra: list = ()) -> None:
     """For each MODEL[:STEM][@STEPS] (e.g. resnet18:imagenet@1000): a bald run on mnist_5k through main.main with
-    the model's own defaults (--min_steps STEPS when given); one ``model_round`` line with round 0's seconds
+    the model's own defaults (exactly STEPS steps when given); one ``model_round`` line with round 0's seconds
     (train on 100 labels, evaluate, query the pool) and the steps it trained (round 1 runs too: the last
     round, it queries nothing)."""
     import main
@@ -162,7 +163,9 @@ def run_models(models: list, device: str, threads: int, extra: list = ()) -> Non
         with tempfile.TemporaryDirectory() as out:
             argv = [*MODEL_ROUND, "--model", name, *(["--resnet_stem", stem] if stem else []), "--device", device,
                     "--threads", str(threads), "--output_dir", out, *extra,
-                    *(["--min_steps", steps] if steps else [])]  # @STEPS wins over a --min_steps for all
+                    # @STEPS: that many steps exactly (one-step epochs at most: a model's own --epochs default,
+                    # 250 for resnet18, would ask for more), winning over a --min_steps for all
+                    *(["--min_steps", steps, "--epochs", "1"] if steps else [])]
             with contextlib.redirect_stdout(sys.stderr):  # keep stdout for JSON lines only
                 if main.main(argv) != 0:
                     raise SystemExit(f"the {spec} run failed")

@@ -473,6 +473,23 @@ def test_min_steps_follows_the_model_when_not_given():
     assert parse_config(["--model", "resnet18", "--uncertainty", "ensemble"]).min_steps == fewer
 
 
+def test_resnet18s_default_steps_grow_with_the_labelled_set():
+    """ResNet18's defaults, --min_steps 700 and --epochs 250 (docs/RESULTS_rq2.md): 700 steps up to 100 labels
+    (where a round must fit a minute), then 250 passes over the set (1,000 steps at 200 labels, batch 64);
+    LeNet keeps 1,000 steps and 10 epochs; an explicit --epochs wins."""
+    from config import parse_config
+    from train import Schedule
+
+    def steps(argv, n):
+        cfg = parse_config(argv)
+        return Schedule(epochs=cfg.epochs, batch_size=cfg.batch_size, min_steps=cfg.min_steps).max_steps(n)
+    resnet = ["--model", "resnet18"]
+    assert [steps(resnet, n) for n in (20, 50, 100, 160, 200, 300)] == [700, 700, 700, 750, 1000, 1250]
+    assert [steps(["--model", "lenet"], n) for n in (20, 100, 200, 300)] == [1000, 1000, 1000, 1000]
+    assert steps([*resnet, "--epochs", "10"], 200) == 700
+    assert parse_config([*resnet, "--epochs", "10"]).epochs == 10 and parse_config(resnet).epochs == 250
+
+
 def test_the_model_default_is_recorded_in_config_json_and_kept_on_resume(cli, monkeypatch, tmp_path):
     """A run records the --min_steps its model's default gave it; a resume keeps that number even after the
     table of defaults changes (the run goes on as it began)."""
