@@ -93,8 +93,7 @@ def label_noise_section(table: pd.DataFrame, png: bool) -> list:
     display = pd.DataFrame({"group": table["group"], "strategy": table["strategy"], "seeds": table["n_seeds"],
                             "corrupted labels": table["n_corrupted_mean"].map(lambda v: _num(v, ".1f")),
                             "of labelled": table["corrupted_fraction_mean"].map(lambda v: _num(v, ".3f")),
-                            "final test acc": [mean_pm(m, s) for m, s in zip(table["final_test_acc_mean"],
-                                                                          table["final_test_acc_sem"])]})
+                            "final test acc": mean_pm_column(table, "final_test_acc")})
     return lines + [_md(display) if len(display) else "No complete runs.", ""]
 
 
@@ -213,9 +212,8 @@ def _labels_display(labels: pd.DataFrame, strategies: list, targets) -> pd.DataF
 
 def _aulc_display(aulc: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"strategy": aulc["strategy"], "seeds": aulc["n_seeds"],
-                         "AULC": [mean_pm(m, s) for m, s in zip(aulc["aulc_mean"], aulc["aulc_sem"])],
-                         "final test acc": [mean_pm(m, s) for m, s in zip(aulc["final_test_acc_mean"],
-                                                                       aulc["final_test_acc_sem"])]})
+                         "AULC": mean_pm_column(aulc, "aulc"),
+                         "final test acc": mean_pm_column(aulc, "final_test_acc")})
 
 
 def _paired_display(paired: pd.DataFrame) -> pd.DataFrame:
@@ -236,19 +234,16 @@ def _cost_display(cost: pd.DataFrame) -> pd.DataFrame:
 
 def _noisy_display(noisy: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"strategy": noisy["strategy"], "seeds": noisy["n_seeds"],
-                         "noisy fraction of queries": [mean_pm(m, s) for m, s in zip(noisy["noisy_query_fraction_mean"],
-                                                                                  noisy["noisy_query_fraction_sem"])],
+                         "noisy fraction of queries": mean_pm_column(noisy, "noisy_query_fraction"),
                          "pool's noisy fraction": noisy["pool_noisy_fraction"].map(lambda v: _num(v, ".3f")),
-                         **{f"final acc, {part} test images": [mean_pm(m, s) for m, s in zip(
-                             noisy[f"final_test_acc_{part}_mean"], noisy[f"final_test_acc_{part}_sem"])]
+                         **{f"final acc, {part} test images": mean_pm_column(noisy, f"final_test_acc_{part}")
                             for part in ("clean", "noisy")}})
 
 
 def _stopping_display(stopping: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"strategy": stopping["strategy"], "seeds": stopping["n_seeds"],
                          f"labels at kappa ≥ {stopping['threshold'].iloc[0]:g}": stopping["labels_text"],
-                         "test acc there": [mean_pm(m, s) for m, s in zip(stopping["test_acc_mean"],
-                                                                      stopping["test_acc_sem"])]})
+                         "test acc there": mean_pm_column(stopping, "test_acc")})
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -262,6 +257,11 @@ def _md(df: pd.DataFrame) -> str:
 
 def _num(value, fmt: str = ".0f") -> str:
     return "–" if value is None or pd.isna(value) else format(value, fmt)
+
+
+def mean_pm_column(table: pd.DataFrame, stem: str) -> list:
+    """``mean_pm`` of each row's ``<stem>_mean`` and ``<stem>_sem`` columns."""
+    return [mean_pm(m, s) for m, s in zip(table[f"{stem}_mean"], table[f"{stem}_sem"])]
 
 
 def mean_pm(mean, sem, fmt: str = ".3f") -> str:
